@@ -1,0 +1,4 @@
+"""Lightning callbacks: generic, each relying on a small documented protocol of the module."""
+
+from callbacks.local_search import LocalSearchReplay, PrioritizedReplayBuffer, mala
+from callbacks.sample_plots import SamplePlots

@@ -1,0 +1,1 @@
+"""LightningDataModules and what makes their data, one subpackage per family."""

@@ -1,0 +1,1 @@
+"""LightningModules and the torch layers, losses and metrics they are built from."""

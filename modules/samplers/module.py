@@ -1,0 +1,474 @@
+"""``DiffusionSampler``: a diffusion-structured sampler of an unnormalized density, trained with
+any of the objectives benchmarked by Sendera et al., "Improved off-policy training of diffusion
+samplers" (2024, arXiv 2402.05098).
+
+A sampler is a learned SDE discretized in ``T`` steps on ``[0, 1]`` (see
+:mod:`modules.samplers.reference`); its terminal state ``x_T`` should be distributed as
+``R(x) / Z`` for the target's reward ``R = exp(log_reward)``. Objectives (``loss=``):
+
+- ``pis``: reverse KL through the simulation with the Brownian reference (Zhang & Chen, 2022).
+- ``dds``: the same with the Ornstein-Uhlenbeck reference (Vargas et al., 2023).
+- ``tb``: trajectory balance with a learned ``log Z`` (Malkin et al., 2022; Lahlou et al., 2023).
+- ``vargrad``: log-variance loss, TB with the batch estimate of ``log Z`` (Richter et al., 2020).
+- ``db``: detailed balance with a learned state flow ``log F(x, t)``.
+- ``subtb``: sub-trajectory balance with lambda-weighted sub-trajectories (Madan et al., 2023).
+- ``fl_subtb``: SubTB with forward-looking flows ``log F(x, t) = log F~(x, t)
+  + (1 - t) log p_ref(x; t) + t log R(x)``, ``p_ref(.; t) = N(0, sigma^2 t)`` the reference's
+  marginal (Zhang et al., 2023).
+
+GFlowNet objectives (all but ``pis``/``dds``) are off-policy: the forward trajectories can be
+sampled with extra exploration noise (``exploration_std``, decaying linearly to 0 over
+``exploration_decay_steps``), and a callback may hand the module terminal states to train on
+backward trajectories from them (``backward_batch``; :class:`callbacks.LocalSearchReplay`).
+
+Differences from the official code (GFNOrg/gfn-diffusion, commit 255b499), all following the paper:
+- losses are batch means without the factor 1/2 (gradient scale only);
+- DB and SubTB always use a flow network (the official DB without ``--conditional_flow_model``
+  uses one scalar for all states);
+- the flow of the start state ``x_0`` is the flow network at ``(x_0, 0)`` without the
+  forward-looking term (it plays ``log Z``);
+- one random stream per module and DDP rank, saved in the checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from modules.samplers import losses
+from modules.samplers.metrics import elbo, eubo, log_z_importance, modes_hit, wasserstein2
+from modules.samplers.nets import SamplerNets
+from modules.samplers.reference import BrownianReference, OUReference, ReferenceProcess, gaussian_log_prob
+
+LOSSES = ("pis", "dds", "tb", "vargrad", "db", "subtb", "fl_subtb")
+KL_LOSSES = ("pis", "dds")
+FLOW_LOSSES = ("db", "subtb", "fl_subtb")
+
+
+@dataclass
+class Trajectories:
+    """A batch of trajectories ``x_0 -> ... -> x_T`` with their log-probabilities.
+
+    Attributes:
+        states: ``[B, T + 1, D]``.
+        log_pf: per-step forward log-probabilities ``log p_F(x_{i+1} | x_i)``, ``[B, T]``.
+        log_pb: per-step backward log-probabilities ``log p_B(x_i | x_{i+1})``, ``[B, T]``
+            (0 for the deterministic last backward step of a fixed-start reference).
+        log_start: ``log p_0(x_0)``, ``[B]`` (0 for a fixed start).
+        log_reward: ``log R(x_T)``, ``[B]``.
+    """
+
+    states: Tensor
+    log_pf: Tensor
+    log_pb: Tensor
+    log_start: Tensor
+    log_reward: Tensor
+
+    @property
+    def terminal(self) -> Tensor:
+        """``x_T``, ``[B, D]``."""
+        return self.states[:, -1]
+
+    def log_weights(self) -> Tensor:
+        """``log R(x_T) + log P_B(tau | x_T) - log P_F(tau)``, ``[B]`` (float32)."""
+        return (self.log_reward + self.log_pb.sum(-1) - self.log_pf.sum(-1) - self.log_start).float()
+
+
+class DiffusionSampler(L.LightningModule):
+    """Trains :class:`~modules.samplers.nets.SamplerNets` to sample from ``exp(log_reward) / Z``.
+
+    Args:
+        net: the networks (drift, ``log Z``, optional flow and backward networks).
+        optimizer: partial optimizer, called with the parameter groups (policy at its own lr,
+            ``log Z`` and flows at ``flow_lr``, the backward network at ``backward_lr``).
+        scheduler: optional partial LR scheduler, stepped every optimizer step.
+        energy: the target (an ``nn.Module`` with ``dim``, ``log_reward(x) -> [B]``, ``log_Z``,
+            ``modes``, ``can_sample``, ``sample(n)``). When None, it is taken from the
+            datamodule (``trainer.datamodule.energy``) at ``setup``.
+        loss: one of :data:`LOSSES`.
+        num_steps: number of steps ``T``.
+        sigma2: diffusion variance per unit time of the reference (the official ``t_scale``).
+        reference: ``"brownian"`` or ``"ou"``; defaults to ``"ou"`` for ``dds`` and
+            ``"brownian"`` otherwise.
+        ou_beta: rate of the OU reference.
+        exploration_std: std of the extra Gaussian noise of off-policy exploration (0: off).
+        exploration_decay_steps: linear decay of that std to 0 over this many optimizer steps
+            (0: constant).
+        subtb_lambda: the geometric weight ``lambda`` of SubTB.
+        flow_lr: learning rate of ``log Z`` and of the flow network.
+        backward_lr: learning rate of the learned backward network.
+        mode_radius: a mode of the target counts as hit when a sample lies within this distance.
+        rng_seed: seed of the module's random stream (plus the DDP rank); None: ``torch.initial_seed()``.
+
+    Shapes: training batches are start states ``[B, D]`` (zeros); evaluation batches are dicts with
+    ``"x0"`` ``[N, D]`` and optionally ``"target_samples"`` ``[N, D]``.
+    """
+
+    def __init__(
+        self,
+        net: SamplerNets,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
+        energy: nn.Module | None = None,
+        loss: str = "tb",
+        num_steps: int = 100,
+        sigma2: float = 1.0,
+        reference: str | None = None,
+        ou_beta: float = 10.0,
+        exploration_std: float = 0.0,
+        exploration_decay_steps: int = 0,
+        subtb_lambda: float = 2.0,
+        flow_lr: float = 1e-1,
+        backward_lr: float = 1e-3,
+        mode_radius: float = 1.0,
+        rng_seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        if loss not in LOSSES:
+            raise ValueError(f"unknown loss {loss!r}: choose one of {', '.join(LOSSES)}")
+        reference = reference or ("ou" if loss == "dds" else "brownian")
+        if reference not in ("brownian", "ou"):
+            raise ValueError(f"unknown reference {reference!r}: choose 'brownian' or 'ou'")
+        if loss == "dds" and reference != "ou":
+            raise ValueError("loss=dds is the reverse KL with the OU reference: set reference=ou, or use loss=pis")
+        if loss in FLOW_LOSSES and reference != "brownian":
+            raise ValueError(f"loss={loss} needs the fixed-start Brownian reference: set reference=brownian")
+        if loss in FLOW_LOSSES and net.flow is None:
+            raise ValueError(f"loss={loss} needs a flow network: build the net with conditional_flow=True")
+        if exploration_std > 0 and loss in KL_LOSSES:
+            raise ValueError(f"exploration is off-policy: loss={loss} trains on-policy; set exploration_std=0")
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "energy"])
+        self.net = net
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        if energy is not None:
+            self._check_energy(energy)
+        self.energy = energy
+        self.loss_name = loss
+        self.reference: ReferenceProcess = (
+            OUReference(num_steps, sigma2, ou_beta) if reference == "ou" else BrownianReference(num_steps, sigma2)
+        )
+        self.net.log_z.requires_grad_(loss == "tb")
+        if self.net.flow is not None:
+            self.net.flow.requires_grad_(loss in FLOW_LOSSES)
+        self.register_buffer("subtb_weights", losses.subtrajectory_weights(num_steps, subtb_lambda), persistent=False)
+        self.backward_batch: Tensor | None = None
+        self._generator: torch.Generator | None = None
+        self._pending_rng_state: Tensor | None = None
+
+    def _check_energy(self, energy: nn.Module) -> None:
+        if energy.dim != self.net.dim:
+            raise ValueError(
+                f"the target has dimension {energy.dim} but the sampler's networks were built for "
+                f"{self.net.dim}: set the net's dim to the target's (data.dim)"
+            )
+
+    def setup(self, stage: str) -> None:
+        if self.energy is None:
+            datamodule = self.trainer.datamodule if self._trainer is not None else None
+            energy = getattr(datamodule, "energy", None)
+            if energy is None:
+                raise RuntimeError(
+                    "DiffusionSampler has no target: pass energy=... or use a datamodule with an `energy` attribute"
+                )
+            self._check_energy(energy)
+            self.energy = energy
+
+    # ----------------------------------------------------------------------------------------
+    # randomness: one stream per module and rank, restored from checkpoints
+    def _rng(self) -> torch.Generator:
+        if self._generator is None or self._generator.device.type != self.device.type:
+            generator = torch.Generator(device=self.device)
+            base = self.hparams.rng_seed if self.hparams.rng_seed is not None else torch.initial_seed()
+            generator.manual_seed(int(base) + 1_000_003 * self.global_rank)
+            if self._pending_rng_state is not None:
+                generator.set_state(self._pending_rng_state)
+                self._pending_rng_state = None
+                world_size = self.trainer.world_size if self._trainer is not None else 1
+                if world_size > 1:
+                    derived = torch.randint(2**62, (1,), generator=generator, device=self.device).item()
+                    generator.manual_seed(int(derived) + 1_000_003 * self.global_rank)
+            self._generator = generator
+        return self._generator
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["sampler_rng_state"] = self._rng().get_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._pending_rng_state = checkpoint.get("sampler_rng_state")
+        self._generator = None
+
+    def _randn(self, like: Tensor) -> Tensor:
+        return torch.randn(like.shape, generator=self._rng(), device=like.device, dtype=torch.float32)
+
+    # ----------------------------------------------------------------------------------------
+    # the target
+    def log_reward(self, x: Tensor) -> Tensor:
+        """``log R(x)`` of the target, ``[B, D] -> [B]`` (float32)."""
+        return self.energy.log_reward(x).float()
+
+    def _grad_log_reward(self, x: Tensor) -> Tensor:
+        """``grad log R(x)``, detached, NaNs zeroed; ``[*, D]``. Works inside Lightning's
+        evaluation loops (``torch.inference_mode``) too."""
+        with torch.inference_mode(False), torch.enable_grad():
+            x = x.detach().float().clone().requires_grad_(True)
+            (grad,) = torch.autograd.grad(self.log_reward(x.reshape(-1, x.shape[-1])).sum(), x)
+        return torch.nan_to_num(grad)
+
+    def _policy(
+        self, x: Tensor, t: Tensor | None = None, time_features: tuple[Tensor, Tensor | None] | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        grad = self._grad_log_reward(x) if self.net.langevin else None
+        drift, log_var = self.net(x, t, grad, time_features)
+        return drift.float(), None if log_var is None else log_var.float()
+
+    # ----------------------------------------------------------------------------------------
+    # trajectories
+    def _backward_log_probs(self, states: Tensor) -> Tensor:
+        """Per-step ``log p_B(x_i | x_{i+1})`` of trajectories ``[B, T + 1, D]`` -> ``[B, T]``."""
+        times = self.reference.times(states.device)
+        steps = torch.arange(self.reference.num_steps, device=states.device)
+        x_next = states[:, 1:]
+        mean_corr, var_corr = self.net.backward_corrections(x_next, times[1:])
+        if mean_corr is not None:
+            mean_corr, var_corr = mean_corr.float(), var_corr.float()
+        mean, var = self.reference.backward_mean_var(x_next, steps, mean_corr, var_corr)
+        log_pb = gaussian_log_prob(states[:, :-1], mean, var)
+        return torch.where(self.reference.stochastic_steps(states.device), log_pb, torch.zeros_like(log_pb))
+
+    def _noise_std(self, log_var: Tensor | None, like: Tensor) -> Tensor:
+        _, _, c = self.reference.forward_coefficients()
+        return torch.full_like(like, c) if log_var is None else c * (0.5 * log_var).exp()
+
+    def simulate(self, x0: Tensor, exploration_std: float = 0.0, reparametrize: bool = False) -> Trajectories:
+        """Forward trajectories from the start batch ``x0`` ``[B, D]``.
+
+        With ``reparametrize`` the states keep their graph (reparametrization gradient, for the KL
+        objectives); otherwise states are detached and only the log-probabilities carry gradients.
+        Exploration widens the sampling noise to ``sqrt(std^2 + exploration_std^2)``; the
+        log-probabilities are those of the policy itself.
+        """
+        x0 = x0.float()
+        a, b, _ = self.reference.forward_coefficients()
+        times = self.reference.times(x0.device)
+        embeddings, scalings = self.net.time_features(times[:-1])
+        no_scalings = (None,) * self.reference.num_steps
+        step_features = zip(embeddings.unbind(0), no_scalings if scalings is None else scalings.unbind(0))
+        x, log_start = self.reference.sample_start(x0, self._rng())
+        states, means, stds = [x], [], []
+        for features in step_features:
+            x_in = x if reparametrize else x.detach()
+            drift, log_var = self._policy(x_in, time_features=features)
+            mean = a * x_in + b * drift
+            std = self._noise_std(log_var, mean)
+            sample_std = std if reparametrize else std.detach()
+            if exploration_std > 0:
+                sample_std = (sample_std.pow(2) + exploration_std**2).sqrt()
+            sample_mean = mean if reparametrize else mean.detach()
+            x = sample_mean + sample_std * self._randn(mean)
+            states.append(x)
+            means.append(mean)
+            stds.append(std)
+        trajectory_states = torch.stack(states, dim=1)
+        log_pf = gaussian_log_prob(trajectory_states[:, 1:], torch.stack(means, dim=1), torch.stack(stds, dim=1).pow(2))
+        terminal = trajectory_states[:, -1]
+        if reparametrize:
+            log_reward = self.log_reward(terminal)
+        else:
+            with torch.no_grad():
+                log_reward = self.log_reward(terminal)
+        return Trajectories(
+            states=trajectory_states,
+            log_pf=log_pf,
+            log_pb=self._backward_log_probs(trajectory_states),
+            log_start=log_start,
+            log_reward=log_reward,
+        )
+
+    def simulate_backward(self, terminal: Tensor) -> Trajectories:
+        """Backward trajectories from terminal states ``[B, D]`` sampled with ``p_B``; the states
+        carry no gradient, the log-probabilities do (one batched network call over all steps)."""
+        terminal = terminal.float()
+        times = self.reference.times(terminal.device)
+        num_steps = self.reference.num_steps
+        with torch.no_grad():
+            x = terminal
+            states = [x]
+            for i in reversed(range(num_steps)):
+                if i == 0 and self.reference.fixed_start:
+                    x = torch.zeros_like(x)
+                else:
+                    mean_corr, var_corr = self.net.backward_corrections(x, times[i + 1])
+                    if mean_corr is not None:
+                        mean_corr, var_corr = mean_corr.float(), var_corr.float()
+                    step = torch.tensor([i], device=x.device)
+                    mean, var = self.reference.backward_mean_var(
+                        x.unsqueeze(1),
+                        step,
+                        None if mean_corr is None else mean_corr.unsqueeze(1),
+                        None if var_corr is None else var_corr.unsqueeze(1),
+                    )
+                    x = (mean + var.sqrt() * self._randn(mean)).squeeze(1)
+                states.append(x)
+            trajectory_states = torch.stack(states[::-1], dim=1)
+            log_reward = self.log_reward(terminal)
+        a, b, _ = self.reference.forward_coefficients()
+        x_prev = trajectory_states[:, :-1]
+        drift, log_var = self._policy(x_prev, times[:-1])
+        mean = a * x_prev + b * drift
+        std = self._noise_std(log_var, mean)
+        return Trajectories(
+            states=trajectory_states,
+            log_pf=gaussian_log_prob(trajectory_states[:, 1:], mean, std.pow(2)),
+            log_pb=self._backward_log_probs(trajectory_states),
+            log_start=self.reference.start_log_prob(trajectory_states[:, 0]),
+            log_reward=log_reward,
+        )
+
+    def log_flows(self, trajectories: Trajectories) -> Tensor:
+        """``log F(x_i, t_i)`` for ``i = 0..T``, ``[B, T + 1]``: the flow network at the start and
+        the intermediate states (plus the forward-looking term for ``fl_subtb``), ``log R`` at ``x_T``."""
+        states = trajectories.states
+        times = self.reference.times(states.device)
+        log_flow = self.net.log_flow(states[:, :-1], times[:-1]).float()
+        if self.loss_name == "fl_subtb":
+            inner, t = states[:, 1:-1], times[1:-1]
+            with torch.no_grad():
+                log_r = self.log_reward(inner.reshape(-1, inner.shape[-1])).view(inner.shape[:-1])
+            ref_var = (self.reference.sigma2 * t).unsqueeze(-1).expand_as(inner)
+            log_ref = gaussian_log_prob(inner, torch.zeros_like(inner), ref_var)
+            forward_looking = (1.0 - t) * log_ref + t * log_r
+            log_flow = torch.cat([log_flow[:, :1], log_flow[:, 1:] + forward_looking], dim=1)
+        return torch.cat([log_flow, trajectories.log_reward.unsqueeze(-1)], dim=1)
+
+    # ----------------------------------------------------------------------------------------
+    # objectives
+    def objective(self, trajectories: Trajectories) -> Tensor:
+        """The configured loss of a batch of (forward or backward) trajectories."""
+        log_pf = trajectories.log_pf.sum(-1) + trajectories.log_start
+        log_pb = trajectories.log_pb.sum(-1)
+        log_r = trajectories.log_reward
+        name = self.loss_name
+        if name in KL_LOSSES:
+            return losses.reverse_kl(log_pf, log_pb, log_r)
+        if name == "tb":
+            return losses.trajectory_balance(log_pf, log_pb, log_r, self.net.log_z)
+        if name == "vargrad":
+            return losses.vargrad(log_pf, log_pb, log_r)
+        log_flow = self.log_flows(trajectories)
+        if name == "db":
+            return losses.detailed_balance(trajectories.log_pf, trajectories.log_pb, log_flow)
+        return losses.subtrajectory_balance(trajectories.log_pf, trajectories.log_pb, log_flow, self.subtb_weights)
+
+    def exploration_std(self) -> float:
+        """Current exploration std: ``exploration_std`` decayed linearly over ``exploration_decay_steps``."""
+        std, decay = self.hparams.exploration_std, self.hparams.exploration_decay_steps
+        if decay > 0:
+            std *= max(0.0, 1.0 - self.global_step / decay)
+        return std
+
+    def training_step(self, batch: Tensor, batch_idx: int) -> dict[str, Tensor]:
+        if self.backward_batch is not None:
+            if self.loss_name in KL_LOSSES:
+                raise RuntimeError(
+                    f"loss={self.loss_name} trains on-policy only; backward (replay) training needs a "
+                    f"GFlowNet loss: one of {', '.join(n for n in LOSSES if n not in KL_LOSSES)}"
+                )
+            terminal = self.backward_batch.to(self.device)
+            self.backward_batch = None
+            loss = self.objective(self.simulate_backward(terminal))
+            self.log("train/loss_backward", loss, prog_bar=True)
+            return {"loss": loss}
+        exploration = self.exploration_std()
+        trajectories = self.simulate(
+            batch, exploration_std=exploration, reparametrize=self.loss_name in KL_LOSSES
+        )
+        loss = self.objective(trajectories)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/log_reward", trajectories.log_reward.mean())
+        if exploration > 0:
+            self.log("train/exploration_std", exploration)
+        if self.loss_name == "tb":
+            self.log("train/log_z", self.net.log_z)
+        return {"loss": loss, "samples": trajectories.terminal.detach(), "log_reward": trajectories.log_reward.detach()}
+
+    # ----------------------------------------------------------------------------------------
+    # evaluation
+    @torch.no_grad()
+    def sample(self, n: int) -> Tensor:
+        """``n`` samples ``x_T`` of the current policy (no exploration), ``[n, D]``."""
+        return self.simulate(torch.zeros(n, self.net.dim, device=self.device)).terminal
+
+    @torch.no_grad()
+    def evaluate(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The paper's metrics on an evaluation batch (Sendera et al., 2024, Sec. 5):
+
+        ``elbo`` and ``log_z_is`` (importance-weighted) estimates of ``log Z`` from forward
+        trajectories; ``delta_log_z`` = ``|log Z - elbo|`` and ``delta_log_z_rw`` =
+        ``|log Z - log_z_is|`` where ``log Z`` is known; with target samples, ``eubo`` (backward
+        trajectories from them) and ``w2`` (2-Wasserstein distance of the samples); for targets
+        with known modes, ``modes_hit``.
+        """
+        trajectories = self.simulate(batch["x0"])
+        log_weights = trajectories.log_weights()
+        metrics = {"elbo": elbo(log_weights), "log_z_is": log_z_importance(log_weights)}
+        if self.loss_name == "tb":
+            metrics["log_z_learned"] = self.net.log_z.detach().float()
+        log_z = getattr(self.energy, "log_Z", None)
+        if log_z is not None:
+            metrics["delta_log_z"] = (metrics["elbo"] - log_z).abs()
+            metrics["delta_log_z_rw"] = (metrics["log_z_is"] - log_z).abs()
+        target = batch.get("target_samples")
+        if target is not None:
+            metrics["eubo"] = eubo(self.simulate_backward(target).log_weights())
+            metrics["w2"] = torch.tensor(wasserstein2(trajectories.terminal, target.float()))
+        modes = getattr(self.energy, "modes", None)
+        if modes is not None:
+            hit = modes_hit(trajectories.terminal, modes, self.hparams.mode_radius)
+            metrics["modes_hit"] = torch.tensor(float(hit), device=self.device)
+        return {name: value.to(self.device) for name, value in metrics.items()}
+
+    def _log_evaluation(self, batch: dict[str, Tensor], prefix: str) -> None:
+        metrics = self.evaluate(batch)
+        self.log_dict(
+            {f"{prefix}/{name}": value for name, value in metrics.items()},
+            sync_dist=True,
+            batch_size=batch["x0"].shape[0],
+            prog_bar=False,
+        )
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._log_evaluation(batch, "val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._log_evaluation(batch, "test")
+
+    # ----------------------------------------------------------------------------------------
+    def _parameter_groups(self) -> list[dict[str, Any]]:
+        def trainable(params: Iterator[nn.Parameter]) -> list[nn.Parameter]:
+            return [p for p in params if p.requires_grad]
+
+        policy = trainable(self.net.drift.parameters())
+        if self.net.langevin_scaling is not None:
+            policy += trainable(self.net.langevin_scaling.parameters())
+        groups: list[dict[str, Any]] = [{"params": policy}]
+        flows = trainable([self.net.log_z])
+        if self.net.flow is not None:
+            flows += trainable(self.net.flow.parameters())
+        if flows:
+            groups.append({"params": flows, "lr": self.hparams.flow_lr})
+        if self.net.backward_policy is not None:
+            groups.append({"params": list(self.net.backward_policy.parameters()), "lr": self.hparams.backward_lr})
+        return groups
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(params=self._parameter_groups())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,384 @@
+"""Tests of the prioritized replay buffer, MALA local search and the LocalSearchReplay callback."""
+
+import math
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from callbacks.local_search import (
+    LocalSearchReplay,
+    PrioritizedReplayBuffer,
+    mala,
+    mala_log_acceptance,
+)
+
+torch.set_num_threads(1)
+
+# Expected Lightning warnings: a resumed run writes checkpoints elsewhere, and the toy dataloader
+# is not resumable mid-epoch (its batches are ignored by the module).
+LIGHTNING_RESUME_WARNINGS = pytest.mark.filterwarnings(
+    "ignore:The dirpath has changed", "ignore:You're resuming from a checkpoint"
+)
+
+
+def standard_gaussian_log_reward(x: Tensor) -> Tensor:
+    return -0.5 * x.pow(2).sum(-1)
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def ids(n: int, start: int = 0) -> tuple[Tensor, Tensor]:
+    """Samples [n, 2] whose first coordinate is an id, with log rewards equal to the id."""
+    i = torch.arange(start, start + n, dtype=torch.float32)
+    return torch.stack([i, -i], dim=1), i.clone()
+
+
+# ---------------------------------------------------------------------------------- buffer
+def test_rank_priorities_by_hand() -> None:
+    buffer = PrioritizedReplayBuffer(capacity=10, priority="rank", rank_weight=0.01)
+    log_r = torch.tensor([0.5, 2.0, -1.0, 1.0])
+    buffer.add(torch.zeros(4, 3), log_r)
+    # ranks (0 = best): 0.5 -> 2, 2.0 -> 0, -1.0 -> 3, 1.0 -> 1; weights 1 / (0.01 * 4 + rank)
+    w = torch.tensor([1 / 2.04, 1 / 0.04, 1 / 3.04, 1 / 1.04], dtype=torch.float64)
+    torch.testing.assert_close(buffer.probabilities(), w / w.sum())
+
+
+def test_uniform_and_reward_priorities() -> None:
+    log_r = torch.tensor([0.0, 1.0, -2.0, 3.0])
+    uniform = PrioritizedReplayBuffer(10, priority="uniform")
+    uniform.add(torch.zeros(4, 1), log_r)
+    torch.testing.assert_close(uniform.probabilities(), torch.full((4,), 0.25, dtype=torch.float64))
+    reward = PrioritizedReplayBuffer(10, priority="reward", beta=0.5)
+    reward.add(torch.zeros(4, 1), log_r + 1000.0)  # large values: computed stably
+    expected = torch.exp(0.5 * log_r.double()) / torch.exp(0.5 * log_r.double()).sum()
+    torch.testing.assert_close(reward.probabilities(), expected)
+
+
+def test_empirical_frequencies_follow_rank_priority() -> None:
+    buffer = PrioritizedReplayBuffer(capacity=10, priority="rank", rank_weight=0.5)
+    log_r = torch.tensor([0.0, 3.0, 1.0, 2.0, -1.0])
+    buffer.add(torch.zeros(5, 2), log_r)
+    n = 200_000
+    idx = buffer.sample_indices(n, gen(0))
+    freq = torch.bincount(idx, minlength=5).double() / n
+    order = torch.argsort(log_r, descending=True)
+    assert torch.all(freq[order][:-1] > freq[order][1:])  # strictly ordered by log R
+    torch.testing.assert_close(freq, buffer.probabilities(), atol=5e-3, rtol=0)
+
+
+def test_sampling_without_replacement_is_distinct() -> None:
+    buffer = PrioritizedReplayBuffer(capacity=50, priority="rank")
+    buffer.add(*ids(20))
+    idx = buffer.sample_indices(20, gen(1), replacement=False)
+    assert sorted(idx.tolist()) == list(range(20))
+    with pytest.raises(ValueError):
+        buffer.sample_indices(21, replacement=False)
+
+
+def test_fifo_eviction_at_capacity() -> None:
+    buffer = PrioritizedReplayBuffer(capacity=5)
+    buffer.add(*ids(3))
+    buffer.add(*ids(4, start=3))
+    x, log_r = buffer.contents()
+    assert len(buffer) == 5
+    assert x[:, 0].tolist() == [2, 3, 4, 5, 6]
+    assert log_r.tolist() == [2, 3, 4, 5, 6]
+    buffer.add(*ids(8, start=7))  # more than the capacity at once: keeps the last 5
+    x, _ = buffer.contents()
+    assert x[:, 0].tolist() == [10, 11, 12, 13, 14]
+    buffer.add(*ids(2, start=15))
+    assert buffer.contents()[0][:, 0].tolist() == [12, 13, 14, 15, 16]
+
+
+def test_replace_keeps_fifo_position() -> None:
+    buffer = PrioritizedReplayBuffer(capacity=4)
+    buffer.add(*ids(4))
+    x, _ = buffer.get(torch.tensor([1]))
+    buffer.replace(torch.tensor([1]), x + 100, torch.tensor([100.0]))
+    buffer.add(*ids(1, start=4))  # evicts id 0, not the replaced entry
+    assert buffer.contents()[0][:, 0].tolist() == [101, 2, 3, 4]
+    assert buffer.max_log_reward().item() == 100.0
+
+
+def test_buffer_state_dict_round_trip(tmp_path: Path) -> None:
+    buffer = PrioritizedReplayBuffer(capacity=7)
+    buffer.add(*ids(5))
+    buffer.add(*ids(5, start=5))  # wrapped ring
+    path = tmp_path / "buffer.pt"
+    torch.save(buffer.state_dict(), path)
+    restored = PrioritizedReplayBuffer(capacity=7)
+    restored.load_state_dict(torch.load(path, weights_only=True))
+    for a, b in zip(buffer.contents(), restored.contents(), strict=True):
+        torch.testing.assert_close(a, b)
+    buffer.add(*ids(3, start=10))
+    restored.add(*ids(3, start=10))
+    torch.testing.assert_close(buffer.contents()[0], restored.contents()[0])
+    g1, g2 = gen(3), gen(3)
+    torch.testing.assert_close(buffer.sample(16, g1)[0], restored.sample(16, g2)[0])
+
+
+# ---------------------------------------------------------------------------------- MALA
+def test_mh_acceptance_by_hand() -> None:
+    # 1-D standard Gaussian, x = 1, y = 2, eta = 0.5: grad log R = -x.
+    # log q(y|x) = -(2 - 1 - 0.5 * (-1))^2 / 2 = -1.125
+    # log q(x|y) = -(1 - 2 - 0.5 * (-2))^2 / 2 = 0
+    # log R(y) - log R(x) = -2 + 0.5 = -1.5  =>  log alpha = -1.5 + 0 + 1.125 = -0.375
+    x, y = torch.tensor([[1.0]]), torch.tensor([[2.0]])
+    log_alpha = mala_log_acceptance(
+        x, y, torch.tensor([-0.5]), torch.tensor([-2.0]), -x, -y, step_size=0.5
+    )
+    torch.testing.assert_close(log_alpha, torch.tensor([-0.375]))
+    assert math.isclose(min(1.0, math.exp(log_alpha.item())), 0.68728927879, rel_tol=1e-6)
+
+
+def test_one_mala_step_matches_formula() -> None:
+    x0 = torch.tensor([[1.0, -0.5], [3.0, 2.0], [-4.0, 0.0], [0.2, 0.1]])
+    eta = 0.3
+    out, log_r, _, _ = mala(
+        x0, standard_gaussian_log_reward, 1, eta, adapt=False, generator=gen(7)
+    )
+    # Same draws in the same order as the implementation: proposal noise, then uniforms.
+    g = gen(7)
+    noise, u = torch.randn(4, 2, generator=g), torch.rand(4, generator=g)
+    y = x0 - eta * x0 + math.sqrt(2 * eta) * noise
+    log_alpha = (
+        standard_gaussian_log_reward(y)
+        - standard_gaussian_log_reward(x0)
+        - (x0 - y + eta * y).pow(2).sum(-1) / (4 * eta)
+        + (y - x0 + eta * x0).pow(2).sum(-1) / (4 * eta)
+    )
+    accept = u < torch.exp(log_alpha.clamp(max=0))
+    torch.testing.assert_close(out, torch.where(accept[:, None], y, x0))
+    torch.testing.assert_close(log_r, standard_gaussian_log_reward(out))
+
+
+def test_mala_adapts_and_samples_standard_gaussian() -> None:
+    x0 = torch.full((1000, 2), 5.0)
+    x, log_r, step, rate = mala(
+        x0, standard_gaussian_log_reward, 600, 0.1, burn_in=400, generator=gen(0)
+    )
+    assert abs(rate - 0.574) < 0.05
+    assert step > 0.1  # the step grew from a too-small start
+    assert x.mean(0).abs().max() < 0.1
+    assert torch.all((x.var(0) - 1.0).abs() < 0.12)
+    torch.testing.assert_close(log_r, standard_gaussian_log_reward(x))
+    assert torch.equal(x0, torch.full((1000, 2), 5.0))  # input untouched
+
+
+def test_mala_under_no_grad_and_inference_mode() -> None:
+    x0 = torch.randn(8, 3, generator=gen(0))
+    ref = mala(x0, standard_gaussian_log_reward, 5, 0.2, generator=gen(1))
+    with torch.no_grad():
+        a = mala(x0, standard_gaussian_log_reward, 5, 0.2, generator=gen(1))
+    with torch.inference_mode():
+        x_inf = x0.clone()
+        b = mala(x_inf, standard_gaussian_log_reward, 5, 0.2, generator=gen(1))
+    for out in (a, b):
+        torch.testing.assert_close(out[0], ref[0])
+        assert out[2] == ref[2] and out[3] == ref[3]
+
+
+def test_mala_seeded_determinism_and_accepted_output() -> None:
+    x0 = torch.randn(50, 2, generator=gen(0)) + 3
+    runs = [
+        mala(x0, standard_gaussian_log_reward, 30, 0.5, burn_in=10, generator=gen(4)) for _ in "ab"
+    ]
+    torch.testing.assert_close(runs[0][0], runs[1][0], rtol=0, atol=0)
+    assert runs[0][2:] == runs[1][2:]
+    other = mala(x0, standard_gaussian_log_reward, 30, 0.5, burn_in=10, generator=gen(5))
+    assert not torch.equal(other[0], runs[0][0])
+    acc_x, acc_log_r, _, rate = mala(
+        x0,
+        standard_gaussian_log_reward,
+        30,
+        0.5,
+        burn_in=10,
+        generator=gen(4),
+        return_accepted=True,
+    )
+    # every accepted proposal after burn-in: count = acceptance rate * chains * post-burn-in steps
+    assert acc_x.shape == (round(rate * 50 * 20), 2)
+    torch.testing.assert_close(acc_log_r, standard_gaussian_log_reward(acc_x))
+
+
+# ---------------------------------------------------------------------------------- callback
+def test_callback_state_dict_round_trip(tmp_path: Path) -> None:
+    cb = LocalSearchReplay(capacity=20, seed=3)
+    cb.buffer.add(*ids(25))
+    cb.buffer.sample(5, cb.generator)  # advance the stream
+    cb.step, cb.step_size = 17, 0.37
+    path = tmp_path / "cb.pt"
+    torch.save(cb.state_dict(), path)
+    restored = LocalSearchReplay(capacity=20, seed=99)
+    restored.load_state_dict(torch.load(path, weights_only=True))
+    assert (restored.step, restored.step_size) == (17, 0.37)
+    torch.testing.assert_close(restored.buffer.contents()[0], cb.buffer.contents()[0])
+    a = cb.buffer.sample(32, cb.generator)[0]
+    b = restored.buffer.sample(32, restored.generator)[0]
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log")
+def test_paper_local_search_replaces_drawn_samples_with_better_ones() -> None:
+    module = GaussianMeanSampler()
+    cb = make_callback(
+        capacity=64, batch_size=32, local_search_steps=40, burn_in=20, step_size=0.05
+    )
+    x = torch.randn(48, 2, generator=gen(0)) * 0.1 + torch.tensor([8.0, 8.0])
+    cb.buffer.add(x, module.log_reward(x))
+    before_x, before_log_r = cb.buffer.contents()
+    cb.local_search(module)
+    after_x, after_log_r = cb.buffer.contents()
+    changed = (after_x != before_x).any(1)
+    assert len(cb.buffer) == 48 and 0 < changed.sum() <= 32  # drawn entries replaced in place
+    assert torch.all(after_log_r[changed] > before_log_r[changed])  # moved toward the mode
+    torch.testing.assert_close(after_log_r, module.log_reward(after_x))
+    assert cb.step_size != 0.05  # adapted, and kept for the next local search
+
+
+class GaussianMeanSampler(L.LightningModule):
+    """Tiny module implementing the LocalSearchReplay protocol: a learnable Gaussian mean.
+
+    Forward steps sample ``x = mu + noise`` (noise seeded by the global step, so a resumed run
+    draws the same) and maximize ``log R(x)``; backward steps fit ``mu`` to the buffer batch.
+    """
+
+    def __init__(self, dim: int = 2, batch: int = 16) -> None:
+        super().__init__()
+        self.mu = nn.Parameter(torch.zeros(dim))
+        self.register_buffer("center", torch.tensor([3.0, -1.0]), persistent=False)
+        self.batch = batch
+        self.backward_batch: Tensor | None = None
+        self.received: list[tuple[int, tuple[int, ...]]] = []
+
+    def log_reward(self, x: Tensor) -> Tensor:
+        return -0.5 * (x - self.center).pow(2).sum(-1)
+
+    def training_step(self, batch: Tensor, batch_idx: int) -> dict[str, Tensor]:
+        if self.backward_batch is not None:
+            x = self.backward_batch
+            self.backward_batch = None
+            self.received.append((self.global_step, tuple(x.shape)))
+            return {"loss": 0.5 * (x - self.mu).pow(2).sum(-1).mean()}
+        g = gen(1000 + self.global_step)
+        x = self.mu + torch.randn(self.batch, self.mu.numel(), generator=g).to(self.device)
+        log_r = self.log_reward(x)
+        return {"loss": -log_r.mean(), "samples": x.detach(), "log_reward": log_r.detach()}
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(TensorDataset(torch.zeros(64, 1)), batch_size=1)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.05)
+
+
+def make_callback(**kwargs: object) -> LocalSearchReplay:
+    defaults: dict = dict(
+        capacity=100, local_search_every=4, local_search_steps=12, burn_in=6, seed=1
+    )
+    return LocalSearchReplay(**{**defaults, **kwargs})
+
+
+def fit(
+    module: GaussianMeanSampler,
+    callback: LocalSearchReplay,
+    max_steps: int,
+    root: Path,
+    ckpt_path: str | None = None,
+    **trainer_kwargs: object,
+) -> L.Trainer:
+    trainer = L.Trainer(
+        max_steps=max_steps,
+        **{"accelerator": "cpu", "devices": 1, **trainer_kwargs},
+        logger=False,
+        enable_checkpointing=True,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=root,
+        callbacks=[
+            callback,
+            ModelCheckpoint(dirpath=root, filename="{step}", every_n_train_steps=4, save_top_k=-1),
+        ],
+    )
+    trainer.fit(module, ckpt_path=ckpt_path)
+    return trainer
+
+
+@LIGHTNING_RESUME_WARNINGS
+@pytest.mark.parametrize("mode", ["paper", "official"])
+def test_training_receives_backward_batches_and_resumes_exactly(tmp_path: Path, mode: str) -> None:
+    torch.manual_seed(0)
+    module, cb = GaussianMeanSampler(), make_callback(local_search_mode=mode)
+    trainer = fit(module, cb, 12, tmp_path / "a")
+    # forward on even steps, backward batches of the forward size on odd steps
+    assert module.received == [(s, (16, 2)) for s in (1, 3, 5, 7, 9, 11)]
+    assert cb.step == 12 and module.backward_batch is None
+    assert len(cb.buffer) == 6 * 16
+    if mode == "official":
+        assert cb.ls_buffer is not None and len(cb.ls_buffer) > 0
+    logged = ("local_search/acceptance_rate", "local_search/step_size", "buffer/size")
+    for key in (*logged, "buffer/max_log_reward"):
+        assert key in trainer.callback_metrics
+    assert trainer.callback_metrics["buffer/size"].item() == 96
+
+    ckpt = tmp_path / "a" / "step=4.ckpt"
+    state = torch.load(ckpt, weights_only=True)["callbacks"][cb.state_key]
+    assert len(state["buffer"]["x"]) == 2 * 16
+
+    torch.manual_seed(123)  # the resumed run must not depend on the global stream
+    resumed_module, resumed = GaussianMeanSampler(), make_callback(local_search_mode=mode)
+    fit(resumed_module, resumed, 12, tmp_path / "b", ckpt_path=str(ckpt))
+    assert resumed_module.received == [(s, (16, 2)) for s in (5, 7, 9, 11)]
+    torch.testing.assert_close(resumed_module.mu, module.mu, rtol=0, atol=0)
+    for buffers in ((cb.buffer, resumed.buffer), (cb.ls_buffer, resumed.ls_buffer)):
+        if buffers[0] is not None:
+            for a, b in zip(buffers[0].contents(), buffers[1].contents(), strict=True):
+                torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert (resumed.step, resumed.step_size) == (cb.step, cb.step_size)
+    assert torch.equal(resumed.generator.get_state(), cb.generator.get_state())
+
+
+@LIGHTNING_RESUME_WARNINGS
+def test_backward_step_with_empty_buffer_trains_forward(tmp_path: Path) -> None:
+    module, cb = GaussianMeanSampler(), make_callback(backward_every=1, local_search_every=0)
+    fit(module, cb, 4, tmp_path)
+    # step 0 should be backward but the buffer is empty: the module trains forward and fills it
+    assert module.received == [(s, (16, 2)) for s in (1, 2, 3)]
+    assert len(cb.buffer) == 16
+
+
+def test_runs_under_bf16_mixed(tmp_path: Path) -> None:
+    module, cb = GaussianMeanSampler(), make_callback()
+    trainer = fit(module, cb, 6, tmp_path, precision="bf16-mixed")
+    assert module.received == [(s, (16, 2)) for s in (1, 3, 5)]
+    assert cb.buffer.contents()[0].dtype == torch.float32
+    assert 0.0 <= trainer.callback_metrics["local_search/acceptance_rate"].item() <= 1.0
+
+
+@LIGHTNING_RESUME_WARNINGS
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_buffer_generator_and_resume(tmp_path: Path) -> None:
+    module, cb = GaussianMeanSampler(), make_callback()
+    fit(module, cb, 8, tmp_path / "a", accelerator="gpu")
+    assert cb.buffer.contents()[0].device.type == "cuda"
+    assert cb.generator.device.type == "cuda"
+    assert module.received == [(s, (16, 2)) for s in (1, 3, 5, 7)]
+    resumed_module, resumed = GaussianMeanSampler(), make_callback()
+    ckpt = str(tmp_path / "a" / "step=4.ckpt")
+    fit(resumed_module, resumed, 8, tmp_path / "b", ckpt_path=ckpt, accelerator="gpu")
+    a, b = resumed.buffer.contents()[0], cb.buffer.contents()[0]
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert torch.equal(resumed.generator.get_state(), cb.generator.get_state())
+    # a CUDA-saved stream cannot be restored on CPU: the callback reseeds instead of failing
+    cpu = make_callback()
+    checkpoint = torch.load(tmp_path / "a" / "step=8.ckpt", weights_only=True)
+    cpu.load_state_dict(checkpoint["callbacks"][cb.state_key])
+    with pytest.warns(UserWarning, match="cannot be restored"):
+        assert cpu.generator.device.type == "cpu"

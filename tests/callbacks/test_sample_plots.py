@@ -1,0 +1,199 @@
+"""Behaviour tests of the SamplePlots callback (callbacks/sample_plots.py)."""
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import lightning as L
+import matplotlib.image
+import pytest
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import Tensor
+
+from callbacks import SamplePlots
+
+torch.set_num_threads(1)
+
+
+class GaussianEnergy(torch.nn.Module):
+    """Standard normal target implementing the callback's energy protocol."""
+
+    def __init__(self, dim: int, can_sample: bool = True) -> None:
+        super().__init__()
+        self.dim = dim
+        self.plot_bounds = (-4.0, 4.0)
+        self.can_sample = can_sample
+        self.log_reward_calls = 0
+        self.register_buffer("scale", torch.ones(dim), persistent=False)
+
+    def log_reward(self, x: Tensor) -> Tensor:
+        self.log_reward_calls += 1
+        return -0.5 * (x / self.scale).square().sum(-1)
+
+    def sample(self, n: int) -> Tensor:
+        if not self.can_sample:
+            raise NotImplementedError("no ground-truth samples")
+        return torch.randn(n, self.dim)
+
+
+class FakeSampler(L.LightningModule):
+    """Tiny module with the callback's protocol: .energy and .sample(n)."""
+
+    def __init__(self, dim: int, can_sample: bool = True) -> None:
+        super().__init__()
+        self.energy = GaussianEnergy(dim, can_sample)
+        self.shift = torch.nn.Parameter(torch.zeros(dim))
+
+    def sample(self, n: int) -> Tensor:
+        return torch.randn(n, self.energy.dim, device=self.device) * 1.5 + self.shift
+
+    def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
+        return (batch + self.shift).square().mean()
+
+    def validation_step(self, batch: Tensor, batch_idx: int) -> None:
+        self.log("val_loss", (batch + self.shift).square().mean())
+
+    def test_step(self, batch: Tensor, batch_idx: int) -> None:
+        self.log("test_loss", (batch + self.shift).square().mean())
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def train_dataloader(self) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(torch.zeros(4, self.energy.dim), batch_size=2)
+
+    def val_dataloader(self) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(torch.zeros(4, self.energy.dim), batch_size=2)
+
+
+def _trainer(tmp_path: Path, max_epochs: int, callback: SamplePlots, logger: object = False) -> L.Trainer:
+    return L.Trainer(
+        max_epochs=max_epochs,
+        limit_train_batches=1,
+        limit_val_batches=1,
+        logger=logger,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        accelerator="cpu",
+        default_root_dir=tmp_path,
+        callbacks=[callback],
+    )
+
+
+def _assert_png(path: Path) -> None:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+    assert image[..., :3].std() > 0.01  # not a blank canvas
+
+
+@pytest.mark.parametrize(("dim", "can_sample"), [(2, True), (10, True), (10, False)])
+def test_one_epoch_writes_one_png(tmp_path: Path, dim: int, can_sample: bool) -> None:
+    model = FakeSampler(dim, can_sample)
+    callback = SamplePlots(n_samples=200, grid_points=20)
+    _trainer(tmp_path, 1, callback).fit(model)  # sanity check runs first and must not plot
+    pngs = sorted((tmp_path / "plots").glob("*.png"))
+    assert [p.name for p in pngs] == ["val_epoch0000_step00000001.png"]
+    _assert_png(pngs[0])
+    # the 2-D plot evaluates log_reward on the grid; the 10-D plot (no slice contours) does not
+    assert (model.energy.log_reward_calls > 0) == (dim == 2)
+
+
+def test_every_n_epochs_and_test_stage(tmp_path: Path) -> None:
+    model = FakeSampler(3)
+    trainer = _trainer(tmp_path, 4, SamplePlots(every_n_epochs=2, n_samples=50, grid_points=10))
+    trainer.fit(model)
+    trainer.test(model, dataloaders=model.val_dataloader())
+    names = sorted(p.name for p in (tmp_path / "plots").glob("*.png"))
+    assert names == [
+        "test_epoch0004_step00000004.png",
+        "val_epoch0001_step00000002.png",
+        "val_epoch0003_step00000004.png",
+    ]
+
+
+def test_tensorboard_logger_gets_the_figure(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logger = TensorBoardLogger(save_dir=tmp_path, name="tb")
+    _trainer(tmp_path, 1, SamplePlots(n_samples=50, grid_points=10), logger=logger).fit(FakeSampler(2))
+    log_dir = Path(logger.log_dir)
+    assert len(list((log_dir / "plots").glob("*.png"))) == 1
+    events = EventAccumulator(str(log_dir))
+    events.Reload()
+    assert "samples/val" in events.Tags()["images"]
+
+
+def test_slice_contours_in_high_dim(tmp_path: Path) -> None:
+    model = FakeSampler(5)
+    callback = SamplePlots(n_samples=50, pair=(0, 2), slice_contours=True, grid_points=16, chunk_size=100)
+    _trainer(tmp_path, 1, callback).fit(model)
+    assert model.energy.log_reward_calls == 3  # 16 * 16 = 256 grid points in chunks of 100
+    _assert_png(next((tmp_path / "plots").glob("*.png")))
+
+
+class _StubTrainer:
+    """The attributes of Trainer the callback reads; counts reads of the collective log_dir."""
+
+    def __init__(self, root: Path, is_global_zero: bool) -> None:
+        self.default_root_dir = str(root)
+        self.is_global_zero = is_global_zero
+        self.sanity_checking = False
+        self.current_epoch = 0
+        self.global_step = 7
+        self.loggers: list = []
+        self.log_dir_reads = 0
+
+    @property
+    def log_dir(self) -> str:
+        self.log_dir_reads += 1
+        return self.default_root_dir
+
+
+def test_non_zero_rank_joins_log_dir_broadcast_but_does_not_plot(tmp_path: Path) -> None:
+    model = FakeSampler(2)
+    callback = SamplePlots(n_samples=20, grid_points=8)
+    rank1 = _StubTrainer(tmp_path, is_global_zero=False)
+    callback.on_validation_epoch_end(rank1, model)
+    assert rank1.log_dir_reads == 1
+    assert not (tmp_path / "plots").exists()
+    rank0 = _StubTrainer(tmp_path, is_global_zero=True)
+    callback.on_validation_epoch_end(rank0, model)
+    assert rank0.log_dir_reads == 1
+    _assert_png(tmp_path / "plots" / "val_epoch0000_step00000007.png")
+
+
+def test_plotting_leaves_global_rng_untouched(tmp_path: Path) -> None:
+    model = FakeSampler(4)
+    for seed in (None, 123):
+        callback = SamplePlots(n_samples=30, seed=seed)
+        torch.manual_seed(0)
+        expected = torch.rand(3)
+        torch.manual_seed(0)
+        callback.on_validation_epoch_end(_StubTrainer(tmp_path, True), model)
+        assert torch.equal(torch.rand(3), expected)
+
+
+def test_seeded_draws_are_identical(tmp_path: Path) -> None:
+    model = FakeSampler(3)
+    callback = SamplePlots(n_samples=30, seed=5)
+    first = callback._draw(model, model.energy)
+    second = callback._draw(model, model.energy)
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+
+
+def test_sanity_check_stub_skips(tmp_path: Path) -> None:
+    stub = _StubTrainer(tmp_path, True)
+    stub.sanity_checking = True
+    SamplePlots().on_validation_epoch_end(stub, FakeSampler(2))
+    assert not (tmp_path / "plots").exists()
+
+
+def test_invalid_arguments() -> None:
+    with pytest.raises(ValueError):
+        SamplePlots(every_n_epochs=0)
+    with pytest.raises(ValueError):
+        SamplePlots(pair=(1, 1))

@@ -1,0 +1,50 @@
+"""callbacks.step_seed: per-batch seeds from (seed, batch index, rank), restored from checkpoints."""
+
+from __future__ import annotations
+
+import random
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from callbacks.step_seed import StepSeed, step_seed
+
+
+def _trainer(batch_index: int, rank: int = 0) -> SimpleNamespace:
+    return SimpleNamespace(fit_loop=SimpleNamespace(total_batch_idx=batch_index), global_rank=rank)
+
+
+def _draw() -> tuple[float, float, float]:
+    return torch.rand(()).item(), float(np.random.rand()), random.random()
+
+
+def test_step_seed_is_deterministic_distinct_and_in_range() -> None:
+    seeds = {step_seed(s, i, r) for s in (0, 1, -5) for i in range(50) for r in range(4)}
+    assert len(seeds) == 3 * 50 * 4
+    assert all(0 <= s < 2**63 for s in seeds)
+    assert step_seed(7, 3, 1) == step_seed(7, 3, 1)
+
+
+def test_batches_draw_by_index_and_rank_whatever_came_before() -> None:
+    callback = StepSeed(seed=11)
+    callback.on_train_batch_start(_trainer(5), None, None, 0)
+    expected = _draw()
+    torch.rand(100), np.random.rand(7), random.random()  # e.g. a validation in between
+    callback.on_train_batch_start(_trainer(5), None, None, 0)
+    assert _draw() == expected
+    callback.on_train_batch_start(_trainer(5, rank=1), None, None, 0)
+    assert _draw() != expected
+    callback.on_train_batch_start(_trainer(6), None, None, 0)
+    assert _draw() != expected
+
+
+def test_state_dict_restores_the_base_seed() -> None:
+    original = StepSeed(seed=None)
+    restored = StepSeed(seed=3)
+    restored.load_state_dict(original.state_dict())
+    assert restored.seed == original.seed
+    original.on_train_batch_start(_trainer(2), None, None, 0)
+    expected = _draw()
+    restored.on_train_batch_start(_trainer(2), None, None, 0)
+    assert _draw() == expected
