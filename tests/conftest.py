@@ -1,0 +1,76 @@
+"""Shared test set-up: one torch thread; fixtures ``compose_cfg`` (Hydra composition as
+``train.py`` does it, for in-process runs) and ``train_cli`` (``python train.py`` in a subprocess)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+# Two threads on a two-core machine oversubscribe; subprocesses inherit these variables.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+torch.set_num_threads(1)
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = ROOT / "configs"
+
+
+def compose_train_config(overrides: Sequence[str], output_dir: Path) -> DictConfig:
+    """Composes ``configs/train.yaml`` as ``python train.py <overrides>`` would, for in-process runs.
+
+    The Hydra config is registered (``HydraConfig``) with ``output_dir`` as the run directory, so
+    ``${hydra:...}`` interpolations resolve; the returned config has no ``hydra`` node, like the
+    one Hydra hands to the task function.
+    """
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.job.num = 0
+        cfg.hydra.job.id = "0"
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+@pytest.fixture
+def compose_cfg() -> Iterator[Callable[[Sequence[str], Path], DictConfig]]:
+    """:func:`compose_train_config`; clears Hydra's global state afterwards."""
+    yield compose_train_config
+    GlobalHydra.instance().clear()
+
+
+def run_train(
+    args: Sequence[str], env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """Runs ``python train.py <args>`` from the repository root; stdout and stderr merged."""
+    full_env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
+    full_env.pop("PYTEST_CURRENT_TEST", None)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=ROOT,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def train_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """:func:`run_train`."""
+    return run_train

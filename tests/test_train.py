@@ -1,0 +1,348 @@
+"""The entry point and the scaling configs on real experiments: DDP (simulated on CPU), bf16-mixed,
+exact resume from a run directory, SLURM detection and requeue, sweeps, and the first errors a
+user meets. Runs that go through ``python train.py`` are subprocesses, as a user starts them."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import instantiate
+
+import train as train_script
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+# Sizes of the samplers family small enough for a few CPU seconds (same method, tiny batches).
+TINY = [
+    "data.batch_size=16",
+    "data.eval_batch_size=64",
+    "model.num_steps=8",
+    "extras.print_config=false",
+]
+
+
+def _single_run_dir(log_dir: Path, task_name: str) -> Path:
+    runs = sorted((log_dir / task_name / "runs").iterdir())
+    assert len(runs) == 1, f"expected one run directory, found {runs}"
+    return runs[0]
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _load(path: Path) -> dict:
+    # weights_only: checkpoints hold tensors and primitives only (torch >= 2.6 default).
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _rebase(tree: object, old: str, new: str) -> object:
+    """``tree`` with ``old`` replaced by ``new`` in every string, dict keys included."""
+    if isinstance(tree, str):
+        return tree.replace(old, new)
+    if isinstance(tree, dict):
+        return {_rebase(k, old, new): _rebase(v, old, new) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_rebase(v, old, new) for v in tree)
+    return tree
+
+
+def _assert_same_tree(a: object, b: object, where: str = "") -> None:
+    """Nested dicts/lists/tensors are equal (tensors and floats to float tolerance)."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor), where
+        assert a.shape == b.shape, where
+        assert torch.allclose(a.float(), b.float(), atol=1e-6, rtol=1e-5, equal_nan=True), where
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and set(a) == set(b), f"{where}: {set(a) ^ set(b)}"
+        for key in a:
+            _assert_same_tree(a[key], b[key], f"{where}/{key}")
+    elif isinstance(a, (list, tuple)):
+        assert isinstance(b, (list, tuple)) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same_tree(x, y, f"{where}[{i}]")
+    elif isinstance(a, float) and isinstance(b, float):
+        assert math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-6) or (math.isnan(a) and math.isnan(b)), where
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+def test_ddp_sim_two_processes_log_synchronized_metric_once_per_validation(
+    train_cli, tmp_path: Path
+) -> None:
+    # 4 batches per epoch shared by 2 ranks: 2 steps per epoch, 4 steps = 2 epochs = 2 validations.
+    result = train_cli(
+        [
+            "experiment=samplers/gmm25_tb",
+            "trainer=ddp_sim",
+            *TINY,
+            "data.steps_per_epoch=4",
+            "trainer.max_steps=4",
+            "trainer.check_val_every_n_epoch=1",
+            f"paths.log_dir={tmp_path}",
+        ]
+    )
+    assert result.returncode == 0, result.stdout[-5000:]
+    assert "2 device(s), CPUAccelerator, DDPStrategy" in result.stdout
+    run_dir = _single_run_dir(tmp_path, "samplers/gmm25_tb")
+    rows = _read_csv(run_dir / "csv" / "metrics.csv")
+    val_rows = [r for r in rows if r.get("val/elbo")]
+    assert len(val_rows) == 2, val_rows
+    assert [int(r["epoch"]) for r in val_rows] == [0, 1]
+    assert all(math.isfinite(float(r["val/elbo"])) for r in val_rows)
+    assert sum(1 for r in rows if r.get("test/elbo")) == 1
+    assert _load(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 4
+
+
+def test_bf16_mixed_runs_on_cpu(compose_cfg, tmp_path: Path) -> None:
+    cfg = compose_cfg(
+        [
+            "experiment=samplers/gmm25_tb",
+            "trainer=cpu",
+            "trainer.precision=bf16-mixed",
+            *TINY,
+            "data.steps_per_epoch=2",
+            "trainer.max_steps=2",
+            "trainer.check_val_every_n_epoch=1",
+            f"paths.log_dir={tmp_path}",
+        ],
+        tmp_path / "run",
+    )
+    metric_dict, object_dict = train_script.train(cfg)
+    trainer = object_dict["trainer"]
+    assert trainer.precision == "bf16-mixed"
+    assert trainer.global_step == 2
+    assert math.isfinite(metric_dict["val/elbo"]) and math.isfinite(metric_dict["test/elbo"])
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_resume_from_run_directory_equals_uninterrupted_run(train_cli, tmp_path: Path) -> None:
+    # TB + exploration + local search: the replay buffer, the MALA step size, the module's and the
+    # callback's random streams and the exploration schedule must all come back from last.ckpt.
+    common = [
+        "experiment=samplers/gmm25_tb_expl_ls",
+        "trainer=cpu",
+        *TINY,
+        "data.steps_per_epoch=4",
+        "trainer.check_val_every_n_epoch=1",
+        "callbacks.local_search.local_search_every=2",
+        "callbacks.local_search.local_search_steps=4",
+        "callbacks.local_search.burn_in=2",
+        "test=false",
+        "seed=7",
+    ]
+    full, half = tmp_path / "full", tmp_path / "half"
+    result = train_cli([*common, "trainer.max_steps=8", f"hydra.run.dir={full}"])
+    assert result.returncode == 0, result.stdout[-5000:]
+    result = train_cli([*common, "trainer.max_steps=4", f"hydra.run.dir={half}"])
+    assert result.returncode == 0, result.stdout[-5000:]
+    assert _load(half / "checkpoints" / "last.ckpt")["global_step"] == 4
+
+    # Resume from the run directory alone: its saved config, its last.ckpt.
+    result = train_cli(
+        [
+            "--config-path",
+            str(half / ".hydra"),
+            "--config-name",
+            "config",
+            "ckpt_path=last",
+            f"hydra.run.dir={half}",
+            "trainer.max_steps=8",
+        ]
+    )
+    assert result.returncode == 0, result.stdout[-5000:]
+    assert "ckpt_path=last: resuming from" in result.stdout
+
+    a, b = _load(full / "checkpoints" / "last.ckpt"), _load(half / "checkpoints" / "last.ckpt")
+    assert a["global_step"] == b["global_step"] == 8 and a["epoch"] == b["epoch"] == 1
+    _assert_same_tree(a["state_dict"], b["state_dict"], "state_dict")
+    _assert_same_tree(a["optimizer_states"], b["optimizer_states"], "optimizer_states")
+    # ModelCheckpoint states name their own run directory.
+    _assert_same_tree(_rebase(a["callbacks"], str(full), str(half)), b["callbacks"], "callbacks")
+
+    # The resumed run appended to the same metrics file: one validation per epoch, 2 epochs.
+    rows = _read_csv(half / "csv" / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows if r.get("val/elbo")] == [0, 1]
+
+    # Evaluate a run directory only (train=false): tests its newest checkpoint.
+    result = train_cli(
+        [
+            "experiment=samplers/gmm25_tb_expl_ls",
+            "trainer=cpu",
+            *TINY,
+            "train=false",
+            f"ckpt_path={full}",
+            f"hydra.run.dir={tmp_path / 'eval'}",
+        ]
+    )
+    assert result.returncode == 0, result.stdout[-5000:]
+    assert "test/elbo" in result.stdout
+
+
+SLURM_ENV = {
+    "SLURM_JOB_ID": "4242",
+    "SLURM_JOB_NAME": "train",
+    "SLURM_NTASKS": "1",
+    "SLURM_NTASKS_PER_NODE": "1",
+    "SLURM_NNODES": "1",
+    "SLURM_NODEID": "0",
+    "SLURM_PROCID": "0",
+    "SLURM_LOCALID": "0",
+    "SLURM_NODELIST": "localhost",
+}
+
+
+def test_slurm_environment_is_detected_and_requeued_job_resumes(
+    train_cli, tmp_path: Path
+) -> None:
+    args = [
+        "experiment=samplers/gmm25_tb",
+        "trainer=slurm",
+        "trainer.accelerator=cpu",
+        *TINY,
+        "data.steps_per_epoch=2",
+        "trainer.check_val_every_n_epoch=1",
+        "test=false",
+        f"paths.log_dir={tmp_path}",
+    ]
+    result = train_cli([*args, "trainer.max_steps=2"], env=SLURM_ENV)
+    assert result.returncode == 0, result.stdout[-5000:]
+    assert "cluster environment SLURMEnvironment" in result.stdout
+    run_dir = tmp_path / "samplers" / "gmm25_tb" / "runs" / "4242"
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+
+    # The same job again after a requeue: same directory, resumes by itself.
+    result = train_cli([*args, "trainer.max_steps=4"], env={**SLURM_ENV, "SLURM_RESTART_COUNT": "1"})
+    assert result.returncode == 0, result.stdout[-5000:]
+    assert "resuming from" in result.stdout
+    assert _single_run_dir(tmp_path, "samplers/gmm25_tb") == run_dir
+    assert _load(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 4
+
+
+def test_slurm_configs_take_the_allocation_and_submitit_switches_lightning_requeue_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SLURM_NNODES", "2")
+    monkeypatch.setenv("SLURM_NTASKS_PER_NODE", "4")
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose(
+                config_name="train",
+                overrides=["experiment=samplers/gmm25_tb", "trainer=slurm", "hydra/launcher=slurm"],
+                return_hydra_config=True,
+            )
+    finally:
+        GlobalHydra.instance().clear()
+    assert cfg.trainer.strategy == "ddp"
+    assert cfg.trainer.num_nodes == 2 and cfg.trainer.devices == 4
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher.gpus_per_node == launcher.tasks_per_node
+    assert "export TENFOLD_SLURM_AUTO_REQUEUE=false" in launcher.setup
+
+    (plugin,) = instantiate(cfg.trainer.plugins)
+    assert type(plugin).__name__ == "SLURMEnvironment" and plugin.auto_requeue
+    monkeypatch.setenv("TENFOLD_SLURM_AUTO_REQUEUE", "false")
+    (plugin,) = instantiate(cfg.trainer.plugins)
+    assert not plugin.auto_requeue
+
+
+def test_basic_sweep_returns_the_optimized_metric_per_job(train_cli, tmp_path: Path) -> None:
+    result = train_cli(
+        [
+            "-m",
+            "experiment=samplers/gmm25_tb",
+            "trainer=cpu",
+            *TINY,
+            "data.steps_per_epoch=2",
+            "trainer.max_steps=2",
+            "trainer.check_val_every_n_epoch=1",
+            "test=false",
+            "seed=1,2",
+            f"paths.log_dir={tmp_path}",
+        ]
+    )
+    assert result.returncode == 0, result.stdout[-5000:]
+    assert result.stdout.count("optimized_metric val/elbo = ") == 2
+    (sweep,) = (tmp_path / "samplers" / "gmm25_tb" / "multiruns").iterdir()
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
+
+
+def test_unknown_experiment_lists_the_available_ones(train_cli) -> None:
+    result = train_cli(["experiment=samplers/gmm25_tbb"])
+    assert result.returncode != 0
+    assert "Unknown experiment 'samplers/gmm25_tbb'" in result.stdout
+    assert "Did you mean: samplers/gmm25_tb" in result.stdout
+    for name in train_script.available_experiments(CONFIG_DIR):
+        assert f"  {name}\n" in result.stdout
+
+
+def test_check_experiment_overrides_handles_sweeps_and_known_names() -> None:
+    known = train_script.available_experiments(CONFIG_DIR)[0]
+    check = train_script.check_experiment_overrides
+    assert check([f"experiment={known}", "trainer=cpu"], CONFIG_DIR) is None
+    assert check(["experiment=null"], CONFIG_DIR) is None
+    assert check(["experiment=glob(samplers/*)"], CONFIG_DIR) is None
+    message = check([f"experiment={known},nope/nothing"], CONFIG_DIR)
+    assert message is not None and "Unknown experiment 'nope/nothing'" in message
+    assert known not in message.splitlines()[0]
+
+
+def test_unknown_override_key_names_the_key_and_the_fix(train_cli) -> None:
+    result = train_cli(["experiment=samplers/gmm25_tb", "trainer.max_step=3"])
+    assert result.returncode != 0
+    assert "Key 'max_step' is not in struct" in result.stdout
+    assert "+trainer.max_step=3" in result.stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without GPU")
+def test_gpu_trainer_without_gpu_says_use_cpu(train_cli, tmp_path: Path) -> None:
+    result = train_cli(["experiment=samplers/gmm25_tb", "trainer=gpu", f"paths.log_dir={tmp_path}"])
+    assert result.returncode != 0
+    assert "no CUDA GPU is visible" in result.stdout
+    assert "trainer=cpu" in result.stdout
+
+
+def test_train_false_without_checkpoint_is_refused(compose_cfg, tmp_path: Path) -> None:
+    cfg = compose_cfg(["experiment=samplers/gmm25_tb", "trainer=cpu", "train=false"], tmp_path)
+    with pytest.raises(ValueError, match="ckpt_path=PATH"):
+        train_script.train(cfg)
+
+
+def test_resolve_ckpt_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
+    resolve = train_script.resolve_ckpt_path
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    assert resolve(None, run, train=True) is None
+    assert resolve("last", run, train=True) is None
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        resolve("last", run, train=False)
+    with pytest.raises(FileNotFoundError, match="without checkpoints"):
+        resolve(str(run), tmp_path, train=False)
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        resolve(str(run / "missing.ckpt"), run, train=True)
+
+    last = run / "checkpoints" / "last.ckpt"
+    last.write_bytes(b"")
+    hpc = run / "hpc_ckpt_1.ckpt"
+    hpc.write_bytes(b"")
+    os.utime(last, (1, 1))
+    os.utime(hpc, (2, 2))
+    assert resolve("last", run, train=True) == str(hpc)
+    os.utime(last, (3, 3))
+    assert resolve("last", run, train=True) == str(last)
+    assert resolve(str(run), tmp_path, train=False) == str(last)
+    assert resolve(str(hpc), tmp_path, train=False) == str(hpc)
+    assert resolve(None, run, train=True) is None
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    assert resolve(None, run, train=True) == str(last)

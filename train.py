@@ -1,0 +1,313 @@
+"""The one entry point of tenfold: fit a method, then test its best checkpoint.
+
+    python train.py experiment=<family>/<task> [key=value ...]
+    python train.py experiment=samplers/gmm25_tb trainer=cpu trainer.max_steps=600
+    python train.py experiment=samplers/gmm25_tb train=false ckpt_path=PATH   # only test
+    python train.py experiment=samplers/gmm25_tb ckpt_path=last hydra.run.dir=RUN_DIR  # resume
+    python train.py -m experiment=samplers/gmm25_tb seed=1,2,3                # sweep
+
+Everything is composed by Hydra from ``configs/`` (``configs/train.yaml`` lists the groups) and
+instantiated here; this file imports no method. A run writes to
+``logs/<task_name>/runs/<SLURM job id or time>/``: the composed config (``.hydra/``), the log
+(``train.log``), checkpoints (``checkpoints/``, with ``last.ckpt``) and metrics (``csv/``).
+
+``ckpt_path`` takes ``null`` (start fresh), ``last`` (the newest checkpoint of this run's
+directory, fresh when there is none), a ``.ckpt`` file, or a run directory (its newest
+checkpoint). A requeued SLURM job (``SLURM_RESTART_COUNT > 0``) resumes as with ``last``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import re
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+log = logging.getLogger("train")
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+# Values of `experiment=` that Hydra expands itself (sweeps), which we do not check.
+_SWEEP_SYNTAX = re.compile(r"[()*?\[\]]")
+
+
+def available_experiments(config_dir: Path = CONFIG_DIR) -> list[str]:
+    """Names of all experiments: paths of ``configs/experiment/**/*.yaml`` without the suffix."""
+    root = config_dir / "experiment"
+    return sorted(p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*.yaml"))
+
+
+def check_experiment_overrides(argv: list[str], config_dir: Path = CONFIG_DIR) -> str | None:
+    """Message naming the unknown experiments in ``argv`` (``experiment=a[,b]``), else ``None``.
+
+    Hydra's own error for a nested group (``experiment=samplers/x``) does not list what exists,
+    so the entry point checks first and lists every experiment file.
+    """
+    known = set(available_experiments(config_dir))
+    unknown: list[str] = []
+    for arg in argv:
+        match = re.fullmatch(r"\+{0,2}experiment=(.*)", arg)
+        if match is None or _SWEEP_SYNTAX.search(match.group(1)):
+            continue
+        for name in match.group(1).split(","):
+            name = name.strip().removesuffix(".yaml")
+            if name and name != "null" and name not in known:
+                unknown.append(name)
+    if not unknown:
+        return None
+    lines = []
+    for name in unknown:
+        lines.append(f"Unknown experiment '{name}': there is no configs/experiment/{name}.yaml.")
+        close = difflib.get_close_matches(name, sorted(known), n=3)
+        if close:
+            lines.append(f"  Did you mean: {', '.join(close)}?")
+    lines.append("Available experiments (python train.py experiment=<name>):")
+    lines.extend(f"  {name}" for name in sorted(known))
+    return "\n".join(lines)
+
+
+def check_accelerator(trainer_cfg: DictConfig) -> None:
+    """Stop before Lightning does when the trainer asks for a GPU that this machine lacks."""
+    accelerator = str(trainer_cfg.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"The trainer asks for accelerator={accelerator}, but no CUDA GPU is visible "
+            "(torch.cuda.is_available() is False). On a CPU-only machine run with trainer=cpu "
+            "(or trainer=default, which picks what is there; trainer=ddp_sim simulates DDP on CPU)."
+        )
+
+
+def newest_checkpoint(run_dir: Path) -> Path | None:
+    """Newest of ``<run_dir>/checkpoints/last*.ckpt`` and Lightning's ``<run_dir>/hpc_ckpt_*.ckpt``.
+
+    ``last.ckpt`` is written by ModelCheckpoint(save_last=True); ``hpc_ckpt_<n>.ckpt`` by
+    Lightning's SLURM environment when the job is preempted or times out. ``None`` when neither
+    exists.
+    """
+    candidates = [*run_dir.glob("checkpoints/last*.ckpt"), *run_dir.glob("hpc_ckpt_*.ckpt")]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda p: p.stat().st_mtime)
+
+
+def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path, train: bool) -> str | None:
+    """Turns ``cfg.ckpt_path`` into a checkpoint file, or ``None`` to start from scratch.
+
+    Args:
+        ckpt_path: ``None``; ``"last"`` (this run's newest checkpoint); a ``.ckpt`` file; or a run
+            directory (its newest checkpoint).
+        output_dir: this run's directory.
+        train: whether the run fits (a missing ``last`` then only means "start fresh").
+
+    Raises:
+        FileNotFoundError: a given path does not exist, or a run directory has no checkpoint.
+    """
+    restarted = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
+    if ckpt_path is None and train and restarted:
+        ckpt_path = "last"
+        _info("SLURM job was requeued (SLURM_RESTART_COUNT > 0): resuming from ckpt_path=last")
+    if ckpt_path is None:
+        return None
+    if str(ckpt_path) == "last":
+        newest = newest_checkpoint(Path(output_dir))
+        if newest is None:
+            if train:
+                _info(f"ckpt_path=last: no checkpoint yet in {output_dir}; starting from scratch")
+                return None
+            raise FileNotFoundError(
+                f"ckpt_path=last: no checkpoint in {output_dir}. With train=false give a "
+                "checkpoint file or a run directory: ckpt_path=logs/<task>/runs/<run>"
+            )
+        _info(f"ckpt_path=last: resuming from {newest}")
+        return str(newest)
+    path = Path(str(ckpt_path)).expanduser()
+    if path.is_dir():
+        newest = newest_checkpoint(path)
+        if newest is None:
+            raise FileNotFoundError(
+                f"ckpt_path={path} is a directory without checkpoints "
+                "(expected checkpoints/last.ckpt in a run directory)"
+            )
+        return str(newest)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"ckpt_path={path}: no such file. Give a .ckpt file, a run directory, or 'last'."
+        )
+    return str(path)
+
+
+def instantiate_group(group: DictConfig | None) -> list[Any]:
+    """Instantiates every entry with a ``_target_`` of a config group (callbacks, loggers)."""
+    if not group:
+        return []
+    return [
+        instantiate(entry, _convert_="partial")
+        for entry in group.values()
+        if isinstance(entry, DictConfig) and "_target_" in entry
+    ]
+
+
+@rank_zero_only
+def _info(message: str) -> None:
+    log.info(message)
+
+
+@rank_zero_only
+def _warn(message: str) -> None:
+    log.warning(message)
+
+
+@rank_zero_only
+def print_config_tree(cfg: DictConfig) -> None:
+    """Prints the composed config with rich, one branch per top-level group."""
+    import rich
+    import rich.syntax
+    import rich.tree
+
+    tree = rich.tree.Tree("CONFIG", guide_style="dim")
+    first = ["data", "model", "callbacks", "logger", "trainer", "paths", "extras"]
+    for key in first + [k for k in cfg if k not in first]:
+        if key not in cfg:
+            continue
+        node = cfg[key]
+        try:
+            text = OmegaConf.to_yaml(node, resolve=True) if OmegaConf.is_config(node) else str(node)
+        except OmegaConfBaseException:  # e.g. a missing environment variable: show it unresolved
+            text = OmegaConf.to_yaml(node) if OmegaConf.is_config(node) else str(node)
+        tree.add(key).add(rich.syntax.Syntax(text, "yaml"))
+    rich.print(tree)
+
+
+def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Fits ``cfg.model`` on ``cfg.data`` (when ``cfg.train``), then tests (when ``cfg.test``).
+
+    Testing uses the best checkpoint of the fit (the current weights, with a warning, when there
+    is none, e.g. under ``fast_dev_run``), or ``cfg.ckpt_path`` when ``train=false``.
+
+    Returns:
+        ``(metric_dict, object_dict)``: every metric logged by the fit and the test (floats), and
+        the objects built: ``cfg``, ``datamodule``, ``model``, ``callbacks``, ``loggers``,
+        ``trainer``.
+    """
+    if cfg.get("extras") and cfg.extras.get("ignore_warnings"):
+        warnings.filterwarnings("ignore")
+    if cfg.get("num_threads"):
+        torch.set_num_threads(int(cfg.num_threads))
+    if cfg.get("extras") and cfg.extras.get("print_config"):
+        print_config_tree(cfg)
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    if not cfg.get("train") and not cfg.get("ckpt_path"):
+        raise ValueError(
+            "train=false only tests a checkpoint: give ckpt_path=PATH (a .ckpt file or a run "
+            "directory such as logs/<task>/runs/<run>)"
+        )
+    check_accelerator(cfg.trainer)
+
+    _info(f"Instantiating datamodule <{cfg.data._target_}>")
+    datamodule: L.LightningDataModule = instantiate(cfg.data, _convert_="partial")
+    _info(f"Instantiating model <{cfg.model._target_}>")
+    model: L.LightningModule = instantiate(cfg.model, _convert_="partial")
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    loggers = instantiate_group(cfg.get("logger"))
+    _info(f"Instantiating trainer <{cfg.trainer._target_}>")
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, _convert_="partial"
+    )
+    cluster = getattr(trainer.strategy, "cluster_environment", None)
+    environment = type(cluster).__name__ if cluster is not None else "none"
+    _info(
+        f"Trainer: {trainer.num_nodes} node(s) x {trainer.num_devices} device(s), "
+        f"{type(trainer.accelerator).__name__}, {type(trainer.strategy).__name__}, "
+        f"precision {trainer.precision}, cluster environment {environment}"
+    )
+    object_dict: dict[str, Any] = {
+        "cfg": cfg,
+        "datamodule": datamodule,
+        "model": model,
+        "callbacks": callbacks,
+        "loggers": loggers,
+        "trainer": trainer,
+    }
+    for logger in trainer.loggers:
+        logger.log_hyperparams({"config": OmegaConf.to_container(cfg, resolve=True)})
+
+    output_dir = cfg.paths.output_dir
+    metric_dict: dict[str, float] = {}
+    try:
+        if cfg.get("train"):
+            ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir, train=True)
+            trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
+            metric_dict.update(_floats(trainer.callback_metrics))
+
+        if cfg.get("test"):
+            if cfg.get("train"):
+                checkpoint = trainer.checkpoint_callback
+                ckpt_path = checkpoint.best_model_path if checkpoint is not None else ""
+                if not ckpt_path:
+                    _warn("No best checkpoint was saved: testing the current weights")
+                    ckpt_path = None
+            else:
+                ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir, train=False)
+            _info(f"Testing {'checkpoint ' + ckpt_path if ckpt_path else 'current weights'}")
+            trainer.test(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
+            metric_dict.update(_floats(trainer.callback_metrics))
+    finally:
+        if "wandb" in sys.modules and sys.modules["wandb"].run is not None:
+            sys.modules["wandb"].finish()
+    _info(f"Output directory: {output_dir}")
+    return metric_dict, object_dict
+
+
+def _floats(metrics: dict[str, Any]) -> dict[str, float]:
+    """Scalar metrics (tensors or numbers) as Python floats."""
+    return {k: float(v.item() if isinstance(v, torch.Tensor) else v) for k, v in metrics.items()}
+
+
+def optimized_value(cfg: DictConfig, object_dict: dict[str, Any], metric_dict: dict[str, float]) -> float | None:
+    """Value of ``cfg.optimized_metric`` for sweeps (``None``, with a warning, when not logged).
+
+    The best value seen by the checkpoint callback when it monitors that metric (the value of the
+    checkpoint that was tested), else the last logged value.
+    """
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    trainer = object_dict.get("trainer")
+    checkpoint = trainer.checkpoint_callback if trainer is not None else None
+    if checkpoint is not None and checkpoint.monitor == name and checkpoint.best_model_score is not None:
+        return float(checkpoint.best_model_score)
+    if name not in metric_dict:
+        _warn(f"optimized_metric={name} was not logged; logged metrics: {sorted(metric_dict)}")
+        return None
+    return metric_dict[name]
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point: runs :func:`train` and returns the optimized metric (for sweeps)."""
+    metric_dict, object_dict = train(cfg)
+    value = optimized_value(cfg, object_dict, metric_dict)
+    if value is not None:
+        _info(f"optimized_metric {cfg.optimized_metric} = {value}")
+    return value
+
+
+if __name__ == "__main__":
+    problem = check_experiment_overrides(sys.argv[1:])
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        sys.exit(1)
+    main()
