@@ -241,9 +241,14 @@ class DiffusionSampler(L.LightningModule):
         log_pb = gaussian_log_prob(states[:, :-1], mean, var)
         return torch.where(self.reference.stochastic_steps(states.device), log_pb, torch.zeros_like(log_pb))
 
-    def _noise_std(self, log_var: Tensor | None, like: Tensor) -> Tensor:
+    def _noise_std(self, log_var: Tensor | None) -> Tensor | float:
+        """Std of the forward step: the reference's ``c`` (a float) scaled by the learned variance."""
         _, _, c = self.reference.forward_coefficients()
-        return torch.full_like(like, c) if log_var is None else c * (0.5 * log_var).exp()
+        return c if log_var is None else c * (0.5 * log_var).exp()
+
+    def _forward_mean(self, x: Tensor, drift: Tensor) -> Tensor:
+        a, b, _ = self.reference.forward_coefficients()
+        return (x if a == 1.0 else a * x) + b * drift
 
     def simulate(self, x0: Tensor, exploration_std: float = 0.0, reparametrize: bool = False) -> Trajectories:
         """Forward trajectories from the start batch ``x0`` ``[B, D]``.
@@ -254,7 +259,6 @@ class DiffusionSampler(L.LightningModule):
         log-probabilities are those of the policy itself.
         """
         x0 = x0.float()
-        a, b, _ = self.reference.forward_coefficients()
         times = self.reference.times(x0.device)
         embeddings, scalings = self.net.time_features(times[:-1])
         no_scalings = (None,) * self.reference.num_steps
@@ -264,18 +268,19 @@ class DiffusionSampler(L.LightningModule):
         for features in step_features:
             x_in = x if reparametrize else x.detach()
             drift, log_var = self._policy(x_in, time_features=features)
-            mean = a * x_in + b * drift
-            std = self._noise_std(log_var, mean)
-            sample_std = std if reparametrize else std.detach()
+            mean = self._forward_mean(x_in, drift)
+            std = self._noise_std(log_var)
+            sample_std = std if reparametrize or log_var is None else std.detach()
             if exploration_std > 0:
-                sample_std = (sample_std.pow(2) + exploration_std**2).sqrt()
+                sample_std = (sample_std**2 + exploration_std**2) ** 0.5
             sample_mean = mean if reparametrize else mean.detach()
             x = sample_mean + sample_std * self._randn(mean)
             states.append(x)
             means.append(mean)
             stds.append(std)
         trajectory_states = torch.stack(states, dim=1)
-        log_pf = gaussian_log_prob(trajectory_states[:, 1:], torch.stack(means, dim=1), torch.stack(stds, dim=1).pow(2))
+        variance = torch.tensor(stds[0] ** 2) if log_var is None else torch.stack(stds, dim=1).pow(2)
+        log_pf = gaussian_log_prob(trajectory_states[:, 1:], torch.stack(means, dim=1), variance)
         terminal = trajectory_states[:, -1]
         if reparametrize:
             log_reward = self.log_reward(terminal)
@@ -317,14 +322,13 @@ class DiffusionSampler(L.LightningModule):
                 states.append(x)
             trajectory_states = torch.stack(states[::-1], dim=1)
             log_reward = self.log_reward(terminal)
-        a, b, _ = self.reference.forward_coefficients()
         x_prev = trajectory_states[:, :-1]
         drift, log_var = self._policy(x_prev, times[:-1])
-        mean = a * x_prev + b * drift
-        std = self._noise_std(log_var, mean)
+        std = self._noise_std(log_var)
+        variance = torch.tensor(std**2) if log_var is None else std.pow(2)
         return Trajectories(
             states=trajectory_states,
-            log_pf=gaussian_log_prob(trajectory_states[:, 1:], mean, std.pow(2)),
+            log_pf=gaussian_log_prob(trajectory_states[:, 1:], self._forward_mean(x_prev, drift), variance),
             log_pb=self._backward_log_probs(trajectory_states),
             log_start=self.reference.start_log_prob(trajectory_states[:, 0]),
             log_reward=log_reward,
