@@ -276,7 +276,9 @@ def _floats(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v.item() if isinstance(v, torch.Tensor) else v) for k, v in metrics.items()}
 
 
-def optimized_value(cfg: DictConfig, object_dict: dict[str, Any], metric_dict: dict[str, float]) -> float | None:
+def optimized_value(
+    cfg: DictConfig, object_dict: dict[str, Any], metric_dict: dict[str, float]
+) -> float | None:
     """Value of ``cfg.optimized_metric`` for sweeps (``None``, with a warning, when not logged).
 
     The best value seen by the checkpoint callback when it monitors that metric (the value of the
@@ -287,8 +289,9 @@ def optimized_value(cfg: DictConfig, object_dict: dict[str, Any], metric_dict: d
         return None
     trainer = object_dict.get("trainer")
     checkpoint = trainer.checkpoint_callback if trainer is not None else None
-    if checkpoint is not None and checkpoint.monitor == name and checkpoint.best_model_score is not None:
-        return float(checkpoint.best_model_score)
+    best = checkpoint.best_model_score if checkpoint is not None else None
+    if checkpoint is not None and checkpoint.monitor == name and best is not None:
+        return float(best)
     if name not in metric_dict:
         _warn(f"optimized_metric={name} was not logged; logged metrics: {sorted(metric_dict)}")
         return None

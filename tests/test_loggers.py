@@ -1,0 +1,44 @@
+"""tenfold.loggers.ResumableCSVLogger keeps the metrics of earlier starts of a run."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from lightning.pytorch.loggers import CSVLogger
+
+from tenfold.loggers import ResumableCSVLogger
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_second_start_appends_and_merges_columns(tmp_path: Path) -> None:
+    first = ResumableCSVLogger(save_dir=tmp_path, name="csv", version="")
+    first.log_metrics({"a": 1.0, "b": 2.0}, step=0)
+    first.save()
+    metrics = Path(first.log_dir) / "metrics.csv"
+
+    second = ResumableCSVLogger(save_dir=tmp_path, name="csv", version="")
+    second.log_metrics({"a": 3.0}, step=1)
+    second.log_metrics({"c": 4.0}, step=2)
+    second.save()
+
+    rows = _rows(metrics)
+    assert [r["step"] for r in rows] == ["0", "1", "2"]
+    assert [r["a"] for r in rows] == ["1.0", "3.0", ""]
+    assert [r["b"] for r in rows] == ["2.0", "", ""]
+    assert [r["c"] for r in rows] == ["", "", "4.0"]
+
+
+def test_lightning_csv_logger_would_have_deleted_them(tmp_path: Path) -> None:
+    # The reason for ResumableCSVLogger: if Lightning changes this, the subclass can go.
+    first = CSVLogger(save_dir=tmp_path, name="csv", version="")
+    first.log_metrics({"a": 1.0}, step=0)
+    first.save()
+    second = CSVLogger(save_dir=tmp_path, name="csv", version="")
+    second.log_metrics({"a": 2.0}, step=1)
+    second.save()
+    assert [r["step"] for r in _rows(Path(second.log_dir) / "metrics.csv")] == ["1"]
