@@ -2,3 +2,4 @@
 
 from callbacks.local_search import LocalSearchReplay, PrioritizedReplayBuffer, mala
 from callbacks.sample_plots import SamplePlots
+from callbacks.step_seed import StepSeed
