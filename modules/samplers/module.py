@@ -264,22 +264,25 @@ class DiffusionSampler(L.LightningModule):
         no_scalings = (None,) * self.reference.num_steps
         step_features = zip(embeddings.unbind(0), no_scalings if scalings is None else scalings.unbind(0))
         x, log_start = self.reference.sample_start(x0, self._rng())
+        noises = self._randn(x0.new_empty(self.reference.num_steps, *x0.shape)).unbind(0)
         states, means, stds = [x], [], []
-        for features in step_features:
-            x_in = x if reparametrize else x.detach()
-            drift, log_var = self._policy(x_in, time_features=features)
-            mean = self._forward_mean(x_in, drift)
+        for features, noise in zip(step_features, noises):
+            drift, log_var = self._policy(x, time_features=features)
+            mean = self._forward_mean(x, drift)
             std = self._noise_std(log_var)
             sample_std = std if reparametrize or log_var is None else std.detach()
             if exploration_std > 0:
                 sample_std = (sample_std**2 + exploration_std**2) ** 0.5
             sample_mean = mean if reparametrize else mean.detach()
-            x = sample_mean + sample_std * self._randn(mean)
+            if isinstance(sample_std, float):
+                x = torch.add(sample_mean, noise, alpha=sample_std)
+            else:
+                x = sample_mean + sample_std * noise
             states.append(x)
             means.append(mean)
             stds.append(std)
         trajectory_states = torch.stack(states, dim=1)
-        variance = torch.tensor(stds[0] ** 2) if log_var is None else torch.stack(stds, dim=1).pow(2)
+        variance = x0.new_tensor(stds[0] ** 2) if log_var is None else torch.stack(stds, dim=1).pow(2)
         log_pf = gaussian_log_prob(trajectory_states[:, 1:], torch.stack(means, dim=1), variance)
         terminal = trajectory_states[:, -1]
         if reparametrize:
