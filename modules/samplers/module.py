@@ -41,7 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from modules.samplers import losses
-from modules.samplers.metrics import elbo, eubo, log_z_importance, modes_hit, wasserstein2
+from modules.samplers.metrics import delta_log_z, elbo, eubo, log_z_importance, modes_hit, wasserstein2
 from modules.samplers.nets import SamplerNets
 from modules.samplers.reference import BrownianReference, OUReference, ReferenceProcess, gaussian_log_prob
 
@@ -428,8 +428,8 @@ class DiffusionSampler(L.LightningModule):
             metrics["log_z_learned"] = self.net.log_z.detach().float()
         log_z = getattr(self.energy, "log_Z", None)
         if log_z is not None:
-            metrics["delta_log_z"] = (metrics["elbo"] - log_z).abs()
-            metrics["delta_log_z_rw"] = (metrics["log_z_is"] - log_z).abs()
+            metrics["delta_log_z"] = delta_log_z(metrics["elbo"], log_z)
+            metrics["delta_log_z_rw"] = delta_log_z(metrics["log_z_is"], log_z)
         target = batch.get("target_samples")
         if target is not None:
             metrics["eubo"] = eubo(self.simulate_backward(target).log_weights())
