@@ -328,7 +328,7 @@ class DiffusionSampler(L.LightningModule):
         x_prev = trajectory_states[:, :-1]
         drift, log_var = self._policy(x_prev, times[:-1])
         std = self._noise_std(log_var)
-        variance = torch.tensor(std**2) if log_var is None else std.pow(2)
+        variance = terminal.new_tensor(std**2) if log_var is None else std.pow(2)
         return Trajectories(
             states=trajectory_states,
             log_pf=gaussian_log_prob(trajectory_states[:, 1:], self._forward_mean(x_prev, drift), variance),
