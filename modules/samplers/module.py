@@ -246,6 +246,11 @@ class DiffusionSampler(L.LightningModule):
         _, _, c = self.reference.forward_coefficients()
         return c if log_var is None else c * (0.5 * log_var).exp()
 
+    def _forward_log_prob(self, x_next: Tensor, mean: Tensor, std: Tensor | float) -> Tensor:
+        """``log p_F(x_next | x)`` ``[*]`` for the step's mean and std (see :meth:`_noise_std`)."""
+        variance = mean.new_tensor(std**2) if isinstance(std, float) else std.pow(2)
+        return gaussian_log_prob(x_next, mean, variance)
+
     def _forward_mean(self, x: Tensor, drift: Tensor) -> Tensor:
         a, b, _ = self.reference.forward_coefficients()
         return (x if a == 1.0 else a * x) + b * drift
@@ -282,8 +287,9 @@ class DiffusionSampler(L.LightningModule):
             means.append(mean)
             stds.append(std)
         trajectory_states = torch.stack(states, dim=1)
-        variance = x0.new_tensor(stds[0] ** 2) if log_var is None else torch.stack(stds, dim=1).pow(2)
-        log_pf = gaussian_log_prob(trajectory_states[:, 1:], torch.stack(means, dim=1), variance)
+        log_pf = self._forward_log_prob(
+            trajectory_states[:, 1:], torch.stack(means, dim=1), stds[0] if log_var is None else torch.stack(stds, dim=1)
+        )
         terminal = trajectory_states[:, -1]
         if reparametrize:
             log_reward = self.log_reward(terminal)
@@ -327,11 +333,11 @@ class DiffusionSampler(L.LightningModule):
             log_reward = self.log_reward(terminal)
         x_prev = trajectory_states[:, :-1]
         drift, log_var = self._policy(x_prev, times[:-1])
-        std = self._noise_std(log_var)
-        variance = terminal.new_tensor(std**2) if log_var is None else std.pow(2)
         return Trajectories(
             states=trajectory_states,
-            log_pf=gaussian_log_prob(trajectory_states[:, 1:], self._forward_mean(x_prev, drift), variance),
+            log_pf=self._forward_log_prob(
+                trajectory_states[:, 1:], self._forward_mean(x_prev, drift), self._noise_std(log_var)
+            ),
             log_pb=self._backward_log_probs(trajectory_states),
             log_start=self.reference.start_log_prob(trajectory_states[:, 0]),
             log_reward=log_reward,
