@@ -1,5 +1,26 @@
 """Plain torch layers shared by several families (no LightningModule, no family imports)."""
 
 from modules.nets.time_mlp import FourierTimeEmbedding, TimeConditionedMLP, TimeMLP, mlp
+from modules.nets.transformer import (
+    LearnedPositionalEncoding,
+    SinusoidalPositionalEncoding,
+    TransformerDecoder,
+    TransformerDecoderLayer,
+    TransformerEncoder,
+    TransformerEncoderLayer,
+    causal_mask,
+)
 
-__all__ = ["FourierTimeEmbedding", "TimeConditionedMLP", "TimeMLP", "mlp"]
+__all__ = [
+    "FourierTimeEmbedding",
+    "LearnedPositionalEncoding",
+    "SinusoidalPositionalEncoding",
+    "TimeConditionedMLP",
+    "TimeMLP",
+    "TransformerDecoder",
+    "TransformerDecoderLayer",
+    "TransformerEncoder",
+    "TransformerEncoderLayer",
+    "causal_mask",
+    "mlp",
+]

@@ -1,0 +1,45 @@
+"""The optimizer set-up shared by the LightningModules of the ``attention`` family."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+
+__all__ = ["OptimizerFactory", "SchedulerFactory", "ConfiguredOptimizerModule"]
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
+
+
+class ConfiguredOptimizerModule(L.LightningModule):
+    """A LightningModule whose optimizer and learning-rate scheduler are factories from the config.
+
+    Args:
+        optimizer: ``optimizer(params=...) -> Optimizer`` (a Hydra ``_partial_`` such as
+            ``{_target_: torch.optim.Adam, _partial_: true, lr: 1e-4}``).
+        scheduler: ``scheduler(optimizer=...) -> LRScheduler`` or ``None``; stepped every
+            optimizer step (``scheduler_interval="step"``) or every epoch (``"epoch"``).
+    """
+
+    def __init__(
+        self,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        scheduler_interval: str = "step",
+    ) -> None:
+        super().__init__()
+        if scheduler_interval not in ("step", "epoch"):
+            raise ValueError(f"scheduler_interval must be 'step' or 'epoch', got {scheduler_interval!r}")
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.scheduler_interval = scheduler_interval
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}

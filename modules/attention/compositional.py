@@ -1,0 +1,413 @@
+"""Compositional Attention (Mittal et al., 2022, arXiv 2110.09419): searches and retrievals
+disentangled, paired dynamically by a second attention over retrievals.
+
+Multi-head attention ties the ``h`` query-key *searches* to ``h`` value *retrievals* one to one.
+Compositional attention keeps ``S`` searches and ``R`` retrievals apart (paper, Sec. 3):
+
+- search ``s``:  ``A_s = softmax(Q_s K_s^T / sqrt(d_s))``, ``Q_s = X W^q_s``, ``K_s = Y W^k_s``;
+- retrieval ``r`` applied to every search: ``O_{s,r} = A_s V_r`` with ``V_r = Y W^v_r``;
+- retrieval selection, a softmax over the ``R`` retrievals for every search and query token:
+  ``pi_{s,r} = softmax_r( <Q^r_s, O_{s,r} W^{rk}> / sqrt(d_r) / temperature )`` with the
+  retrieval query ``Q^r_s = X W^{rq}_s`` (width ``d_r``, ``retrieval_qk_dim``) and the retrieval
+  key map ``W^{rk}`` (``d_v -> d_r``, shared by the retrievals, or one per retrieval with
+  ``separate_retrieval_keys=True``, the official code's ``--separate``);
+- ``output = concat_s( sum_r pi_{s,r} O_{s,r} ) W^o``.
+
+With ``S = R = h`` and ``retrieval_selection="fixed"`` (search ``s`` reads retrieval ``s``) the
+layer *is* multi-head attention: same parameters, same output as ``nn.MultiheadAttention``.
+
+Implementation. The retrieval key is linear, so the retrieval logits are
+``<Q^r_s W^{rk T}, O_{s,r}> + <Q^r_s, b^{rk}>``: the keys ``O_{s,r} W^{rk}`` are never formed.
+``O`` (``[B, S, L_q, R * d_v]``, as large as ``S`` layer outputs) is computed per chunk of query
+positions and, when the sequence is long enough that the chunk's attention matrix matters, the chunk
+is recomputed in the backward pass (activation checkpointing): nothing of size ``L x L x R`` and no
+full ``O`` is ever stored. On CUDA the searches run through
+``torch.nn.functional.scaled_dot_product_attention`` (the fused kernel that takes a value width
+different from the query width); on CPU, whose fused kernel requires equal widths, the searches are
+an explicit softmax per chunk, whose values are shared by all searches (one batched matmul).
+
+Differences from the official code (sarthmit/Compositional-Attention,
+``Contextual_Retrieval_Task/model.py``): the official layer materializes ``[B, S, R, L, L]``;
+its ``--concat`` (a projection of the current token joins the output projection, used for
+contextual retrieval) adds a low-rank linear map of the input to the output, which models add
+around any attention layer (see ``modules.attention.nets.ContextualRetrievalNet``); its
+``--nonlinear`` output MLP, Gumbel selection and MLP retrieval scores (the image tasks' default
+without ``--dot``) are not offered: the paper defines the dot-product selection.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import repeat
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+__all__ = ["CompositionalAttention", "merge_masks"]
+
+RetrievalSelection = Literal["soft", "fixed"]
+
+
+def merge_masks(
+    key_padding_mask: Tensor | None,
+    attn_mask: Tensor | None,
+    is_causal: bool,
+    batch_size: int,
+    num_heads: int,
+    query_length: int,
+    key_length: int,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> Tensor | None:
+    """Combines the masks of ``nn.MultiheadAttention`` into one additive float mask.
+
+    Semantics are MHA's: a boolean ``True`` means *not allowed to attend*; float masks are added to
+    the attention logits.
+
+    Args:
+        key_padding_mask: ``[B, L_k]`` (bool or float) or ``None``.
+        attn_mask: ``[L_q, L_k]`` or ``[B * num_heads, L_q, L_k]`` (bool or float) or ``None``.
+        is_causal: without ``attn_mask``, build the causal mask (query ``i`` sees keys ``<= i``).
+            With ``attn_mask`` it is a hint only, as in MHA.
+
+    Returns:
+        ``None`` when nothing is masked, else a float mask broadcastable to
+        ``[B, num_heads, L_q, L_k]`` with ``-inf`` at disallowed positions.
+    """
+    merged: Tensor | None = None
+    if attn_mask is None and is_causal:
+        attn_mask = torch.ones(query_length, key_length, dtype=torch.bool, device=device).triu(1)
+    if attn_mask is not None:
+        if attn_mask.dim() == 2:
+            expected = (query_length, key_length)
+            shaped = attn_mask.view(1, 1, query_length, key_length) if tuple(attn_mask.shape) == expected else None
+        elif attn_mask.dim() == 3:
+            expected = (batch_size * num_heads, query_length, key_length)
+            fits = tuple(attn_mask.shape) == expected
+            shaped = attn_mask.view(batch_size, num_heads, query_length, key_length) if fits else None
+        else:
+            expected, shaped = (query_length, key_length), None
+        if shaped is None:
+            raise ValueError(
+                f"attn_mask has shape {tuple(attn_mask.shape)}; expected {(query_length, key_length)} or "
+                f"{(batch_size * num_heads, query_length, key_length)} (batch x heads first, as nn.MultiheadAttention)"
+            )
+        merged = _as_additive(shaped, dtype)
+    if key_padding_mask is not None:
+        if tuple(key_padding_mask.shape) != (batch_size, key_length):
+            raise ValueError(
+                f"key_padding_mask has shape {tuple(key_padding_mask.shape)}; expected {(batch_size, key_length)}"
+            )
+        padding = _as_additive(key_padding_mask.view(batch_size, 1, 1, key_length), dtype)
+        merged = padding if merged is None else merged + padding
+    return merged
+
+
+def _as_additive(mask: Tensor, dtype: torch.dtype) -> Tensor:
+    """A boolean mask (``True`` = masked) as ``0 / -inf``; a float mask as it is, in ``dtype``."""
+    if mask.dtype == torch.bool:
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(mask, float("-inf"))
+    return mask.to(dtype)
+
+
+class CompositionalAttention(nn.Module):
+    """Compositional attention with the call signature and return of ``nn.MultiheadAttention``.
+
+    Args:
+        embed_dim: model width ``E`` (query width and output width).
+        num_searches: ``S``, query-key searches.
+        num_retrievals: ``R``, value retrievals.
+        search_dim: total query/key width ``S * d_s`` (default ``embed_dim``).
+        retrieval_dim: total value width ``R * d_v`` (default ``R * search_dim / S``: every
+            retrieval as wide as a search head, as the official image and ESBN models; the
+            official contextual-retrieval model sets it to ``embed_dim``).
+        dropout: dropout on the search attention weights (as MHA).
+        bias: biases in every projection.
+        batch_first: ``[B, L, E]`` inputs and outputs (else ``[L, B, E]``, MHA's default).
+        temperature: temperature of the retrieval selection softmax.
+        retrieval_selection: ``"soft"`` (the paper) or ``"fixed"``: search ``s`` reads retrieval
+            ``s`` (needs ``S == R``; with ``search_dim == retrieval_dim`` this is multi-head
+            attention exactly).
+        retrieval_qk_dim: ``d_r``, width of the retrieval query and keys per search (default
+            ``search_dim / S``; the official image models' ``--qk-dim``).
+        separate_retrieval_keys: one retrieval key map per retrieval (official ``--separate``).
+        kdim, vdim: key and value input widths (default ``embed_dim``).
+        query_chunk_size: query positions per chunk of the soft path; ``None`` chooses chunks
+            whose attention matrix and retrievals are about two layer inputs large.
+
+    Forward (batch first): ``query [B, L_q, E]``, ``key [B, L_k, kdim]``, ``value [B, L_k, vdim]``
+    (unbatched ``[L, E]`` inputs work too), masks as :func:`merge_masks`. Returns
+    ``(output [B, L_q, E], weights)`` where ``weights`` is ``None`` unless ``need_weights``, then a
+    pair ``(search_weights, retrieval_weights)``: search weights ``[B, L_q, L_k]`` averaged over
+    searches (``[B, S, L_q, L_k]`` with ``average_attn_weights=False``), retrieval weights
+    ``[B, L_q, S, R]`` (``pi``; one-hot in the fixed pairing).
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_searches: int,
+        num_retrievals: int,
+        search_dim: int | None = None,
+        retrieval_dim: int | None = None,
+        dropout: float = 0.0,
+        bias: bool = True,
+        batch_first: bool = True,
+        temperature: float = 1.0,
+        retrieval_selection: RetrievalSelection = "soft",
+        retrieval_qk_dim: int | None = None,
+        separate_retrieval_keys: bool = False,
+        kdim: int | None = None,
+        vdim: int | None = None,
+        query_chunk_size: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        search_dim = search_dim or embed_dim
+        if search_dim % num_searches:
+            raise ValueError(f"search_dim {search_dim} is not divisible by num_searches {num_searches}")
+        retrieval_dim = retrieval_dim or num_retrievals * (search_dim // num_searches)
+        if retrieval_dim % num_retrievals:
+            raise ValueError(f"retrieval_dim {retrieval_dim} is not divisible by num_retrievals {num_retrievals}")
+        if retrieval_selection not in ("soft", "fixed"):
+            raise ValueError(f"retrieval_selection must be 'soft' or 'fixed', got {retrieval_selection!r}")
+        if retrieval_selection == "fixed" and num_searches != num_retrievals:
+            raise ValueError(
+                f"the fixed pairing needs num_searches == num_retrievals, got {num_searches} and {num_retrievals}"
+            )
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        factory = {"device": device, "dtype": dtype}
+        self.embed_dim = embed_dim
+        self.kdim = kdim or embed_dim
+        self.vdim = vdim or embed_dim
+        self.num_searches = num_searches
+        self.num_retrievals = num_retrievals
+        self.search_head_dim = search_dim // num_searches
+        self.retrieval_head_dim = retrieval_dim // num_retrievals
+        self.retrieval_qk_dim = retrieval_qk_dim or self.search_head_dim
+        self.dropout = dropout
+        self.batch_first = batch_first
+        self.temperature = temperature
+        self.retrieval_selection = retrieval_selection
+        self.separate_retrieval_keys = separate_retrieval_keys
+        self.query_chunk_size = query_chunk_size
+
+        self.q_proj = nn.Linear(embed_dim, search_dim, bias=bias, **factory)
+        self.k_proj = nn.Linear(self.kdim, search_dim, bias=bias, **factory)
+        self.v_proj = nn.Linear(self.vdim, retrieval_dim, bias=bias, **factory)
+        if retrieval_selection == "soft":
+            qk_dim = self.retrieval_qk_dim
+            self.retrieval_query_proj = nn.Linear(embed_dim, num_searches * qk_dim, bias=bias, **factory)
+            num_key_maps = num_retrievals if separate_retrieval_keys else 1
+            self.retrieval_key_weight = nn.Parameter(
+                torch.empty(num_key_maps, self.retrieval_head_dim, qk_dim, **factory)
+            )
+            self.retrieval_key_bias = nn.Parameter(torch.zeros(num_key_maps, qk_dim, **factory)) if bias else None
+        self.out_proj = nn.Linear(num_searches * self.retrieval_head_dim, embed_dim, bias=bias, **factory)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Xavier-uniform projections with zero biases, as ``nn.MultiheadAttention``."""
+        for linear in (self.q_proj, self.k_proj, self.v_proj):
+            nn.init.xavier_uniform_(linear.weight)
+            if linear.bias is not None:
+                nn.init.zeros_(linear.bias)
+        if self.out_proj.bias is not None:
+            nn.init.zeros_(self.out_proj.bias)
+        if self.retrieval_selection == "soft":
+            nn.init.xavier_uniform_(self.retrieval_query_proj.weight)
+            if self.retrieval_query_proj.bias is not None:
+                nn.init.zeros_(self.retrieval_query_proj.bias)
+            bound = math.sqrt(6.0 / (self.retrieval_head_dim + self.retrieval_qk_dim))
+            nn.init.uniform_(self.retrieval_key_weight, -bound, bound)
+            if self.retrieval_key_bias is not None:
+                nn.init.zeros_(self.retrieval_key_bias)
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        key_padding_mask: Tensor | None = None,
+        need_weights: bool = True,
+        attn_mask: Tensor | None = None,
+        average_attn_weights: bool = True,
+        is_causal: bool = False,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
+        unbatched = query.dim() == 2
+        if unbatched:
+            query, key, value = query.unsqueeze(0), key.unsqueeze(0), value.unsqueeze(0)
+            if key_padding_mask is not None:
+                key_padding_mask = key_padding_mask.unsqueeze(0)
+        elif not self.batch_first:
+            query, key, value = query.transpose(0, 1), key.transpose(0, 1), value.transpose(0, 1)
+        self._check_shapes(query, key, value)
+        batch, query_length, _ = query.shape
+        key_length = key.shape[1]
+        num_s, num_r = self.num_searches, self.num_retrievals
+        d_s, d_v = self.search_head_dim, self.retrieval_head_dim
+
+        q = self.q_proj(query).view(batch, query_length, num_s, d_s).transpose(1, 2)
+        k = self.k_proj(key).view(batch, key_length, num_s, d_s).transpose(1, 2)
+        v = self.v_proj(value)
+        mask = merge_masks(
+            key_padding_mask, attn_mask, is_causal, batch, num_s, query_length, key_length, q.dtype, q.device
+        )
+        dropout_p = self.dropout if self.training else 0.0
+
+        if self.retrieval_selection == "fixed":
+            heads, search_weights = self._fixed(q, k, v, mask, dropout_p, need_weights)
+            retrieval_weights = torch.eye(num_s, device=q.device, dtype=heads.dtype).expand(
+                batch, query_length, num_s, num_s
+            )
+        else:
+            heads, search_weights, retrieval_weights = self._soft(query, q, k, v, mask, dropout_p, need_weights)
+        output = self.out_proj(heads.transpose(1, 2).reshape(batch, query_length, num_s * d_v))
+
+        if unbatched:
+            output = output.squeeze(0)
+        elif not self.batch_first:
+            output = output.transpose(0, 1)
+        if not need_weights:
+            return output, None
+        assert search_weights is not None
+        if average_attn_weights:
+            search_weights = search_weights.mean(dim=1)
+        if unbatched:
+            search_weights, retrieval_weights = search_weights.squeeze(0), retrieval_weights.squeeze(0)
+        return output, (search_weights, retrieval_weights)
+
+    def _check_shapes(self, query: Tensor, key: Tensor, value: Tensor) -> None:
+        layout = "[B, L, E]" if self.batch_first else "[L, B, E]"
+        if query.dim() != 3 or key.dim() != 3 or value.dim() != 3:
+            raise ValueError(
+                f"query, key and value must all be {layout} (or all unbatched [L, E]); got shapes "
+                f"{tuple(query.shape)}, {tuple(key.shape)}, {tuple(value.shape)}"
+            )
+        if query.shape[-1] != self.embed_dim or key.shape[-1] != self.kdim or value.shape[-1] != self.vdim:
+            raise ValueError(
+                f"last dimensions must be embed_dim={self.embed_dim}, kdim={self.kdim}, vdim={self.vdim}; got "
+                f"{query.shape[-1]}, {key.shape[-1]}, {value.shape[-1]}"
+            )
+        if key.shape[:2] != value.shape[:2] or key.shape[0] != query.shape[0]:
+            raise ValueError(
+                f"batch sizes must agree and key/value lengths must agree; got shapes {tuple(query.shape)}, "
+                f"{tuple(key.shape)}, {tuple(value.shape)} ({layout})"
+            )
+
+    def _fixed(
+        self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout_p: float, need_weights: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        """Search ``s`` reads retrieval ``s``: multi-head attention. Returns ``[B, S, L_q, d_v]``."""
+        batch, num_s, _, d_s = q.shape
+        v = v.view(batch, -1, num_s, self.retrieval_head_dim).transpose(1, 2)
+        if not need_weights:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p), None
+        logits = (q * d_s**-0.5) @ k.transpose(-1, -2)
+        if mask is not None:
+            logits = logits + mask
+        weights = logits.softmax(dim=-1)
+        attended = F.dropout(weights, p=dropout_p) if dropout_p > 0 else weights
+        return attended @ v, weights
+
+    def _soft(
+        self,
+        query: Tensor,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        mask: Tensor | None,
+        dropout_p: float,
+        need_weights: bool,
+    ) -> tuple[Tensor, Tensor | None, Tensor]:
+        """Searches, all retrievals per search, soft selection. Returns ``[B, S, L_q, d_v]``,
+        the search weights ``[B, S, L_q, L_k]`` (when asked) and ``pi`` ``[B, L_q, S, R]``."""
+        batch, num_s, query_length, d_s = q.shape
+        key_length = k.shape[2]
+        scale = d_s**-0.5
+        qk_dim = self.retrieval_qk_dim
+        retrieval_query = self.retrieval_query_proj(query).view(batch, query_length, num_s, qk_dim).transpose(1, 2)
+        retrieval_query = retrieval_query * (qk_dim**-0.5 / self.temperature)
+        # <Q^r, O W^rk + b^rk> = <Q^r W^rk^T, O> + <Q^r, b^rk>: fold the key map into the query.
+        folded_query = torch.einsum("bsnd,kvd->bsnkv", retrieval_query, self.retrieval_key_weight)
+        if self.retrieval_key_bias is not None:
+            folded_bias = torch.einsum("bsnd,kd->bsnk", retrieval_query, self.retrieval_key_bias)
+        else:
+            folded_bias = folded_query.new_zeros(folded_query.shape[:-1])
+
+        chunk = self.query_chunk_size or self._auto_chunk(query_length, key_length)
+        use_checkpoint = torch.is_grad_enabled() and not need_weights
+        # Contiguous once, split (not sliced) per chunk: the backward of a split is one concatenation.
+        keys_t = k.transpose(-1, -2).contiguous()
+        chunks = zip(
+            (q * scale).contiguous().split(chunk, dim=2),
+            folded_query.split(chunk, dim=2),
+            folded_bias.split(chunk, dim=2),
+            mask.split(chunk, dim=-2) if mask is not None and mask.shape[-2] > 1 else repeat(mask),
+        )
+        heads, all_weights, selections = [], [], []
+        for q_chunk, query_chunk, bias_chunk, mask_chunk in chunks:
+            args = (q_chunk, keys_t, v, query_chunk, bias_chunk, mask_chunk, dropout_p)
+            if use_checkpoint:
+                head, weights, selection = checkpoint(self._search_and_select, *args, False, use_reentrant=False)
+            else:
+                head, weights, selection = self._search_and_select(*args, need_weights)
+            heads.append(head)
+            selections.append(selection)
+            if weights is not None:
+                all_weights.append(weights)
+        search_weights = torch.cat(all_weights, dim=2) if need_weights else None
+        retrieval_weights = torch.cat(selections, dim=2).transpose(1, 2)
+        return torch.cat(heads, dim=2), search_weights, retrieval_weights
+
+    def _auto_chunk(self, query_length: int, key_length: int) -> int:
+        """Query positions per chunk so that a chunk's attention matrix ``[B, S, chunk, L_k]`` and
+        retrievals ``[B, S, chunk, R * d_v]`` together hold about as many entries as two
+        ``[B, L_k, E]`` layer inputs (at least 16 positions)."""
+        per_position = self.num_searches * (key_length + self.num_retrievals * self.retrieval_head_dim)
+        return max(16, min(query_length, 2 * key_length * self.embed_dim // per_position))
+
+    def _search_and_select(
+        self,
+        q: Tensor,
+        keys_t: Tensor,
+        v: Tensor,
+        folded_query: Tensor,
+        folded_bias: Tensor,
+        mask: Tensor | None,
+        dropout_p: float,
+        need_weights: bool,
+    ) -> tuple[Tensor, Tensor | None, Tensor]:
+        """One chunk of queries: scaled queries ``q [B, S, n, d_s]``, transposed keys
+        ``keys_t [B, S, d_s, L_k]``, values ``v [B, L_k, R * d_v]``, the folded retrieval query
+        ``[B, S, n, K, d_v]`` and bias ``[B, S, n, K]`` (``K`` key maps: 1 or R), the mask chunk
+        ``[B | 1, S | 1, n, L_k]``.
+
+        Returns the selected retrievals ``[B, S, n, d_v]``, the search weights ``[B, S, n, L_k]``
+        (when ``need_weights``) and the selection ``pi`` ``[B, S, n, R]``."""
+        batch, num_s, n, _ = q.shape
+        num_r, d_v = self.num_retrievals, self.retrieval_head_dim
+        weights: Tensor | None = None
+        if q.is_cuda and not need_weights:
+            values = v.unsqueeze(1).expand(batch, num_s, v.shape[1], num_r * d_v)
+            keys = keys_t.transpose(-1, -2)
+            retrieved = F.scaled_dot_product_attention(
+                q, keys, values, attn_mask=mask, dropout_p=dropout_p, scale=1.0
+            )
+        else:
+            logits = q @ keys_t
+            if mask is not None:
+                logits = logits + mask
+            weights = logits.softmax(dim=-1)
+            attended = F.dropout(weights, p=dropout_p) if dropout_p > 0 else weights
+            retrieved = (attended.reshape(batch, num_s * n, -1) @ v.to(attended.dtype)).view(batch, num_s, n, -1)
+        retrieved = retrieved.view(batch, num_s, n, num_r, d_v)
+        logits_r = (retrieved * folded_query.to(retrieved.dtype)).sum(-1) + folded_bias.to(retrieved.dtype)
+        selection = logits_r.float().softmax(dim=-1).to(retrieved.dtype)
+        selected = (selection.unsqueeze(-1) * retrieved).sum(dim=3)
+        return selected, (weights if need_weights else None), selection

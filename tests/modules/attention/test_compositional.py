@@ -1,0 +1,248 @@
+"""CompositionalAttention: MHA equivalence in the fixed pairing, the paper's definition computed by
+hand, masks, equivariance, chunking, autocast, determinism and clear errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from modules.attention import CompositionalAttention
+
+
+def mha_with_same_weights(layer: CompositionalAttention) -> nn.MultiheadAttention:
+    """An ``nn.MultiheadAttention`` holding the fixed-pairing layer's projections."""
+    mha = nn.MultiheadAttention(layer.embed_dim, layer.num_searches, batch_first=True)
+    with torch.no_grad():
+        mha.in_proj_weight.copy_(torch.cat([layer.q_proj.weight, layer.k_proj.weight, layer.v_proj.weight]))
+        mha.in_proj_bias.copy_(torch.cat([layer.q_proj.bias, layer.k_proj.bias, layer.v_proj.bias]))
+        mha.out_proj.load_state_dict(layer.out_proj.state_dict())
+    return mha
+
+
+def reference_compositional(layer: CompositionalAttention, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """The paper's equations (Sec. 3) with explicit loops over searches and retrievals.
+
+    Returns the output ``[B, L, E]``, search weights ``[B, S, L, L]`` and selection ``[B, L, S, R]``.
+    """
+    batch, length, _ = x.shape
+    num_s, num_r = layer.num_searches, layer.num_retrievals
+    d_s, d_v, d_r = layer.search_head_dim, layer.retrieval_head_dim, layer.retrieval_qk_dim
+    q = layer.q_proj(x).view(batch, length, num_s, d_s)
+    k = layer.k_proj(x).view(batch, length, num_s, d_s)
+    v = layer.v_proj(x).view(batch, length, num_r, d_v)
+    q_r = layer.retrieval_query_proj(x).view(batch, length, num_s, d_r)
+    heads, all_weights, all_selections = [], [], []
+    for s in range(num_s):
+        logits = q[:, :, s] @ k[:, :, s].transpose(1, 2) / d_s**0.5
+        if mask is not None:
+            logits = logits.masked_fill(mask, float("-inf"))
+        weights = logits.softmax(-1)
+        retrieved = [weights @ v[:, :, r] for r in range(num_r)]
+        key_maps = layer.retrieval_key_weight
+        scores = []
+        for r, o in enumerate(retrieved):
+            index = r if key_maps.shape[0] > 1 else 0
+            key = o @ key_maps[index] + layer.retrieval_key_bias[index]
+            scores.append((q_r[:, :, s] * key).sum(-1) / d_r**0.5 / layer.temperature)
+        selection = torch.stack(scores, -1).softmax(-1)
+        heads.append(sum(selection[..., r : r + 1] * retrieved[r] for r in range(num_r)))
+        all_weights.append(weights)
+        all_selections.append(selection)
+    output = layer.out_proj(torch.cat(heads, -1))
+    return output, torch.stack(all_weights, 1), torch.stack(all_selections, 2)
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.mark.parametrize(
+    "masks",
+    ["none", "key_padding", "causal_bool", "causal_float_hint", "per_head_3d"],
+)
+@pytest.mark.parametrize("need_weights", [True, False])
+def test_fixed_pairing_is_multihead_attention(masks: str, need_weights: bool) -> None:
+    embed_dim, heads, batch, length = 24, 3, 2, 6
+    layer = CompositionalAttention(embed_dim, heads, heads, retrieval_selection="fixed")
+    mha = mha_with_same_weights(layer)
+    x = torch.randn(batch, length, embed_dim)
+    padding = torch.zeros(batch, length, dtype=torch.bool)
+    padding[0, -2:] = True
+    causal = nn.Transformer.generate_square_subsequent_mask(length)
+    kwargs = {
+        "none": {},
+        "key_padding": {"key_padding_mask": padding},
+        "causal_bool": {"attn_mask": causal.isinf()},
+        "causal_float_hint": {"attn_mask": causal, "is_causal": True},
+        "per_head_3d": {"attn_mask": torch.rand(batch * heads, length, length) > 0.7},
+    }[masks]
+    if masks == "per_head_3d":
+        kwargs["attn_mask"][..., 0] = False  # every query sees at least one key
+    expected, expected_weights = mha(x, x, x, need_weights=need_weights, **kwargs)
+    output, weights = layer(x, x, x, need_weights=need_weights, **kwargs)
+    torch.testing.assert_close(output, expected, rtol=1e-5, atol=1e-6)
+    if need_weights:
+        torch.testing.assert_close(weights[0], expected_weights, rtol=1e-5, atol=1e-6)
+        assert torch.equal(weights[1], torch.eye(heads).expand(batch, length, heads, heads))
+
+
+def test_fixed_pairing_matches_mha_on_cross_attention_and_unbatched_and_sequence_first() -> None:
+    layer = CompositionalAttention(16, 4, 4, retrieval_selection="fixed", batch_first=False)
+    mha = mha_with_same_weights(layer)
+    mha.batch_first = False
+    query, memory = torch.randn(5, 2, 16), torch.randn(7, 2, 16)
+    torch.testing.assert_close(layer(query, memory, memory)[0], mha(query, memory, memory)[0])
+    torch.testing.assert_close(layer(query[:, 0], memory[:, 0], memory[:, 0])[0], mha(query[:, 0], memory[:, 0], memory[:, 0])[0])
+
+
+@pytest.mark.parametrize("separate_keys", [False, True])
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_soft_selection_matches_the_papers_equations(separate_keys: bool, temperature: float) -> None:
+    layer = CompositionalAttention(
+        24, num_searches=3, num_retrievals=4, retrieval_dim=32, retrieval_qk_dim=5,
+        separate_retrieval_keys=separate_keys, temperature=temperature,
+    )
+    with torch.no_grad():
+        layer.retrieval_key_bias.normal_()
+    x = torch.randn(2, 7, 24)
+    mask = torch.rand(7, 7) > 0.6
+    mask.fill_diagonal_(False)
+    output, (search_weights, selection) = layer(x, x, x, attn_mask=mask, average_attn_weights=False)
+    expected, expected_weights, expected_selection = reference_compositional(layer, x, mask)
+    torch.testing.assert_close(output, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(search_weights, expected_weights, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(selection, expected_selection, rtol=1e-5, atol=1e-6)
+    assert selection.shape == (2, 7, 3, 4)
+    torch.testing.assert_close(selection.sum(-1), torch.ones(2, 7, 3))
+    assert search_weights.masked_select(mask.expand_as(search_weights)).abs().max() == 0
+
+
+def test_one_retrieval_makes_the_selection_trivial() -> None:
+    layer = CompositionalAttention(16, num_searches=4, num_retrievals=1)
+    assert layer.retrieval_head_dim == 4
+    x = torch.randn(3, 5, 16)
+    _, (_, selection) = layer(x, x, x)
+    assert torch.equal(selection, torch.ones(3, 5, 4, 1))
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, None])
+def test_query_chunks_and_recomputation_change_nothing(chunk: int | None) -> None:
+    layer = CompositionalAttention(16, 4, 2, dropout=0.0)
+    x = torch.randn(2, 7, 16, requires_grad=True)
+    padding = torch.zeros(2, 7, dtype=torch.bool)
+    padding[1, -3:] = True
+    reference = CompositionalAttention(16, 4, 2, query_chunk_size=10_000)
+    reference.load_state_dict(layer.state_dict())
+    layer.query_chunk_size = chunk
+    expected = reference(x, x, x, key_padding_mask=padding, need_weights=False)[0]
+    (grad_expected,) = torch.autograd.grad(expected.square().sum(), x)
+    output = layer(x, x, x, key_padding_mask=padding, need_weights=False)[0]
+    (grad,) = torch.autograd.grad(output.square().sum(), x)
+    torch.testing.assert_close(output, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad, grad_expected, rtol=1e-5, atol=1e-5)
+    for parameter, reference_parameter in zip(layer.parameters(), reference.parameters()):
+        assert parameter.shape == reference_parameter.shape
+
+
+def test_gradients_reach_every_parameter() -> None:
+    layer = CompositionalAttention(16, 4, 2, separate_retrieval_keys=True)
+    x = torch.randn(2, 40, 16)
+    layer(x, x, x, need_weights=False)[0].sum().backward()
+    for name, parameter in layer.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+def test_masked_keys_do_not_influence_the_output() -> None:
+    layer = CompositionalAttention(16, 4, 2)
+    x = torch.randn(2, 6, 16)
+    padding = torch.zeros(2, 6, dtype=torch.bool)
+    padding[:, 4:] = True
+    changed = x.clone()
+    changed[:, 4:] = torch.randn(2, 2, 16)
+    output = layer(x, x, x, key_padding_mask=padding)[0]
+    torch.testing.assert_close(layer(changed, changed, changed, key_padding_mask=padding)[0][:, :4], output[:, :4])
+    causal_output = layer(x, x, x, is_causal=True)[0]
+    changed_future = x.clone()
+    changed_future[:, 3:] = torch.randn(2, 3, 16)
+    torch.testing.assert_close(layer(changed_future, changed_future, changed_future, is_causal=True)[0][:, :3], causal_output[:, :3])
+    assert not torch.allclose(layer(changed_future, changed_future, changed_future)[0][:, :3], layer(x, x, x)[0][:, :3])
+
+
+def test_permutation_equivariance_without_positions() -> None:
+    layer = CompositionalAttention(16, 4, 3)
+    x = torch.randn(2, 9, 16)
+    permutation = torch.randperm(9)
+    output, (search_weights, selection) = layer(x, x, x)
+    permuted, (permuted_weights, permuted_selection) = layer(x[:, permutation], x[:, permutation], x[:, permutation])
+    torch.testing.assert_close(permuted, output[:, permutation], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(permuted_selection, selection[:, permutation], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(permuted_weights, search_weights[:, permutation][:, :, permutation], rtol=1e-5, atol=1e-6)
+
+
+def test_bf16_autocast_gives_finite_gradients_close_to_fp32() -> None:
+    layer = CompositionalAttention(32, 4, 2)
+    x = torch.randn(2, 50, 32)
+    expected = layer(x, x, x, need_weights=False)[0]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output = layer(x, x, x, need_weights=False)[0]
+    assert output.dtype == torch.bfloat16
+    output.float().square().mean().backward()
+    for name, parameter in layer.named_parameters():
+        assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), name
+    torch.testing.assert_close(output.float(), expected, rtol=0.05, atol=0.05)
+
+
+def test_same_seed_same_layer_and_output() -> None:
+    outputs = []
+    for _ in range(2):
+        torch.manual_seed(3)
+        layer = CompositionalAttention(16, 4, 2, dropout=0.3)
+        x = torch.randn(2, 5, 16)
+        outputs.append(layer(x, x, x)[0])
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=0)
+
+
+def test_dropout_acts_in_training_only() -> None:
+    layer = CompositionalAttention(16, 4, 2, dropout=0.5)
+    x = torch.randn(2, 5, 16)
+    layer.eval()
+    torch.testing.assert_close(layer(x, x, x)[0], layer(x, x, x)[0])
+    layer.train()
+    assert not torch.allclose(layer(x, x, x)[0], layer(x, x, x)[0])
+
+
+def test_compiles() -> None:
+    layer = CompositionalAttention(16, 4, 2)
+    x = torch.randn(2, 5, 16)
+    compiled = torch.compile(layer, backend="eager", fullgraph=False)
+    torch.testing.assert_close(compiled(x, x, x, need_weights=False)[0], layer(x, x, x, need_weights=False)[0])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"embed_dim": 16, "num_searches": 3, "num_retrievals": 2}, "search_dim 16 is not divisible by num_searches 3"),
+        ({"embed_dim": 16, "num_searches": 4, "num_retrievals": 3, "retrieval_dim": 16}, "retrieval_dim 16 is not divisible"),
+        ({"embed_dim": 16, "num_searches": 4, "num_retrievals": 2, "retrieval_selection": "fixed"}, "num_searches == num_retrievals"),
+        ({"embed_dim": 16, "num_searches": 4, "num_retrievals": 2, "retrieval_selection": "hard"}, "'soft' or 'fixed'"),
+        ({"embed_dim": 16, "num_searches": 4, "num_retrievals": 2, "temperature": 0.0}, "temperature must be positive"),
+    ],
+)
+def test_bad_configuration_is_named(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        CompositionalAttention(**kwargs)
+
+
+def test_bad_shapes_are_named() -> None:
+    layer = CompositionalAttention(16, 4, 2)
+    x = torch.randn(2, 5, 16)
+    with pytest.raises(ValueError, match="embed_dim=16"):
+        layer(torch.randn(2, 5, 8), x, x)
+    with pytest.raises(ValueError, match="key_padding_mask has shape"):
+        layer(x, x, x, key_padding_mask=torch.zeros(2, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="attn_mask has shape"):
+        layer(x, x, x, attn_mask=torch.zeros(5, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"\[B, L, E\]"):
+        layer(torch.randn(2, 3, 5, 16), x, x)

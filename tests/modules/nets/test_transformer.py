@@ -1,0 +1,133 @@
+"""The Transformer stacks: identical to torch's layers when given MHA, any attention plugs in,
+weight sharing, positional encodings and clear errors."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from modules.attention import CompositionalAttention
+from modules.nets import (
+    LearnedPositionalEncoding,
+    SinusoidalPositionalEncoding,
+    TransformerDecoder,
+    TransformerDecoderLayer,
+    TransformerEncoder,
+    TransformerEncoderLayer,
+    causal_mask,
+)
+
+MHA = functools.partial(nn.MultiheadAttention, num_heads=4, batch_first=True)
+COMPOSITIONAL = functools.partial(CompositionalAttention, num_searches=4, num_retrievals=2)
+
+
+def copy_feedforward(ours: nn.Sequential, linear1: nn.Linear, linear2: nn.Linear) -> None:
+    ours[0].load_state_dict(linear1.state_dict())
+    ours[3].load_state_dict(linear2.state_dict())
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+def test_encoder_layer_equals_torch_encoder_layer(norm_first: bool, activation: str) -> None:
+    torch_layer = nn.TransformerEncoderLayer(
+        32, 4, dim_feedforward=48, dropout=0.0, activation=activation, batch_first=True, norm_first=norm_first
+    ).eval()
+    ours = TransformerEncoderLayer(32, MHA, feedforward_dim=48, dropout=0.0, activation=activation, norm_first=norm_first)
+    ours.self_attn.load_state_dict(torch_layer.self_attn.state_dict())
+    copy_feedforward(ours.feedforward, torch_layer.linear1, torch_layer.linear2)
+    ours.norm1.load_state_dict(torch_layer.norm1.state_dict())
+    ours.norm2.load_state_dict(torch_layer.norm2.state_dict())
+    x = torch.randn(3, 7, 32)
+    padding = torch.zeros(3, 7, dtype=torch.bool)
+    padding[1, -2:] = True
+    with torch.no_grad():
+        expected = torch_layer(x, src_key_padding_mask=padding)
+        torch.testing.assert_close(ours(x, key_padding_mask=padding)[~padding], expected[~padding], rtol=1e-5, atol=1e-5)
+        mask = causal_mask(7)
+        torch.testing.assert_close(ours(x, attn_mask=mask), torch_layer(x, src_mask=mask), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_decoder_layer_equals_torch_decoder_layer(norm_first: bool) -> None:
+    torch_layer = nn.TransformerDecoderLayer(
+        32, 4, dim_feedforward=40, dropout=0.0, batch_first=True, norm_first=norm_first
+    ).eval()
+    ours = TransformerDecoderLayer(32, MHA, feedforward_dim=40, dropout=0.0, norm_first=norm_first)
+    ours.self_attn.load_state_dict(torch_layer.self_attn.state_dict())
+    ours.cross_attn.load_state_dict(torch_layer.multihead_attn.state_dict())
+    copy_feedforward(ours.feedforward, torch_layer.linear1, torch_layer.linear2)
+    for index, norm in enumerate((torch_layer.norm1, torch_layer.norm2, torch_layer.norm3)):
+        ours.norms[index].load_state_dict(norm.state_dict())
+    target, memory = torch.randn(2, 5, 32), torch.randn(2, 6, 32)
+    memory_padding = torch.zeros(2, 6, dtype=torch.bool)
+    memory_padding[0, -1] = True
+    with torch.no_grad():
+        expected = torch_layer(
+            target, memory, tgt_mask=causal_mask(5), memory_key_padding_mask=memory_padding, tgt_is_causal=True
+        )
+        torch.testing.assert_close(ours(target, memory, memory_padding_mask=memory_padding), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("attention", [MHA, COMPOSITIONAL], ids=["multihead", "compositional"])
+def test_decoder_is_causal_and_ignores_padded_memory(attention) -> None:
+    decoder = TransformerDecoder(32, 2, attention, dropout=0.0).eval()
+    target, memory = torch.randn(2, 6, 32), torch.randn(2, 5, 32)
+    padding = torch.zeros(2, 5, dtype=torch.bool)
+    padding[:, -2:] = True
+    output = decoder(target, memory, memory_padding_mask=padding)
+    changed_target = target.clone()
+    changed_target[:, 4:] = torch.randn(2, 2, 32)
+    changed_memory = memory.clone()
+    changed_memory[:, -2:] = torch.randn(2, 2, 32)
+    torch.testing.assert_close(decoder(changed_target, memory, memory_padding_mask=padding)[:, :4], output[:, :4])
+    torch.testing.assert_close(decoder(target, changed_memory, memory_padding_mask=padding), output)
+
+
+@pytest.mark.parametrize("attention", [MHA, COMPOSITIONAL], ids=["multihead", "compositional"])
+def test_encoder_without_positions_is_permutation_equivariant(attention) -> None:
+    encoder = TransformerEncoder(32, 2, attention, dropout=0.0, norm_first=True).eval()
+    x = torch.randn(2, 8, 32)
+    permutation = torch.randperm(8)
+    torch.testing.assert_close(encoder(x[:, permutation]), encoder(x)[:, permutation], rtol=1e-5, atol=1e-5)
+
+
+def test_shared_layers_apply_one_block_repeatedly() -> None:
+    shared = TransformerEncoder(16, 3, COMPOSITIONAL, dropout=0.0, share_layers=True).eval()
+    single = TransformerEncoder(16, 1, COMPOSITIONAL, dropout=0.0).eval()
+    single.load_state_dict(shared.state_dict())
+    assert len(shared.layers) == 1
+    x = torch.randn(2, 5, 16)
+    torch.testing.assert_close(shared(x), single(single(single(x))))
+    unshared = TransformerEncoder(16, 3, COMPOSITIONAL)
+    assert sum(p.numel() for p in unshared.parameters()) > 2 * sum(p.numel() for p in shared.parameters())
+
+
+def test_sinusoidal_encoding_values() -> None:
+    encoding = SinusoidalPositionalEncoding(4, max_length=10)
+    out = encoding(torch.zeros(1, 3, 4))[0]
+    for position in range(3):
+        for i in range(2):
+            angle = position / 10000 ** (2 * i / 4)
+            assert out[position, 2 * i].item() == pytest.approx(math.sin(angle), abs=1e-6)
+            assert out[position, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-6)
+    torch.testing.assert_close(encoding(torch.zeros(1, 2, 4), offset=1)[0], out[1:3])
+    with pytest.raises(ValueError, match="max_length=10"):
+        encoding(torch.zeros(1, 11, 4))
+    with pytest.raises(ValueError, match="exceeds max_length=4"):
+        LearnedPositionalEncoding(8, max_length=4)(torch.zeros(1, 5, 8))
+
+
+def test_sequence_first_attention_is_refused() -> None:
+    with pytest.raises(ValueError, match="batch_first=True"):
+        TransformerEncoder(16, 1, functools.partial(nn.MultiheadAttention, num_heads=2))
+    with pytest.raises(ValueError, match="num_layers must be at least 1"):
+        TransformerEncoder(16, 0, MHA)
