@@ -57,6 +57,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.sampling import EpochShuffleSampler
+
 __all__ = [
     "ACTIONS",
     "BOS_ID",
@@ -570,13 +572,9 @@ class SCANDataModule(L.LightningDataModule):
         return self.tgt_vocab.decode(ids)
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled training batches, order seeded by ``seed``."""
-        return self._dataloader(
-            self._dataset("train_set"),
-            self.batch_size,
-            shuffle=True,
-            generator=torch.Generator().manual_seed(self.seed),
-        )
+        """Shuffled training batches, the order of each epoch seeded by ``(seed, epoch)``."""
+        dataset = self._dataset("train_set")
+        return self._dataloader(dataset, self.batch_size, EpochShuffleSampler(len(dataset), self.seed))
 
     def val_dataloader(self) -> DataLoader:
         """Validation batches in a fixed order."""
@@ -595,14 +593,12 @@ class SCANDataModule(L.LightningDataModule):
         self,
         dataset: SCANDataset,
         batch_size: int,
-        shuffle: bool = False,
-        generator: torch.Generator | None = None,
+        sampler: EpochShuffleSampler | None = None,
     ) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
-            generator=generator,
+            sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=collate_scan,
             persistent_workers=self.num_workers > 0,

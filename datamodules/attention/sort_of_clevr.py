@@ -69,6 +69,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.attention.generated import check_loader_args, check_positive_int
+from datamodules.sampling import EpochShuffleSampler
 
 __all__ = [
     "ANSWERS",
@@ -540,8 +541,7 @@ class SortOfCLEVRDataModule(L.LightningDataModule):
         return DataLoader(
             self.datasets[split],
             batch_size=self.batch_size,
-            shuffle=shuffle,
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+            sampler=EpochShuffleSampler(len(self.datasets[split]), self.seed) if shuffle else None,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )

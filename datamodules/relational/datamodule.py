@@ -15,6 +15,7 @@ from datamodules.relational.esbn_tasks import (
     resolve_sizes,
 )
 from datamodules.relational.glyphs import GLYPH_SIZE, NUM_GLYPHS, load_glyphs
+from datamodules.sampling import EpochShuffleSampler
 
 __all__ = ["RelationalTaskDataModule"]
 
@@ -145,7 +146,9 @@ class RelationalTaskDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         """Training trials in an order reshuffled every epoch (seeded)."""
-        return self._loader("train", generator=torch.Generator().manual_seed(self.seed))
+        if self.splits is None:
+            self.setup()
+        return self._loader("train", sampler=EpochShuffleSampler(len(self._datasets["train"]), self.seed))
 
     def val_dataloader(self) -> DataLoader:
         """Validation trials (training objects), in a fixed order."""
@@ -155,14 +158,13 @@ class RelationalTaskDataModule(L.LightningDataModule):
         """Test trials (held-out objects when ``m_holdout > 0``), in a fixed order."""
         return self._loader("test")
 
-    def _loader(self, split: str, generator: torch.Generator | None = None) -> DataLoader:
+    def _loader(self, split: str, sampler: EpochShuffleSampler | None = None) -> DataLoader:
         if self.splits is None:
             self.setup()
         return DataLoader(
             self._datasets[split],
             batch_size=self.batch_size,
-            shuffle=generator is not None,
-            generator=generator,
+            sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )

@@ -1,5 +1,6 @@
 """Plain torch layers shared by several families (no LightningModule, no family imports)."""
 
+from modules.nets.encoders import ContextNorm, ConvGlyphEncoder, PatchEmbedding
 from modules.nets.time_mlp import FourierTimeEmbedding, TimeConditionedMLP, TimeMLP, mlp
 from modules.nets.transformer import (
     LearnedPositionalEncoding,
@@ -12,6 +13,9 @@ from modules.nets.transformer import (
 )
 
 __all__ = [
+    "ContextNorm",
+    "ConvGlyphEncoder",
+    "PatchEmbedding",
     "FourierTimeEmbedding",
     "LearnedPositionalEncoding",
     "SinusoidalPositionalEncoding",

@@ -71,9 +71,14 @@ def test_batches_are_dicts_of_glyph_sequences():
 
 def test_training_order_is_seeded_and_reshuffled_each_epoch():
     def first_batches(seed: int) -> list[torch.Tensor]:
+        """First batch of epochs 0 and 1; the epoch is set as Lightning sets it."""
         dm = RelationalTaskDataModule("same_diff", m_holdout=50, batch_size=16, seed=seed)
         loader = dm.train_dataloader()
-        return [next(iter(loader))["objects"], next(iter(loader))["objects"]]
+        batches = []
+        for epoch in (0, 1):
+            loader.sampler.set_epoch(epoch)
+            batches.append(next(iter(loader))["objects"])
+        return batches
 
     epoch1, epoch2 = first_batches(0)
     again = first_batches(0)

@@ -1,0 +1,107 @@
+"""Object and image encoders shared by the families that read small images (relational tasks,
+Compositional Attention's image tasks).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["ContextNorm", "ConvGlyphEncoder", "PatchEmbedding"]
+
+
+class ConvGlyphEncoder(nn.Module):
+    """The ESBN image encoder (Webb et al., 2021, arXiv 2012.14601; taylorwwebb/emergent_symbols,
+    ``models/modules.py``, ``Encoder_conv``): three 4x4 stride-2 convolutions with 32 channels,
+    then two ReLU layers ``512 -> 256 -> out_dim`` (Kaiming-normal weights, zero biases).
+
+    Shapes: ``[..., in_channels, 32, 32] -> [..., out_dim]`` (any leading dimensions, e.g. a
+    sequence of objects ``[B, N, 1, 32, 32]``).
+    """
+
+    def __init__(self, in_channels: int = 1, image_size: int = 32, out_dim: int = 128, hidden_dim: int = 256) -> None:
+        super().__init__()
+        if image_size % 8:
+            raise ValueError(f"image_size must be a multiple of 8 (three stride-2 convolutions), got {image_size}")
+        self.in_channels = in_channels
+        self.image_size = image_size
+        self.convs = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 4, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 32, 4, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 32, 4, stride=2, padding=1), nn.ReLU(),
+        )
+        flat = 32 * (image_size // 8) ** 2
+        self.fc = nn.Sequential(nn.Linear(flat, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, out_dim), nn.ReLU())
+        for name, parameter in self.named_parameters():
+            if name.endswith("bias"):
+                nn.init.zeros_(parameter)
+            else:
+                nn.init.kaiming_normal_(parameter, nonlinearity="relu")
+
+    def forward(self, images: Tensor) -> Tensor:
+        expected = (self.in_channels, self.image_size, self.image_size)
+        if images.dim() < 4 or tuple(images.shape[-3:]) != expected:
+            raise ValueError(f"expected images [..., {expected[0]}, {expected[1]}, {expected[2]}], got {tuple(images.shape)}")
+        leading = images.shape[:-3]
+        features = self.convs(images.reshape(-1, *expected)).flatten(1)
+        return self.fc(features).view(*leading, -1)
+
+
+class ContextNorm(nn.Module):
+    """Context normalization (Webb et al., 2020, arXiv 2012.14601, Sec. 2.2): every feature is
+    standardized over the objects of one context (a segment of the sequence), then scaled and
+    shifted by learned ``gamma`` and ``beta``.
+
+    Args:
+        dim: feature size.
+        segments: lists of sequence positions normalized together (ESBN's "task-segmented"
+            context norm, e.g. RMTS ``[[0, 1], [2, 3], [4, 5]]``); ``None``: the whole sequence.
+        eps: added to the variance.
+        unbiased: divide the variance by ``n - 1`` as the official ESBN code does
+            (``torch.var``'s default); the paper divides by ``n``.
+
+    Shapes: ``[B, N, dim] -> [B, N, dim]``.
+    """
+
+    def __init__(
+        self, dim: int, segments: list[list[int]] | None = None, eps: float = 1e-8, unbiased: bool = False
+    ) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.ones(dim))
+        self.beta = nn.Parameter(torch.zeros(dim))
+        self.segments = [list(segment) for segment in segments] if segments else None
+        self.eps = eps
+        self.unbiased = unbiased
+
+    def forward(self, z: Tensor) -> Tensor:
+        segments = self.segments or [list(range(z.shape[1]))]
+        covered = sorted(position for segment in segments for position in segment)
+        if covered != list(range(z.shape[1])):
+            raise ValueError(f"context segments {segments} do not cover the {z.shape[1]} sequence positions exactly once")
+        normalized = torch.empty_like(z)
+        for segment in segments:
+            part = z[:, segment]
+            mean = part.mean(dim=1, keepdim=True)
+            variance = part.var(dim=1, keepdim=True, unbiased=self.unbiased)
+            normalized[:, segment] = (part - mean) / torch.sqrt(variance + self.eps)
+        return normalized * self.gamma + self.beta
+
+
+class PatchEmbedding(nn.Module):
+    """Vision-Transformer patch embedding (Dosovitskiy et al., 2021): a ``patch_size`` stride
+    convolution, flattened to tokens. Shapes: ``[B, C, H, W] -> [B, (H / p) (W / p), embed_dim]``."""
+
+    def __init__(self, image_size: int, patch_size: int, in_channels: int, embed_dim: int) -> None:
+        super().__init__()
+        if image_size % patch_size:
+            raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
+        self.image_size = image_size
+        self.in_channels = in_channels
+        self.num_patches = (image_size // patch_size) ** 2
+        self.proj = nn.Conv2d(in_channels, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, images: Tensor) -> Tensor:
+        expected = (self.in_channels, self.image_size, self.image_size)
+        if images.dim() != 4 or tuple(images.shape[1:]) != expected:
+            raise ValueError(f"expected images [B, {expected[0]}, {expected[1]}, {expected[2]}], got {tuple(images.shape)}")
+        return self.proj(images).flatten(2).transpose(1, 2)
