@@ -49,6 +49,7 @@ from torch.utils.checkpoint import checkpoint
 __all__ = ["CompositionalAttention", "merge_masks"]
 
 RetrievalSelection = Literal["soft", "fixed"]
+SearchBackend = Literal["auto", "sdpa", "explicit"]
 
 
 def merge_masks(
@@ -135,6 +136,10 @@ class CompositionalAttention(nn.Module):
             ``search_dim / S``; the official image models' ``--qk-dim``).
         separate_retrieval_keys: one retrieval key map per retrieval (official ``--separate``).
         kdim, vdim: key and value input widths (default ``embed_dim``).
+        search_backend: how the soft path runs its searches: ``"sdpa"``
+            (``scaled_dot_product_attention``), ``"explicit"`` (softmax of the logits, then one
+            matmul with the values shared by all searches) or ``"auto"`` (SDPA on CUDA, explicit
+            elsewhere). Weights (``need_weights``) are always computed explicitly.
         query_chunk_size: query positions per chunk of the soft path; ``None`` chooses chunks
             whose attention matrix and retrievals are about two layer inputs large.
 
@@ -162,6 +167,7 @@ class CompositionalAttention(nn.Module):
         separate_retrieval_keys: bool = False,
         kdim: int | None = None,
         vdim: int | None = None,
+        search_backend: SearchBackend = "auto",
         query_chunk_size: int | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
@@ -179,6 +185,8 @@ class CompositionalAttention(nn.Module):
             raise ValueError(
                 f"the fixed pairing needs num_searches == num_retrievals, got {num_searches} and {num_retrievals}"
             )
+        if search_backend not in ("auto", "sdpa", "explicit"):
+            raise ValueError(f"search_backend must be 'auto', 'sdpa' or 'explicit', got {search_backend!r}")
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
         factory = {"device": device, "dtype": dtype}
@@ -195,6 +203,7 @@ class CompositionalAttention(nn.Module):
         self.temperature = temperature
         self.retrieval_selection = retrieval_selection
         self.separate_retrieval_keys = separate_retrieval_keys
+        self.search_backend = search_backend
         self.query_chunk_size = query_chunk_size
 
         self.q_proj = nn.Linear(embed_dim, search_dim, bias=bias, **factory)
@@ -393,7 +402,8 @@ class CompositionalAttention(nn.Module):
         batch, num_s, n, _ = q.shape
         num_r, d_v = self.num_retrievals, self.retrieval_head_dim
         weights: Tensor | None = None
-        if q.is_cuda and not need_weights:
+        use_sdpa = self.search_backend == "sdpa" or (self.search_backend == "auto" and q.is_cuda)
+        if use_sdpa and not need_weights:
             values = v.unsqueeze(1).expand(batch, num_s, v.shape[1], num_r * d_v)
             keys = keys_t.transpose(-1, -2)
             retrieved = F.scaled_dot_product_attention(

@@ -146,6 +146,23 @@ def test_query_chunks_and_recomputation_change_nothing(chunk: int | None) -> Non
         assert parameter.shape == reference_parameter.shape
 
 
+@pytest.mark.parametrize("mask_kind", ["none", "padding", "causal"])
+def test_sdpa_and_explicit_searches_agree(mask_kind: str) -> None:
+    explicit = CompositionalAttention(16, 4, 2, search_backend="explicit", query_chunk_size=3)
+    sdpa = CompositionalAttention(16, 4, 2, search_backend="sdpa", query_chunk_size=3)
+    sdpa.load_state_dict(explicit.state_dict())
+    x = torch.randn(2, 7, 16, requires_grad=True)
+    padding = torch.zeros(2, 7, dtype=torch.bool)
+    padding[0, -3:] = True
+    kwargs = {"none": {}, "padding": {"key_padding_mask": padding}, "causal": {"is_causal": True}}[mask_kind]
+    expected = explicit(x, x, x, need_weights=False, **kwargs)[0]
+    (grad_expected,) = torch.autograd.grad(expected.sum(), x)
+    output = sdpa(x, x, x, need_weights=False, **kwargs)[0]
+    (grad,) = torch.autograd.grad(output.sum(), x)
+    torch.testing.assert_close(output, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad, grad_expected, rtol=1e-5, atol=1e-5)
+
+
 def test_gradients_reach_every_parameter() -> None:
     layer = CompositionalAttention(16, 4, 2, separate_retrieval_keys=True)
     x = torch.randn(2, 40, 16)
@@ -228,6 +245,7 @@ def test_compiles() -> None:
         ({"embed_dim": 16, "num_searches": 4, "num_retrievals": 2, "retrieval_selection": "fixed"}, "num_searches == num_retrievals"),
         ({"embed_dim": 16, "num_searches": 4, "num_retrievals": 2, "retrieval_selection": "hard"}, "'soft' or 'fixed'"),
         ({"embed_dim": 16, "num_searches": 4, "num_retrievals": 2, "temperature": 0.0}, "temperature must be positive"),
+        ({"embed_dim": 16, "num_searches": 4, "num_retrievals": 2, "search_backend": "flash"}, "search_backend must be"),
     ],
 )
 def test_bad_configuration_is_named(kwargs: dict, message: str) -> None:
