@@ -3,6 +3,7 @@ metrics computed by hand, parameter-matched baselines, a short real run, bf16, e
 
 from __future__ import annotations
 
+import csv
 import functools
 import math
 from pathlib import Path
@@ -240,3 +241,31 @@ def test_resume_continues_exactly(compose_cfg, tmp_path: Path) -> None:
     for name, value in full_state.items():
         torch.testing.assert_close(half_state[name], value, rtol=0, atol=0, msg=name)
     assert resumed["val/acc"] == pytest.approx(full["val/acc"])
+
+
+def test_ddp_two_processes_test_accuracy_equals_single_process(train_cli, tmp_path: Path) -> None:
+    # Two CPU processes (gloo): each rank tests half of the 16 test trials; the synchronized
+    # test/acc must equal a single process testing the same checkpoint.
+    common = [
+        "experiment=attention/esbn_same_diff_compositional",
+        "data.train_size=32",
+        "data.val_size=16",
+        "data.test_size=16",
+        "data.batch_size=4",
+        "callbacks.model_checkpoint.monitor=null",
+        "callbacks.lr_monitor=null",
+        "logger=csv",
+    ]
+    result = train_cli([*common, "trainer=ddp_sim", "trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'ddp'}"])
+    assert result.returncode == 0, result.stdout[-5000:]
+    assert "2 device(s), CPUAccelerator, DDPStrategy" in result.stdout
+    rows = list(csv.DictReader(open(tmp_path / "ddp" / "csv" / "metrics.csv")))
+    ddp_accuracy = float(next(r["test/acc"] for r in rows if r.get("test/acc")))
+
+    result = train_cli(
+        [*common, "trainer=cpu", "train=false", f"ckpt_path={tmp_path / 'ddp'}", f"hydra.run.dir={tmp_path / 'single'}"]
+    )
+    assert result.returncode == 0, result.stdout[-5000:]
+    rows = list(csv.DictReader(open(tmp_path / "single" / "csv" / "metrics.csv")))
+    single_accuracy = float(next(r["test/acc"] for r in rows if r.get("test/acc")))
+    assert ddp_accuracy == pytest.approx(single_accuracy)
