@@ -350,7 +350,9 @@ class CompositionalAttention(nn.Module):
             folded_bias = folded_query.new_zeros(folded_query.shape[:-1])
 
         chunk = self.query_chunk_size or self._auto_chunk(query_length, key_length)
-        use_checkpoint = torch.is_grad_enabled() and not need_weights
+        # Recompute in the backward only when the queries come in several chunks: a single chunk is
+        # small enough to keep.
+        use_checkpoint = torch.is_grad_enabled() and not need_weights and chunk < query_length
         # Contiguous once, split (not sliced) per chunk: the backward of a split is one concatenation.
         keys_t = k.transpose(-1, -2).contiguous()
         chunks = zip(
