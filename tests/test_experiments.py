@@ -8,6 +8,7 @@ batch, one validation batch, then the test step).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,27 @@ SMOKE_OVERRIDES: dict[str, list[str]] = {
     "attention/multitask_images": ["data.batch_size=4", "data.eval_batch_size=8", "data.datasets=[triangles]",
                                    "data.num_classes=[2]", "data.triangles_train_size=8", "data.triangles_test_size=8"],
     "attention/esbn": ["data.batch_size=8", "data.train_size=16", "data.val_size=16", "data.test_size=16"],
+    "attention/scan": ["data.batch_size=16", "data.eval_batch_size=64"],
+    # with the corpus that SMOKE_DATA writes: 10 words + <eos> + <unk>
+    "attention/wikitext103": [
+        "data.download=false", "data.vocab_size=12", "data.context_length=16", "data.test_context_window=8",
+        "model.net.embed_dim=32", "model.net.feedforward_dim=64",
+    ],
+    "attention/wikitext103_compositional": ["model.net.attention.retrieval_dim=32", "model.net.attention.retrieval_qk_dim=8"],
 }
+
+
+def write_wikitext_corpus(data_dir: Path) -> None:
+    """A tiny WikiText-103 layout (``wikitext-103/wiki.{train,valid,test}.tokens``) of 10 words."""
+    corpus = data_dir / "wikitext-103"
+    corpus.mkdir(parents=True)
+    for split in ("train", "valid", "test"):
+        (corpus / f"wiki.{split}.tokens").write_text(" a b c d e f g \n h i j \n" * 40)
+
+
+# Experiments whose datasets must be downloaded get small stand-ins, written under the run's
+# data_dir before it runs (keys: experiment name prefixes).
+SMOKE_DATA: dict[str, Callable[[Path], None]] = {"attention/wikitext103": write_wikitext_corpus}
 
 
 def smoke_overrides(experiment: str) -> list[str]:
@@ -46,6 +67,9 @@ def test_experiments_are_discovered() -> None:
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_runs_one_step(experiment: str, compose_cfg, tmp_path: Path) -> None:
+    for prefix, write_data in SMOKE_DATA.items():
+        if experiment.startswith(prefix):
+            write_data(tmp_path / "data")
     overrides = [
         f"experiment={experiment}",
         "debug=fdr",

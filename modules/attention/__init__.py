@@ -2,14 +2,23 @@
 the paper's tasks and their LightningModules."""
 
 from modules.attention.compositional import CompositionalAttention, merge_masks
+from modules.attention.language_model import LanguageModelModule, TransformerLM, inverse_sqrt_schedule, masked_token_nll
 from modules.attention.module import SupervisedModule
 from modules.attention.nets import ContextualRetrievalNet, ObjectSequenceNet, VisionTransformerNet
+from modules.attention.seq2seq import Seq2SeqModule, Seq2SeqTransformer, sequence_exact_match
 
 __all__ = [
     "CompositionalAttention",
     "ContextualRetrievalNet",
+    "LanguageModelModule",
     "ObjectSequenceNet",
+    "Seq2SeqModule",
+    "Seq2SeqTransformer",
     "SupervisedModule",
+    "TransformerLM",
     "VisionTransformerNet",
+    "inverse_sqrt_schedule",
+    "masked_token_nll",
     "merge_masks",
+    "sequence_exact_match",
 ]

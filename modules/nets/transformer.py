@@ -203,20 +203,43 @@ class TransformerDecoderLayer(nn.Module):
             self_mask = causal_mask(x.shape[1], x.device)
 
         def self_block(h: Tensor) -> Tensor:
-            out = self.self_attn(
+            return self.self_attn(
                 h, h, h, key_padding_mask=self_padding_mask, need_weights=False, attn_mask=self_mask, is_causal=causal
             )[0]
-            return self.dropouts[0](out)
+
+        return self._residual_blocks(x, self_block, memory, memory_padding_mask)
+
+    def step(
+        self, x: Tensor, memory: Tensor, past: Tensor | None, memory_padding_mask: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """One new position for incremental (e.g. greedy) decoding.
+
+        ``x [B, 1, E]`` is the new position; its self-attention reads ``past`` (``[B, t, E]``, the
+        self-attention inputs of the earlier positions as returned by earlier calls, or ``None``)
+        plus itself, which is what the causal forward computes for the last position. Returns the
+        output ``[B, 1, E]`` and the extended ``past`` ``[B, t + 1, E]``.
+        """
+        stored: list[Tensor] = []
+
+        def self_block(h: Tensor) -> Tensor:
+            keys = h if past is None else torch.cat([past, h], dim=1)
+            stored.append(keys)
+            return self.self_attn(h, keys, keys, need_weights=False)[0]
+
+        output = self._residual_blocks(x, self_block, memory, memory_padding_mask)
+        return output, stored[0]
+
+    def _residual_blocks(
+        self, x: Tensor, self_block: Callable[[Tensor], Tensor], memory: Tensor, memory_padding_mask: Tensor | None
+    ) -> Tensor:
+        """Self-attention (``self_block``), cross-attention and feed-forward, each with dropout and
+        a residual connection, pre- or post-norm."""
 
         def cross_block(h: Tensor) -> Tensor:
-            out = self.cross_attn(h, memory, memory, key_padding_mask=memory_padding_mask, need_weights=False)[0]
-            return self.dropouts[1](out)
+            return self.cross_attn(h, memory, memory, key_padding_mask=memory_padding_mask, need_weights=False)[0]
 
-        def feedforward_block(h: Tensor) -> Tensor:
-            return self.dropouts[2](self.feedforward(h))
-
-        for norm, block in zip(self.norms, (self_block, cross_block, feedforward_block)):
-            x = x + block(norm(x)) if self.norm_first else norm(x + block(x))
+        for norm, dropout, block in zip(self.norms, self.dropouts, (self_block, cross_block, self.feedforward)):
+            x = x + dropout(block(norm(x))) if self.norm_first else norm(x + dropout(block(x)))
         return x
 
 
