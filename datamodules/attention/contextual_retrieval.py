@@ -62,13 +62,16 @@ from __future__ import annotations
 import itertools
 from functools import partial
 
-import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Sampler
 
-from datamodules.attention.generated import EpochBatchSampler, GeneratedBatches, check_loader_args, check_positive_int
+from datamodules.attention.generated import (
+    GeneratedBatches,
+    GeneratedTaskDataModule,
+    check_loader_args,
+    check_positive_int,
+)
 
 __all__ = [
     "COEFFICIENTS",
@@ -231,7 +234,7 @@ def _contextual_retrieval_batch(
     return {key: torch.from_numpy(value) for key, value in arrays.items()}
 
 
-class ContextualRetrievalDataModule(L.LightningDataModule):
+class ContextualRetrievalDataModule(GeneratedTaskDataModule):
     """Batches of the contextual retrieval task (module docstring), generated on the fly.
 
     Batches (dicts; ``B`` examples, ``L = seq_len``, ``v_s = num_gt_searches``,
@@ -244,7 +247,7 @@ class ContextualRetrievalDataModule(L.LightningDataModule):
     - ``"retrievals"``: int64 ``[B, L, v_s]``, the retrieval feature search ``s`` of token ``i``
       reads (the argmax of the one-hot part of ``"inputs"``).
 
-    Training data are drawn anew every epoch (:class:`EpochBatchSampler`), as the official code
+    Training data are drawn anew every epoch (:class:`~datamodules.attention.generated.EpochBatchSampler`), as the official code
     draws a fresh batch every iteration; validation and test are fixed sets. Batch ``k`` of a split
     comes from ``numpy.random.default_rng([seed, split code, epoch, k])``, so data do not depend
     on workers, devices or the order of reading. With ``ood=True`` training tokens draw their
@@ -356,32 +359,3 @@ class ContextualRetrievalDataModule(L.LightningDataModule):
             self.datasets[split] = GeneratedBatches(
                 make_batch, size, self.batch_size, (self.seed, _SPLIT_CODES[split])
             )
-
-    def train_dataloader(self) -> DataLoader:
-        """``ceil(train_size / batch_size)`` batches per epoch, new ones every epoch."""
-        dataset = self._dataset("train")
-        return self._dataloader(dataset, EpochBatchSampler(len(dataset)))
-
-    def val_dataloader(self) -> DataLoader:
-        """The fixed validation batches."""
-        return self._dataloader(self._dataset("val"))
-
-    def test_dataloader(self) -> DataLoader:
-        """The fixed test batches."""
-        return self._dataloader(self._dataset("test"))
-
-    def _dataset(self, split: str) -> GeneratedBatches:
-        if not self.datasets:
-            self.setup()
-        return self.datasets[split]
-
-    def _dataloader(
-        self, dataset: GeneratedBatches, sampler: Sampler[int] | None = None
-    ) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=None,
-            sampler=sampler,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )

@@ -6,11 +6,18 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 
+import lightning as L
 import numpy as np
 from torch import Tensor
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
-__all__ = ["EpochBatchSampler", "GeneratedBatches", "check_loader_args", "check_positive_int"]
+__all__ = [
+    "EpochBatchSampler",
+    "GeneratedBatches",
+    "GeneratedTaskDataModule",
+    "check_loader_args",
+    "check_positive_int",
+]
 
 
 class GeneratedBatches(Dataset):
@@ -95,3 +102,42 @@ def check_loader_args(owner: str, batch_size: object, num_workers: object, seed:
         raise ValueError(f"{owner}: num_workers must be an int >= 0, got {num_workers!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"{owner}: seed must be an int >= 0, got {seed!r}")
+
+
+class GeneratedTaskDataModule(L.LightningDataModule):
+    """Base of the datamodules whose splits are :class:`GeneratedBatches`.
+
+    Subclasses fill ``self.datasets`` (``"train"``, ``"val"``, ``"test"``) in ``setup`` and set
+    ``self.num_workers``. Training reads new batches every epoch (:class:`EpochBatchSampler`);
+    validation and test read their fixed batches.
+    """
+
+    datasets: dict[str, GeneratedBatches]
+    num_workers: int
+
+    def train_dataloader(self) -> DataLoader:
+        """``ceil(train_size / batch_size)`` batches per epoch, new ones every epoch."""
+        dataset = self._dataset("train")
+        return self._dataloader(dataset, EpochBatchSampler(len(dataset)))
+
+    def val_dataloader(self) -> DataLoader:
+        """The fixed validation batches."""
+        return self._dataloader(self._dataset("val"))
+
+    def test_dataloader(self) -> DataLoader:
+        """The fixed test batches."""
+        return self._dataloader(self._dataset("test"))
+
+    def _dataset(self, split: str) -> GeneratedBatches:
+        if not self.datasets:
+            self.setup()
+        return self.datasets[split]
+
+    def _dataloader(self, dataset: GeneratedBatches, sampler: Sampler[int] | None = None) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=None,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )

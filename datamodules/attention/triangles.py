@@ -46,15 +46,13 @@ from __future__ import annotations
 import math
 from functools import partial
 
-import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Sampler
 
 from datamodules.attention.generated import (
-    EpochBatchSampler,
     GeneratedBatches,
+    GeneratedTaskDataModule,
     check_loader_args,
     check_positive_int,
 )
@@ -215,7 +213,7 @@ def _triangle_batch(rng: np.random.Generator, size: int, **task: object) -> dict
     return generate_triangles(rng, size, **task)  # type: ignore[arg-type]
 
 
-class TriangleDataModule(L.LightningDataModule):
+class TriangleDataModule(GeneratedTaskDataModule):
     """Equilateral triangle detection (module docstring), generated on the fly.
 
     Batches (dicts; ``B`` images, ``S = image_size``):
@@ -326,32 +324,3 @@ class TriangleDataModule(L.LightningDataModule):
             )
             for split, size in self.sizes.items()
         }
-
-    def train_dataloader(self) -> DataLoader:
-        """``ceil(train_size / batch_size)`` batches per epoch, new ones every epoch."""
-        dataset = self._dataset("train")
-        return self._dataloader(dataset, EpochBatchSampler(len(dataset)))
-
-    def val_dataloader(self) -> DataLoader:
-        """The fixed validation batches."""
-        return self._dataloader(self._dataset("val"))
-
-    def test_dataloader(self) -> DataLoader:
-        """The fixed test batches."""
-        return self._dataloader(self._dataset("test"))
-
-    def _dataset(self, split: str) -> GeneratedBatches:
-        if not self.datasets:
-            self.setup()
-        return self.datasets[split]
-
-    def _dataloader(
-        self, dataset: GeneratedBatches, sampler: Sampler[int] | None = None
-    ) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=None,
-            sampler=sampler,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
