@@ -137,9 +137,11 @@ class CompositionalAttention(nn.Module):
         separate_retrieval_keys: one retrieval key map per retrieval (official ``--separate``).
         kdim, vdim: key and value input widths (default ``embed_dim``).
         search_backend: how the soft path runs its searches: ``"sdpa"``
-            (``scaled_dot_product_attention``), ``"explicit"`` (softmax of the logits, then one
-            matmul with the values shared by all searches) or ``"auto"`` (SDPA on CUDA, explicit
-            elsewhere). Weights (``need_weights``) are always computed explicitly.
+            (``scaled_dot_product_attention`` on all retrievals at once, per chunk),
+            ``"explicit"`` (softmax of the logits, then one matmul with the values shared by all
+            searches) or ``"auto"``: SDPA on CUDA; on CPU one fused SDPA call per retrieval when
+            ``R <= 2`` and retrievals are as wide as search heads, explicit chunks otherwise.
+            Weights (``need_weights``) are always computed explicitly.
         query_chunk_size: query positions per chunk of the soft path; ``None`` chooses chunks
             whose attention matrix and retrievals are about two layer inputs large.
 
@@ -349,6 +351,18 @@ class CompositionalAttention(nn.Module):
         else:
             folded_bias = folded_query.new_zeros(folded_query.shape[:-1])
 
+        if self._fused_per_retrieval(q, need_weights, dropout_p):
+            values = v.view(batch, key_length, self.num_retrievals, self.retrieval_head_dim)
+            retrieved = torch.stack(
+                [
+                    F.scaled_dot_product_attention(q, k, values[:, None, :, r].expand(-1, num_s, -1, -1), attn_mask=mask)
+                    for r in range(self.num_retrievals)
+                ],
+                dim=3,
+            )
+            heads, selection = self._select(retrieved, folded_query, folded_bias)
+            return heads, None, selection.transpose(1, 2)
+
         chunk = self.query_chunk_size or self._auto_chunk(query_length, key_length)
         # Recompute in the backward only when the queries come in several chunks: a single chunk is
         # small enough to keep.
@@ -375,6 +389,31 @@ class CompositionalAttention(nn.Module):
         search_weights = torch.cat(all_weights, dim=2) if need_weights else None
         retrieval_weights = torch.cat(selections, dim=2).transpose(1, 2)
         return torch.cat(heads, dim=2), search_weights, retrieval_weights
+
+    def _fused_per_retrieval(self, q: Tensor, need_weights: bool, dropout_p: float) -> bool:
+        """Whether the CPU runs one fused SDPA call per retrieval instead of explicit chunks.
+
+        PyTorch's fused CPU kernel needs values as wide as the queries, so it takes one retrieval
+        at a time; its cost is then ``2 R`` attention products per search against ``1 + R`` for
+        the explicit path, but it keeps no attention matrix and needs no recomputation: the
+        better choice for ``R <= 2``. Without dropout only (one dropout mask per retrieval would
+        differ from the paper's single mask per search)."""
+        return (
+            self.search_backend == "auto"
+            and not q.is_cuda
+            and not need_weights
+            and dropout_p == 0.0
+            and self.num_retrievals <= 2
+            and self.retrieval_head_dim == self.search_head_dim
+        )
+
+    def _select(self, retrieved: Tensor, folded_query: Tensor, folded_bias: Tensor) -> tuple[Tensor, Tensor]:
+        """The retrieval selection: ``retrieved [B, S, n, R, d_v]``, the folded retrieval query
+        ``[B, S, n, K, d_v]`` and bias ``[B, S, n, K]`` -> the selected retrievals
+        ``[B, S, n, d_v]`` and ``pi [B, S, n, R]``."""
+        logits = (retrieved * folded_query.to(retrieved.dtype)).sum(-1) + folded_bias.to(retrieved.dtype)
+        selection = logits.float().softmax(dim=-1).to(retrieved.dtype)
+        return (selection.unsqueeze(-1) * retrieved).sum(dim=3), selection
 
     def _auto_chunk(self, query_length: int, key_length: int) -> int:
         """Query positions per chunk so that a chunk's attention matrix ``[B, S, chunk, L_k]`` and
@@ -418,8 +457,5 @@ class CompositionalAttention(nn.Module):
             weights = logits.softmax(dim=-1)
             attended = F.dropout(weights, p=dropout_p) if dropout_p > 0 else weights
             retrieved = (attended.reshape(batch, num_s * n, -1) @ v.to(attended.dtype)).view(batch, num_s, n, -1)
-        retrieved = retrieved.view(batch, num_s, n, num_r, d_v)
-        logits_r = (retrieved * folded_query.to(retrieved.dtype)).sum(-1) + folded_bias.to(retrieved.dtype)
-        selection = logits_r.float().softmax(dim=-1).to(retrieved.dtype)
-        selected = (selection.unsqueeze(-1) * retrieved).sum(dim=3)
+        selected, selection = self._select(retrieved.view(batch, num_s, n, num_r, d_v), folded_query, folded_bias)
         return selected, (weights if need_weights else None), selection

@@ -129,11 +129,11 @@ def test_one_retrieval_makes_the_selection_trivial() -> None:
 
 @pytest.mark.parametrize("chunk", [1, 3, 7, None])
 def test_query_chunks_and_recomputation_change_nothing(chunk: int | None) -> None:
-    layer = CompositionalAttention(16, 4, 2, dropout=0.0)
+    layer = CompositionalAttention(16, 4, 2, dropout=0.0, search_backend="explicit")
     x = torch.randn(2, 7, 16, requires_grad=True)
     padding = torch.zeros(2, 7, dtype=torch.bool)
     padding[1, -3:] = True
-    reference = CompositionalAttention(16, 4, 2, query_chunk_size=10_000)
+    reference = CompositionalAttention(16, 4, 2, query_chunk_size=10_000, search_backend="explicit")
     reference.load_state_dict(layer.state_dict())
     layer.query_chunk_size = chunk
     expected = reference(x, x, x, key_padding_mask=padding, need_weights=False)[0]
@@ -161,6 +161,26 @@ def test_sdpa_and_explicit_searches_agree(mask_kind: str) -> None:
     (grad,) = torch.autograd.grad(output.sum(), x)
     torch.testing.assert_close(output, expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(grad, grad_expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("num_retrievals", [1, 2])
+def test_fused_per_retrieval_path_agrees_with_explicit_chunks(num_retrievals: int) -> None:
+    # R <= 2 retrievals as wide as the search heads: "auto" takes one fused SDPA call per
+    # retrieval on the CPU (no chunks, no recomputation).
+    fused = CompositionalAttention(16, 4, num_retrievals)
+    explicit = CompositionalAttention(16, 4, num_retrievals, search_backend="explicit", query_chunk_size=3)
+    explicit.load_state_dict(fused.state_dict())
+    x = torch.randn(2, 7, 16, requires_grad=True)
+    padding = torch.zeros(2, 7, dtype=torch.bool)
+    padding[1, -2:] = True
+    assert fused._fused_per_retrieval(x, need_weights=False, dropout_p=0.0)
+    expected = explicit(x, x, x, key_padding_mask=padding, need_weights=False)[0]
+    (grad_expected,) = torch.autograd.grad(expected.square().sum(), x)
+    output = fused(x, x, x, key_padding_mask=padding, need_weights=False)[0]
+    (grad,) = torch.autograd.grad(output.square().sum(), x)
+    torch.testing.assert_close(output, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad, grad_expected, rtol=1e-5, atol=1e-5)
+    assert not CompositionalAttention(16, 4, 4)._fused_per_retrieval(x, need_weights=False, dropout_p=0.0)
 
 
 def test_gradients_reach_every_parameter() -> None:
