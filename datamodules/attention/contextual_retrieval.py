@@ -1,5 +1,5 @@
 """The contextual retrieval task of Compositional Attention (Mittal et al., ICLR 2022,
-arXiv 2110.09419, Sec. 4.1), generated as the official ``Contextual_Retrieval_Task/data.py`` of
+arXiv 2110.09419), generated as the official ``Contextual_Retrieval_Task/data.py`` of
 github sarthmit/Compositional-Attention defines it.
 
 An example is a set of ``L`` tokens (``seq_len``; the paper: 10). Token ``i`` carries

@@ -1,12 +1,12 @@
 """The networks of the Compositional Attention paper's tasks (arXiv 2110.09419, Sec. 4), each
 mapping a batch dict to predictions, with the attention layer as a constructor argument.
 
-- :class:`ContextualRetrievalNet` (Sec. 4.1): MLP encoder, one attention layer over the set
+- :class:`ContextualRetrievalNet`: MLP encoder, one attention layer over the set
   (no token attends to itself), MLP decoder; a scalar per token.
-- :class:`VisionTransformerNet` (Sec. 4.2 Sort-of-CLEVR, 4.3 equilateral triangles, 4.4
+- :class:`VisionTransformerNet` (Sort-of-CLEVR, equilateral triangles,
   multitask classification): patch embedding, class token, positions, a Transformer encoder;
   logits from the class token, optionally a question fused into every token and one head per task.
-- :class:`ObjectSequenceNet` (Sec. 4.5, the ESBN logical reasoning tasks): each object image is
+- :class:`ObjectSequenceNet` (the ESBN logical reasoning tasks): each object image is
   encoded by the ESBN convolutional encoder, context-normalized, given positions and passed
   through a Transformer encoder; logits from the mean token.
 
