@@ -32,6 +32,7 @@ SMOKE_OVERRIDES: dict[str, list[str]] = {
     "attention/multitask_images": ["data.batch_size=4", "data.eval_batch_size=8", "data.datasets=[triangles]",
                                    "data.num_classes=[2]", "data.triangles_train_size=8", "data.triangles_test_size=8"],
     "attention/esbn": ["data.batch_size=8", "data.train_size=16", "data.val_size=16", "data.test_size=16"],
+    "relational": ["data.batch_size=8", "data.train_size=16", "data.val_size=16", "data.test_size=16"],
     "attention/scan": ["data.batch_size=16", "data.eval_batch_size=64"],
     # with the corpus that SMOKE_DATA writes: 10 words + <eos> + <unk>
     "attention/wikitext103": [

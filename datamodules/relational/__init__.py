@@ -1,7 +1,15 @@
-"""The ESBN relational tasks (same/different, relational match-to-sample, distribution-of-three,
-identity rules) over 100 glyphs with held-out objects, as used by CoRelNet (arXiv 2206.05056) and
-Compositional Attention (arXiv 2110.09419)."""
+"""The relational tasks of CoRelNet (arXiv 2206.05056): ESBN's four tasks (same/different,
+relational match-to-sample, distribution-of-three, identity rules) over 100 glyphs with held-out
+objects, as Compositional Attention (arXiv 2110.09419) uses them too; CoRelNet's variants with
+held-out relations, longer rows and coloured objects; and Relational Games (arXiv 1905.10307)."""
 
+from datamodules.relational.coloured_tasks import (
+    COLOURED_TASKS,
+    ColouredTask,
+    colour_palette,
+    generate_coloured_splits,
+)
+from datamodules.relational.corelnet_tasks import CORELNET_TASKS, LetterTask
 from datamodules.relational.datamodule import RelationalTaskDataModule
 from datamodules.relational.esbn_tasks import (
     TASKS,
@@ -16,20 +24,31 @@ from datamodules.relational.esbn_tasks import (
     make_task,
     resolve_sizes,
 )
+from datamodules.relational.games_datamodule import RelationalGamesDataModule
 from datamodules.relational.glyphs import load_glyphs
+from datamodules.relational.registry import RELATIONAL_TASKS, make_relational_task
 
 __all__ = [
     "RelationalTaskDataModule",
+    "RelationalGamesDataModule",
     "RelationalTask",
     "SameDifferent",
     "RelationalMatchToSample",
     "DistributionOfThree",
     "IdentityRules",
+    "LetterTask",
+    "ColouredTask",
     "TASKS",
+    "CORELNET_TASKS",
+    "COLOURED_TASKS",
+    "RELATIONAL_TASKS",
     "Trials",
     "TaskSplits",
     "make_task",
+    "make_relational_task",
     "resolve_sizes",
     "generate_splits",
+    "generate_coloured_splits",
+    "colour_palette",
     "load_glyphs",
 ]

@@ -1,0 +1,183 @@
+"""Benchmark of CoRelNet and its baselines (Kerg et al., 2022, arXiv 2206.05056) on the ESBN
+relational tasks (Webb et al., 2021, arXiv 2012.14601): test accuracy on held-out glyphs for
+``m = 0, 50, 85, 95`` held out of 100, over seeds, printed as the paper's table (tasks x models,
+one column per ``m``) with the paper's numbers beside.
+
+Each run composes the experiment ``relational/<task>_<model>`` (or, for a model config without its
+own experiment such as ``corelnet_asym``, ``relational/<task>_corelnet`` with
+``model=relational/<model>``), so the nets, context segments and optimizer are the configs'. It
+sets ``data.m_holdout`` and ``data.seed``, seeds the initialization with the same seed, trains
+with ``lightning.Trainer`` (no validation, as the official code) and tests the final weights:
+``test/acc`` on the test trials (the held-out glyphs when ``m > 0``).
+
+Length of training: ``--epochs`` (default: the ESBN scripts' per task and ``m``,
+emergent_symbols ``scripts/*.sh``: 50 epochs, at ``m = 95`` 100 for same_diff, 200 for RMTS, 150
+for dist3), cut at ``--max-steps`` optimizer steps (default 300: CPU-sized; ``-1`` for the
+paper's length). The CoRelNet code instead draws fresh batches for 5000 iterations
+(``cognitive_tests/main.py``).
+
+Paper column: :data:`PAPER_TEST_ACCURACY` is empty, so the column is blank: no numbers of the
+paper were available when this script was written (the stored copies of its text reached only the
+title and abstract, and the official repository, giancarlok/relationaltasks, holds code but no
+result files). Fill it in from the paper to compare.
+
+Usage (from the repository root)::
+
+    python benchmarks/relational.py          # CoRelNet, 4 tasks, 4 m, 1 seed, <= 300 steps each (CPU, minutes)
+    python benchmarks/relational.py --models corelnet --tasks same_diff --holdouts 85 --seeds 0
+    python benchmarks/relational.py --models corelnet esbn transformer lstm predinet rn \\
+        --seeds 0 1 2 3 4 5 6 7 8 9 --max-steps -1 --device cuda      # the paper's protocol
+
+Results: ``--out`` (default ``benchmarks/results/relational.csv``), one row per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import hydra  # noqa: E402
+import lightning as L  # noqa: E402
+import torch  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+CONFIG_DIR = ROOT / "configs"
+TASKS = ("same_diff", "rmts", "dist3", "identity_rules")
+HOLDOUTS = (0, 50, 85, 95)
+ESBN_EPOCHS_AT_M95 = {"same_diff": 100, "rmts": 200, "dist3": 150, "identity_rules": 50}
+"""Epochs of the ESBN scripts (emergent_symbols ``scripts/*.sh``) at ``m = 95``; 50 at smaller m."""
+
+PAPER_TEST_ACCURACY: dict[tuple[str, str, int], float] = {}
+"""Test accuracy (%) reported by the paper, keyed ``(model, task, m)`` with the names of
+``--models``, :data:`TASKS` and :data:`HOLDOUTS`, e.g. ``("corelnet", "rmts", 95)``; each entry
+should cite its table or figure of arXiv 2206.05056 in a comment, and numbers the paper shows only
+in plots stay out. Empty (see the module docstring), so the paper column is blank."""
+
+FIELDS = [
+    "model", "task", "m_holdout", "seed", "epochs", "max_steps", "steps", "train_size", "test_size",
+    "test_acc", "paper_acc", "seconds", "device",
+]
+
+
+def experiment_overrides(model: str, task: str) -> list[str]:
+    """The experiment (and model) overrides that give ``model`` on ``task``."""
+    if (CONFIG_DIR / "experiment" / "relational" / f"{task}_{model}.yaml").is_file():
+        return [f"experiment=relational/{task}_{model}"]
+    if not (CONFIG_DIR / "model" / "relational" / f"{model}.yaml").is_file():
+        raise SystemExit(f"unknown model {model!r}: pick a file of configs/model/relational/")
+    return [f"experiment=relational/{task}_corelnet", f"model=relational/{model}"]
+
+
+def compose_run(model: str, task: str, m_holdout: int, seed: int, args: argparse.Namespace) -> DictConfig:
+    overrides = [*experiment_overrides(model, task), f"data.m_holdout={m_holdout}", f"data.seed={seed}"]
+    overrides += [f"data.batch_size={args.batch_size}"]
+    for key in ("train_size", "test_size"):
+        if getattr(args, key) is not None:
+            overrides.append(f"data.{key}={getattr(args, key)}")
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+def run_one(model: str, task: str, m_holdout: int, seed: int, args: argparse.Namespace) -> dict:
+    """Trains and tests one (model, task, m, seed); returns the CSV row."""
+    cfg = compose_run(model, task, m_holdout, seed, args)
+    epochs = args.epochs or (ESBN_EPOCHS_AT_M95[task] if m_holdout == 95 else 50)
+    L.seed_everything(seed, verbose=False)
+    data = hydra.utils.instantiate(cfg.data)
+    module = hydra.utils.instantiate(cfg.model)
+    trainer = L.Trainer(
+        accelerator=args.device, devices=1, max_epochs=epochs, max_steps=args.max_steps, limit_val_batches=0,
+        num_sanity_val_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    start = time.perf_counter()
+    trainer.fit(module, data)
+    (metrics,) = trainer.test(module, data, verbose=False)
+    paper = PAPER_TEST_ACCURACY.get((model, task, m_holdout))
+    return {
+        "model": model, "task": task, "m_holdout": m_holdout, "seed": seed, "epochs": epochs,
+        "max_steps": args.max_steps, "steps": trainer.global_step, "train_size": data.train_size,
+        "test_size": data.test_size, "test_acc": round(100 * metrics["test/acc"], 2),
+        "paper_acc": "" if paper is None else paper, "seconds": round(time.perf_counter() - start, 1),
+        "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+    }
+
+
+def format_table(rows: list[dict], holdouts: list[int]) -> str:
+    """Tasks x models, one column per m: ``mean +- std`` test accuracy (%) over seeds, then the
+    paper's number per m (``-`` where unknown)."""
+    header = f"{'task':<15}{'model':<20}" + "".join(f"{f'm={m}':>15}" for m in holdouts)
+    header += "".join(f"{f'paper m={m}':>12}" for m in holdouts)
+    lines = [header, "-" * len(header)]
+    keys = list(dict.fromkeys((row["task"], row["model"]) for row in rows))
+    for task, model in keys:
+        cells = []
+        for m in holdouts:
+            accs = [
+                row["test_acc"] for row in rows if (row["task"], row["model"], row["m_holdout"]) == (task, model, m)
+            ]
+            if not accs:
+                cells.append(f"{'':>15}")
+            elif len(accs) == 1:
+                cells.append(f"{accs[0]:>15.1f}")
+            else:
+                cells.append(f"{f'{statistics.mean(accs):.1f} +- {statistics.stdev(accs):.1f}':>15}")
+        paper = [PAPER_TEST_ACCURACY.get((model, task, m)) for m in holdouts]
+        lines.append(
+            f"{task:<15}{model:<20}" + "".join(cells) + "".join(f"{'-' if p is None else p:>12}" for p in paper)
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--models", nargs="+", default=["corelnet"], help="configs/model/relational/<name>")
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    parser.add_argument("--holdouts", nargs="+", type=int, default=list(HOLDOUTS), help="m values (of 100 glyphs)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--epochs", type=int, default=None, help="default: the ESBN scripts' per task and m")
+    parser.add_argument("--max-steps", type=int, default=300, help="optimizer steps at most per run; -1: no cap")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--train-size", type=int, default=None, help="default: ESBN's per task and m")
+    parser.add_argument("--test-size", type=int, default=None, help="default: ESBN's per task and m")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--threads", type=int, default=1, help="torch threads on the CPU")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "relational.csv")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    rows = []
+    for task in args.tasks:
+        for model in args.models:
+            for m_holdout in args.holdouts:
+                for seed in args.seeds:
+                    row = run_one(model, task, m_holdout, seed, args)
+                    print(
+                        f"{task} {model} m={m_holdout} seed={seed}: test acc {row['test_acc']:.1f} % "
+                        f"({row['steps']} steps, {row['seconds']} s)",
+                        flush=True,
+                    )
+                    rows.append(row)
+    print()
+    print(format_table(rows, args.holdouts))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

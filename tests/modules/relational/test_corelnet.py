@@ -1,0 +1,197 @@
+"""CoRelNet: the relation matrix by hand, symmetry, invariance to rotations of the embedding space,
+equivariance to permutations of the objects, what the decoder reads, the variants' configs."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import hydra
+import pytest
+import torch
+from torch import Tensor
+
+from modules.relational import CoRelNet, normalize_similarities
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+def images(batch: int, length: int) -> dict[str, Tensor]:
+    return {"images": torch.rand(batch, length, 1, 32, 32)}
+
+
+def random_orthogonal(dim: int, seed: int) -> Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(dim, dim, generator=generator))
+    return q
+
+
+def test_normalizations_by_hand() -> None:
+    s = torch.tensor([[[0.0, 1.0, 2.0], [1.0, 0.0, 3.0], [2.0, 3.0, 0.0]]])
+    torch.testing.assert_close(normalize_similarities(s, "none"), s)
+
+    e = math.exp
+    row1 = [e(1) / (e(1) + e(0) + e(3)), e(0) / (e(1) + e(0) + e(3)), e(3) / (e(1) + e(0) + e(3))]
+    torch.testing.assert_close(normalize_similarities(s, "softmax")[0, 1], torch.tensor(row1))
+
+    masked = normalize_similarities(s, "masked_softmax")[0]
+    expected = torch.tensor(
+        [
+            [1.0, 0.0, 0.0],
+            [e(1) / (e(1) + e(0)), e(0) / (e(1) + e(0)), 0.0],
+            [e(2) / (e(2) + e(3) + e(0)), e(3) / (e(2) + e(3) + e(0)), e(0) / (e(2) + e(3) + e(0))],
+        ]
+    )
+    torch.testing.assert_close(masked, expected)
+    mirrored = normalize_similarities(s, "masked_softmax", symmetrize=True)[0]
+    torch.testing.assert_close(mirrored, expected + expected.tril(-1).T)
+    torch.testing.assert_close(mirrored, mirrored.T)
+
+    with pytest.raises(ValueError, match="normalization must be one of"):
+        normalize_similarities(s, "sigmoid")
+    with pytest.raises(ValueError, match="use it with normalization='masked_softmax'"):
+        normalize_similarities(s, "softmax", symmetrize=True)
+
+
+@pytest.mark.parametrize("context_norm", [True, False])
+def test_similarities_are_symmetric_inner_products(context_norm: bool) -> None:
+    net = CoRelNet(4, 9, normalization="none", context_norm=context_norm)
+    batch = images(3, 9)
+    with torch.no_grad():
+        z = net.embed(batch)
+        similarities = net.similarities(batch)
+        relations = net.relation_matrix(batch)
+    torch.testing.assert_close(similarities, z @ z.transpose(1, 2))
+    torch.testing.assert_close(similarities, similarities.transpose(1, 2))
+    torch.testing.assert_close(relations, similarities)
+    rows = CoRelNet(4, 9).relations(similarities)
+    torch.testing.assert_close(rows.sum(-1), torch.ones(3, 9))
+
+
+@pytest.mark.parametrize(
+    ("options", "hooked"),
+    [
+        ({}, "context_norm"),
+        ({"context_norm": False}, "encoder"),
+        ({"normalization": "masked_softmax", "readout_entries": "lower"}, "context_norm"),
+        ({"decoder": "attention"}, "context_norm"),
+    ],
+    ids=["paper", "no_context_norm", "official", "attention_readout"],
+)
+def test_output_is_invariant_to_rotations_of_the_embeddings(options: dict, hooked: str) -> None:
+    net = CoRelNet(2, 6, **options).eval()
+    batch = images(4, 6)
+    rotation = random_orthogonal(128, seed=1)
+    with torch.no_grad():
+        plain = net(batch)
+        handle = getattr(net, hooked).register_forward_hook(lambda module, args, out: out @ rotation)
+        rotated = net(batch)
+        handle.remove()
+    torch.testing.assert_close(rotated, plain, rtol=1e-4, atol=1e-4)
+
+
+def test_sensory_features_or_asymmetry_break_the_rotation_invariance() -> None:
+    """The contrast: CoRelNet-Cat hands the embeddings to the decoder, CoRelNet-Asym maps them by
+    learned matrices; a rotation then changes the output."""
+    batch = images(4, 6)
+    rotation = random_orthogonal(128, seed=2)
+    cases = ((CoRelNet(2, 6, concat_embeddings=True), "context_norm"), (CoRelNet(2, 6, asymmetric=True), "encoder"))
+    for net, hooked in cases:
+        with torch.no_grad():
+            plain = net(batch)
+            handle = getattr(net, hooked).register_forward_hook(lambda module, args, out: out @ rotation)
+            rotated = net(batch)
+            handle.remove()
+        assert (rotated - plain).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("normalization", ["none", "softmax"])
+def test_permuting_the_objects_permutes_the_relation_matrix(normalization: str) -> None:
+    net = CoRelNet(4, 9, normalization=normalization).eval()
+    batch = images(2, 9)
+    permutation = torch.randperm(9)
+    with torch.no_grad():
+        relations = net.relation_matrix(batch)
+        permuted = net.relation_matrix({"images": batch["images"][:, permutation]})
+    matrix = torch.eye(9)[permutation]
+    torch.testing.assert_close(permuted, matrix @ relations @ matrix.T, rtol=1e-4, atol=1e-5)
+
+
+def _decoder_input(net: CoRelNet, batch: dict[str, Tensor]) -> Tensor:
+    seen: list[Tensor] = []
+    handle = net.decoder.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    with torch.no_grad():
+        net(batch)
+    handle.remove()
+    return seen[0]
+
+
+def test_decoder_reads_the_entries_row_by_row() -> None:
+    batch = images(2, 4)
+    full = CoRelNet(2, 4)
+    relations = full.relation_matrix(batch).detach()
+    torch.testing.assert_close(_decoder_input(full, batch), relations.reshape(2, 16))
+
+    lower = CoRelNet(2, 4, normalization="masked_softmax", readout_entries="lower")
+    relations = lower.relation_matrix(batch).detach()
+    expected = torch.stack([relations[:, i, j] for i in range(4) for j in range(i + 1)], dim=1)
+    assert expected.shape == (2, 10)
+    torch.testing.assert_close(_decoder_input(lower, batch), expected)
+    assert lower.decoder[0].in_features == 10
+
+    cat = CoRelNet(2, 4, concat_embeddings=True)
+    with torch.no_grad():
+        z = cat.embed(batch)
+        relations = cat.relation_matrix(batch)
+    expected = torch.cat([relations.reshape(2, 16), z.reshape(2, 4 * 128)], dim=1)
+    torch.testing.assert_close(_decoder_input(cat, batch), expected)
+
+
+def test_asymmetric_relations_use_two_normalized_maps() -> None:
+    net = CoRelNet(2, 3, normalization="none", asymmetric=True)
+    batch = images(2, 3)
+    with torch.no_grad():
+        encoded = net.encoder(batch["images"])
+        left = net.context_norm(net.projections[0](encoded))
+        right = net.context_norm(net.projections[1](encoded))
+        similarities = net.similarities(batch)
+    torch.testing.assert_close(similarities, left @ right.transpose(1, 2))
+    assert (similarities - similarities.transpose(1, 2)).abs().max() > 1e-3
+
+
+def test_bad_arguments_name_the_fix() -> None:
+    with pytest.raises(ValueError, match="readout_entries must be"):
+        CoRelNet(2, 2, readout_entries="upper")
+    with pytest.raises(ValueError, match="decoder must be"):
+        CoRelNet(2, 2, decoder="transformer")
+    with pytest.raises(ValueError, match="use it with decoder='mlp'"):
+        CoRelNet(2, 2, decoder="attention", concat_embeddings=True)
+    with pytest.raises(ValueError, match=r"sequence_length=2.*\$\{data.sequence_length\}"):
+        CoRelNet(2, 2)(images(1, 6))
+
+
+CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ("corelnet", {"normalization": "softmax", "readout_entries": "full", "projections": None, "readout": None}),
+        ("corelnet_official", {"normalization": "masked_softmax", "readout_entries": "lower", "projections": None}),
+        ("corelnet_asym", {"normalization": "softmax", "concat_embeddings": False}),
+        ("corelnet_cat", {"concat_embeddings": True, "projections": None}),
+        ("corelnet_attention", {"normalization": "softmax", "concat_embeddings": False}),
+    ],
+)
+def test_corelnet_model_configs(model: str, expected: dict, compose_cfg, tmp_path: Path) -> None:
+    cfg = compose_cfg(["experiment=relational/rmts_corelnet", f"model=relational/{model}"], tmp_path)
+    net = hydra.utils.instantiate(cfg.model).net
+    for name, value in expected.items():
+        assert getattr(net, name) == value, (model, name)
+    assert net.context_norm.segments == [[0, 1], [2, 3], [4, 5]]
+    assert net.context_norm.unbiased == (model == "corelnet_official")
+    assert (net.projections is not None) == (model == "corelnet_asym")
+    assert (net.readout is not None) == (model == "corelnet_attention")

@@ -1,0 +1,150 @@
+"""ESBN's memory by hand and its rollout; every relational net's output shape and gradient flow;
+the ESBN code's LSTM initialization; the position tags of PrediNet and RN."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from modules.attention import ObjectSequenceNet
+from modules.nets import TransformerEncoder
+from modules.relational import (
+    ESBN,
+    CoRelNet,
+    LSTMNet,
+    PrediNet,
+    RelationNet,
+    append_positions,
+    esbn_memory_read,
+    init_lstm_,
+)
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+def test_memory_read_by_hand() -> None:
+    query = torch.tensor([[1.0, 0.0]])
+    values = torch.tensor([[[1.0, 0.0], [0.0, 2.0]]])  # similarities 1 and 0
+    keys = torch.tensor([[[3.0, 0.0, 1.0], [0.0, 6.0, 0.0]]])
+    gain, bias = torch.tensor([2.0]), torch.tensor([-1.0])
+    w0 = math.exp(1) / (math.exp(1) + 1)
+    c0, c1 = 1 / (1 + math.exp(-(2 * 1 - 1))), 1 / (1 + math.exp(1))
+    expected = w0 * torch.tensor([3.0, 0.0, 1.0, c0]) + (1 - w0) * torch.tensor([0.0, 6.0, 0.0, c1])
+    torch.testing.assert_close(esbn_memory_read(query, keys, values, gain, bias), expected.unsqueeze(0))
+
+
+def test_sharp_similarities_read_the_key_bound_to_the_matching_value() -> None:
+    batch, slots, dim, key_dim = 3, 5, 16, 8
+    values = 10.0 * torch.linalg.qr(torch.randn(dim, dim))[0][:slots].expand(batch, -1, -1)
+    keys = torch.randn(batch, slots, key_dim)
+    match = torch.tensor([4, 0, 2])
+    query = values[torch.arange(batch), match]
+    read = esbn_memory_read(query, keys, values, torch.ones(1), torch.zeros(1))
+    assert read.shape == (batch, key_dim + 1)
+    torch.testing.assert_close(read[:, :key_dim], keys[torch.arange(batch), match], rtol=0, atol=1e-4)
+    torch.testing.assert_close(read[:, -1], torch.ones(batch), rtol=0, atol=1e-4)
+
+
+def test_esbn_rollout_writes_embeddings_and_reads_by_them() -> None:
+    net = ESBN(num_classes=4, sequence_length=5, embed_dim=12, key_dim=6, hidden_dim=10)
+    z = torch.randn(3, 5, 12)
+    rollout = net.rollout(z)
+    assert rollout.logits.shape == (3, 4)
+    assert rollout.keys.shape == (3, 5, 6) and (rollout.keys >= 0).all()
+    assert rollout.values is z
+    assert rollout.gates.shape == (3, 5) and ((rollout.gates > 0) & (rollout.gates < 1)).all()
+    assert rollout.reads.shape == (3, 5, 7)
+    assert torch.equal(rollout.reads[:, 0], torch.zeros(3, 7))
+    for step in (1, 4):
+        gain, bias = net.confidence_gain, net.confidence_bias
+        read = esbn_memory_read(z[:, step], rollout.keys[:, :step], z[:, :step], gain, bias)
+        torch.testing.assert_close(rollout.reads[:, step], rollout.gates[:, step : step + 1] * read)
+    batch = {"images": torch.rand(3, 5, 1, 32, 32)}
+    torch.testing.assert_close(net(batch), net.rollout(net.embed(batch)).logits)
+
+
+def test_esbn_controller_sees_only_the_memory() -> None:
+    """Object identities reach the controller only through similarities: embeddings rotated by an
+    orthogonal matrix give the same logits."""
+    net = ESBN(num_classes=2, sequence_length=4, embed_dim=12, key_dim=6, hidden_dim=10)
+    z = torch.randn(2, 4, 12)
+    rotation = torch.linalg.qr(torch.randn(12, 12))[0]
+    with torch.no_grad():
+        torch.testing.assert_close(net.rollout(z @ rotation).logits, net.rollout(z).logits, rtol=1e-4, atol=1e-5)
+
+
+def transformer(num_classes: int, sequence_length: int) -> ObjectSequenceNet:
+    attention = functools.partial(nn.MultiheadAttention, num_heads=8, batch_first=True)
+    encoder = TransformerEncoder(128, 1, attention, feedforward_dim=512, dropout=0.0)
+    return ObjectSequenceNet(encoder, num_classes, sequence_length)
+
+
+NETS = {
+    "corelnet": CoRelNet,
+    "corelnet_official": functools.partial(CoRelNet, normalization="masked_softmax", readout_entries="lower"),
+    "corelnet_asym": functools.partial(CoRelNet, asymmetric=True),
+    "corelnet_cat": functools.partial(CoRelNet, concat_embeddings=True),
+    "corelnet_attention": functools.partial(CoRelNet, decoder="attention"),
+    "esbn": ESBN,
+    "lstm": LSTMNet,
+    "predinet": PrediNet,
+    "rn": RelationNet,
+    "transformer": transformer,
+}
+
+
+@pytest.mark.parametrize("name", list(NETS))
+@pytest.mark.parametrize(("length", "classes"), [(6, 2), (9, 4)], ids=["rmts", "dist3"])
+def test_output_shape_and_every_parameter_gets_a_gradient(name: str, length: int, classes: int) -> None:
+    """Sequences of 6 and 9 objects: with two, context norm maps each feature to about
+    ``beta +- gamma`` whatever the encoder computes, so (nearly) no gradient reaches the encoder."""
+    net = NETS[name](classes, length)
+    logits = net({"images": torch.rand(4, length, 1, 32, 32)})
+    assert logits.shape == (4, classes)
+    nn.functional.cross_entropy(logits, torch.arange(4) % classes).backward()
+    missing = [n for n, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, f"{name}: no gradient reaches {missing}"
+
+
+@pytest.mark.parametrize("name", list(NETS))
+def test_two_object_output_shape(name: str) -> None:
+    assert NETS[name](2, 2)({"images": torch.rand(3, 2, 1, 32, 32)}).shape == (3, 2)
+
+
+def test_lstm_initialization_of_the_esbn_code() -> None:
+    hidden = 64
+    lstm = nn.LSTM(32, hidden)
+    init_lstm_(lstm.weight_ih_l0, lstm.weight_hh_l0, [lstm.bias_ih_l0, lstm.bias_hh_l0], hidden)
+    assert torch.equal(lstm.bias_ih_l0, torch.zeros(4 * hidden))
+    assert torch.equal(lstm.bias_hh_l0, torch.zeros(4 * hidden))
+    weight = lstm.weight_ih_l0.detach()
+    gates_std = math.sqrt(2 / (32 + 2 * hidden))
+    candidate_std = 5 / 3 * math.sqrt(2 / (32 + hidden))
+    assert weight[: 2 * hidden].std().item() == pytest.approx(gates_std, rel=0.1)
+    assert weight[2 * hidden : 3 * hidden].std().item() == pytest.approx(candidate_std, rel=0.1)
+
+
+def test_position_tags() -> None:
+    z = torch.randn(2, 3, 4)
+    tagged = append_positions(z)
+    assert torch.equal(tagged[..., :4], z)
+    assert torch.equal(tagged[..., 4], torch.tensor([[0.0, 1.0, 2.0]] * 2))
+
+
+def test_relation_network_sums_over_all_ordered_pairs() -> None:
+    net = RelationNet(2, 3, embed_dim=4, context_norm=False)
+    embeddings = torch.randn(1, 3, 4)
+    z = append_positions(embeddings)
+    expected = sum(net.pair(torch.cat([z[:, i], z[:, j]], dim=-1)) for i in range(3) for j in range(3))
+    seen: list[Tensor] = []
+    net.encoder.register_forward_hook(lambda module, args, out: embeddings)
+    net.readout.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    net({"images": torch.rand(1, 3, 1, 32, 32)})
+    torch.testing.assert_close(seen[0], expected)
