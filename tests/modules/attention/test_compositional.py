@@ -218,13 +218,15 @@ def test_permutation_equivariance_without_positions() -> None:
     torch.testing.assert_close(permuted_weights, search_weights[:, permutation][:, :, permutation], rtol=1e-5, atol=1e-6)
 
 
-def test_bf16_autocast_gives_finite_gradients_close_to_fp32() -> None:
-    layer = CompositionalAttention(32, 4, 2)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("num_retrievals", [2, 4], ids=["fused", "chunked"])
+def test_autocast_gives_finite_gradients_close_to_fp32(dtype: torch.dtype, num_retrievals: int) -> None:
+    layer = CompositionalAttention(32, 4, num_retrievals)
     x = torch.randn(2, 50, 32)
     expected = layer(x, x, x, need_weights=False)[0]
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=dtype):
         output = layer(x, x, x, need_weights=False)[0]
-    assert output.dtype == torch.bfloat16
+    assert output.dtype == dtype
     output.float().square().mean().backward()
     for name, parameter in layer.named_parameters():
         assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), name
@@ -250,11 +252,25 @@ def test_dropout_acts_in_training_only() -> None:
     assert not torch.allclose(layer(x, x, x)[0], layer(x, x, x)[0])
 
 
-def test_compiles() -> None:
+def test_traces_under_torch_compile() -> None:
     layer = CompositionalAttention(16, 4, 2)
     x = torch.randn(2, 5, 16)
     compiled = torch.compile(layer, backend="eager", fullgraph=False)
     torch.testing.assert_close(compiled(x, x, x, need_weights=False)[0], layer(x, x, x, need_weights=False)[0])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("num_retrievals", [2, 4], ids=["fused", "chunked"])
+def test_inductor_compiled_layer_matches_eager_with_gradients(num_retrievals: int) -> None:
+    # Inductor builds C++ kernels: about 20 s per variant on one CPU core.
+    layer = CompositionalAttention(16, 4, num_retrievals)
+    x = torch.randn(2, 40, 16, requires_grad=True)
+    expected = layer(x, x, x, need_weights=False)[0]
+    (grad_expected,) = torch.autograd.grad(expected.sum(), x)
+    output = torch.compile(layer)(x, x, x, need_weights=False)[0]
+    (grad,) = torch.autograd.grad(output.sum(), x)
+    torch.testing.assert_close(output, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad, grad_expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize(
