@@ -129,3 +129,11 @@ class SupervisedModule(ConfiguredOptimizerModule):
     @torch.no_grad()
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         return self.net(batch)
+
+    def attention_maps(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The net's ``attention_maps(batch)`` (the protocol of :class:`callbacks.AttentionMaps`),
+        or nothing when the net has none."""
+        if not hasattr(self.net, "attention_maps"):
+            return {}
+        batch = {key: value.to(self.device) if isinstance(value, Tensor) else value for key, value in batch.items()}
+        return self.net.attention_maps(batch)

@@ -72,6 +72,26 @@ class ContextualRetrievalNet(nn.Module):
             attended = attended + self.skip(h)
         return self.decoder(attended).squeeze(-1)
 
+    def attention_maps(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Maps of the first example, for :class:`callbacks.AttentionMaps`: the search weights
+        (mean over searches) ``[L, L]``, the ground-truth searches of the data ``[L, L]`` when
+        the batch has ``"searches"``, and, for compositional attention, the retrieval selection
+        ``[L, S * R]`` (column ``s * R + r``: search ``s`` reading retrieval ``r``)."""
+        h = self.encoder(batch["inputs"][:1])
+        length = h.shape[1]
+        mask = torch.eye(length, dtype=torch.bool, device=h.device) if self.mask_self else None
+        weights = self.attention(h, h, h, attn_mask=mask, need_weights=True)[1]
+        search_weights, selection = weights if isinstance(weights, tuple) else (weights, None)
+        maps = {"search weights (mean over searches)": search_weights[0]}
+        if "searches" in batch:
+            chosen = batch["searches"][0]
+            truth = torch.zeros(length, length, device=h.device)
+            truth.scatter_(1, chosen.to(h.device), 1.0)
+            maps["ground-truth searches"] = truth
+        if selection is not None:
+            maps["retrieval selection [token, search x retrieval]"] = selection[0].flatten(1)
+        return maps
+
 
 class VisionTransformerNet(nn.Module):
     """A Vision Transformer for the paper's image tasks: ``image [B, C, H, W] -> logits [B, K]``.
