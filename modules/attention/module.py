@@ -74,8 +74,9 @@ class SupervisedModule(ConfiguredOptimizerModule):
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         return self.net(batch)
 
-    def _loss_and_scores(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """The mean loss and one score per example (correct 0/1, or mean absolute error)."""
+    def loss_and_scores(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """The mean loss and one score per example (correct 0/1, or mean absolute error) of a
+        batch; subclasses extend it (e.g. add a net's auxiliary loss) and every step uses it."""
         predictions = self.net(batch)
         target = batch[self.target_key]
         if self.loss_name == "cross_entropy":
@@ -93,7 +94,7 @@ class SupervisedModule(ConfiguredOptimizerModule):
         return loss, error.abs().flatten(1).mean(dim=1)
 
     def _step(self, batch: dict[str, Tensor], split: str) -> Tensor:
-        loss, scores = self._loss_and_scores(batch)
+        loss, scores = self.loss_and_scores(batch)
         batch_size = scores.shape[0]
         on_step = split == "train"
         self.log(f"{split}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, sync_dist=not on_step, batch_size=batch_size)

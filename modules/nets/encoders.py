@@ -7,22 +7,32 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ContextNorm", "ConvGlyphEncoder", "PatchEmbedding"]
+__all__ = ["ContextNorm", "ConvGlyphEncoder", "PatchEmbedding", "conv_output_side"]
+
+
+def conv_output_side(side: int, num_convs: int = 3) -> int:
+    """Side of the map after ``num_convs`` ``Conv2d(kernel 4, stride 2, padding 1)``:
+    ``s -> (s - 2) // 2 + 1`` each (32 -> 4, 12 -> 1)."""
+    for _ in range(num_convs):
+        side = (side - 2) // 2 + 1
+    return side
 
 
 class ConvGlyphEncoder(nn.Module):
     """The ESBN image encoder (Webb et al., 2021, arXiv 2012.14601; taylorwwebb/emergent_symbols,
     ``models/modules.py``, ``Encoder_conv``): three 4x4 stride-2 convolutions with 32 channels,
-    then two ReLU layers ``512 -> 256 -> out_dim`` (Kaiming-normal weights, zero biases).
+    then two ReLU layers ``32 m^2 -> hidden_dim -> out_dim`` where ``m`` is the side of the last
+    map (4 for the 32 x 32 glyphs: 512 inputs; 1 for the 12 x 12 cells of Relational Games, as
+    CoRelNet's ``relational_games/models/modules_mini.py``); Kaiming-normal weights, zero biases.
 
-    Shapes: ``[..., in_channels, 32, 32] -> [..., out_dim]`` (any leading dimensions, e.g. a
-    sequence of objects ``[B, N, 1, 32, 32]``).
+    Shapes: ``[..., in_channels, image_size, image_size] -> [..., out_dim]`` (any leading
+    dimensions, e.g. a sequence of objects ``[B, N, 1, 32, 32]``).
     """
 
     def __init__(self, in_channels: int = 1, image_size: int = 32, out_dim: int = 128, hidden_dim: int = 256) -> None:
         super().__init__()
-        if image_size % 8:
-            raise ValueError(f"image_size must be a multiple of 8 (three stride-2 convolutions), got {image_size}")
+        if image_size < 2:
+            raise ValueError(f"image_size must be at least 2 (three stride-2 convolutions), got {image_size}")
         self.in_channels = in_channels
         self.image_size = image_size
         self.convs = nn.Sequential(
@@ -30,7 +40,7 @@ class ConvGlyphEncoder(nn.Module):
             nn.Conv2d(32, 32, 4, stride=2, padding=1), nn.ReLU(),
             nn.Conv2d(32, 32, 4, stride=2, padding=1), nn.ReLU(),
         )
-        flat = 32 * (image_size // 8) ** 2
+        flat = 32 * conv_output_side(image_size) ** 2
         self.fc = nn.Sequential(nn.Linear(flat, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, out_dim), nn.ReLU())
         for name, parameter in self.named_parameters():
             if name.endswith("bias"):

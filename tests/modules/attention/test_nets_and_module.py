@@ -153,11 +153,11 @@ def test_supervised_module_loss_and_group_accuracy_by_hand() -> None:
 def test_supervised_module_l1_metric_and_errors() -> None:
     module = SupervisedModule(FixedLogits(), functools.partial(torch.optim.SGD, lr=0.1), loss="l1")
     batch = {"logits": torch.tensor([[1.0, 2.0], [0.0, 0.0]]), "target": torch.tensor([[1.5, 2.0], [1.0, -1.0]])}
-    loss, scores = module._loss_and_scores(batch)
+    loss, scores = module.loss_and_scores(batch)
     assert loss.item() == pytest.approx((0.5 + 0 + 1 + 1) / 4)
     torch.testing.assert_close(scores, torch.tensor([0.25, 1.0]))
     with pytest.raises(ValueError, match="differ in shape"):
-        module._loss_and_scores({"logits": torch.zeros(2, 3), "target": torch.zeros(2)})
+        module.loss_and_scores({"logits": torch.zeros(2, 3), "target": torch.zeros(2)})
     with pytest.raises(ValueError, match="group_key and group_names go together"):
         SupervisedModule(FixedLogits(), functools.partial(torch.optim.SGD, lr=0.1), group_key="task")
     with pytest.raises(ValueError, match="loss must be"):
