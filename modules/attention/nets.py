@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from modules.nets import ContextNorm, ConvGlyphEncoder, PatchEmbedding, SinusoidalPositionalEncoding, TransformerEncoder
+from modules.nets import ObjectSequenceModel, PatchEmbedding, SinusoidalPositionalEncoding, TransformerEncoder
 
 __all__ = ["ContextualRetrievalNet", "ObjectSequenceNet", "VisionTransformerNet"]
 
@@ -160,7 +160,7 @@ class VisionTransformerNet(nn.Module):
         return logits
 
 
-class ObjectSequenceNet(nn.Module):
+class ObjectSequenceNet(ObjectSequenceModel):
     """The ESBN-task Transformer of the official ``emergent_symbols/models/{tsf,comp_tsf}.py``:
     ``images [B, N, C, 32, 32] -> logits [B, num_classes]``.
 
@@ -184,17 +184,15 @@ class ObjectSequenceNet(nn.Module):
         hidden_dim: int = 256,
         images_key: str = "images",
     ) -> None:
-        super().__init__()
         embed_dim = encoder.layers[0].norm1.normalized_shape[0]
-        self.objects = ConvGlyphEncoder(in_channels, image_size, out_dim=embed_dim)
-        self.context_norm = ContextNorm(embed_dim, context_segments, unbiased=unbiased_context_norm) if context_norm else None
+        super().__init__(
+            num_classes, sequence_length, embed_dim, context_norm, context_segments, unbiased_context_norm,
+            in_channels, image_size, images_key,
+        )
         self.positions = SinusoidalPositionalEncoding(embed_dim, max_length=sequence_length)
-        self.encoder = encoder
+        self.transformer = encoder
         self.readout = nn.Sequential(nn.Linear(embed_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, num_classes))
-        self.images_key = images_key
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
-        z = self.objects(batch[self.images_key])
-        if self.context_norm is not None:
-            z = self.context_norm(z)
-        return self.readout(self.encoder(self.positions(z)).mean(dim=1))
+        z = self.embed(batch)
+        return self.readout(self.transformer(self.positions(z)).mean(dim=1))

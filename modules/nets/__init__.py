@@ -1,6 +1,6 @@
 """Plain torch layers shared by several families (no LightningModule, no family imports)."""
 
-from modules.nets.encoders import ContextNorm, ConvGlyphEncoder, PatchEmbedding
+from modules.nets.encoders import ContextNorm, ConvGlyphEncoder, ObjectSequenceModel, PatchEmbedding
 from modules.nets.time_mlp import FourierTimeEmbedding, TimeConditionedMLP, TimeMLP, mlp
 from modules.nets.transformer import (
     LearnedPositionalEncoding,
@@ -18,6 +18,7 @@ __all__ = [
     "PatchEmbedding",
     "FourierTimeEmbedding",
     "LearnedPositionalEncoding",
+    "ObjectSequenceModel",
     "SinusoidalPositionalEncoding",
     "TimeConditionedMLP",
     "TimeMLP",

@@ -10,7 +10,8 @@ Transformer baseline is :class:`modules.attention.ObjectSequenceNet`. On Relatio
 
 from modules.relational.baselines import LSTMNet, PrediNet, RelationNet, append_positions
 from modules.relational.corelnet import CoRelNet, QueryAttentionReadout, normalize_similarities
-from modules.relational.embedding import ObjectSequenceModel, init_lstm_
+from modules.nets import ObjectSequenceModel
+from modules.relational.embedding import init_lstm_
 from modules.relational.esbn import ESBN, ESBNRollout, esbn_memory_read
 from modules.relational.gcn import GCNNet, complete_graph_edges
 from modules.relational.memory_baselines import (

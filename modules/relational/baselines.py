@@ -6,7 +6,7 @@ Relation Network (Santoro et al., 2017). The Transformer baseline is
 :class:`modules.relational.ESBN`.
 
 Every net maps ``batch["images"] [B, N, 1, 32, 32]`` to logits ``[B, num_classes]`` through the
-shared embedding of :class:`~modules.relational.embedding.ObjectSequenceModel`.
+shared embedding of :class:`~modules.nets.ObjectSequenceModel`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from modules.relational.embedding import ObjectSequenceModel, init_lstm_
+from modules.nets import ObjectSequenceModel
+from modules.relational.embedding import init_lstm_
 
 __all__ = ["LSTMNet", "PrediNet", "RelationNet", "append_positions"]
 
@@ -33,7 +34,7 @@ class LSTMNet(ObjectSequenceModel):
 
     Args:
         hidden_dim: LSTM hidden size (official 512).
-        Others: see :class:`~modules.relational.embedding.ObjectSequenceModel`.
+        Others: see :class:`~modules.nets.ObjectSequenceModel`.
     """
 
     def __init__(

@@ -10,7 +10,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from modules.relational.embedding import ObjectSequenceModel
+from modules.nets import ObjectSequenceModel
 
 __all__ = ["CoRelNet", "QueryAttentionReadout", "normalize_similarities"]
 
@@ -145,7 +145,7 @@ class CoRelNet(ObjectSequenceModel):
     Args:
         num_classes, sequence_length, embed_dim, context_norm, context_segments,
             unbiased_context_norm, in_channels, image_size, images_key: see
-            :class:`~modules.relational.embedding.ObjectSequenceModel`.
+            :class:`~modules.nets.ObjectSequenceModel`.
         normalization: ``"softmax"`` (paper), ``"none"`` or ``"masked_softmax"`` (official), see
             :func:`normalize_similarities`.
         symmetrize: with ``"masked_softmax"``, mirror the lower triangle (official without

@@ -9,7 +9,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from modules.relational.embedding import ObjectSequenceModel, init_lstm_
+from modules.nets import ObjectSequenceModel
+from modules.relational.embedding import init_lstm_
 
 __all__ = ["ESBN", "ESBNRollout", "esbn_memory_read"]
 
@@ -57,7 +58,7 @@ class ESBNRollout(NamedTuple):
 class ESBN(ObjectSequenceModel):
     """ESBN: ``batch["images"] [B, N, 1, 32, 32] -> logits [B, num_classes]``.
 
-    The objects are embedded (:class:`~modules.relational.embedding.ObjectSequenceModel`: shared
+    The objects are embedded (:class:`~modules.nets.ObjectSequenceModel`: shared
     convolutional encoder, context norm). An LSTM controller never sees the embeddings; it runs
     ``N + 1`` steps (Webb et al. 2021; ``models/ESBN.py``). At step ``t``, from its
     input ``k_r(t-1)`` (the previous gated read with its confidence, ``key_dim + 1``; zeros at
@@ -77,7 +78,7 @@ class ESBN(ObjectSequenceModel):
     Args:
         key_dim: size of the keys (official 256).
         hidden_dim: LSTM hidden size (official 512).
-        Others: see :class:`~modules.relational.embedding.ObjectSequenceModel`.
+        Others: see :class:`~modules.nets.ObjectSequenceModel`.
     """
 
     def __init__(

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.nn import GCNConv
 
-from modules.relational.embedding import ObjectSequenceModel
+from modules.nets import ObjectSequenceModel
 
 __all__ = ["GCNNet", "complete_graph_edges"]
 
@@ -30,7 +30,7 @@ def complete_graph_edges(num_graphs: int, num_nodes: int, device: torch.device |
 class GCNNet(ObjectSequenceModel):
     """A GCN over the objects: ``batch["images"] [B, N, 1, 32, 32] -> logits [B, num_classes]``.
 
-    The ``N`` embedded objects (:class:`~modules.relational.embedding.ObjectSequenceModel`: ESBN
+    The ``N`` embedded objects (:class:`~modules.nets.ObjectSequenceModel`: ESBN
     encoder, context norm) are the nodes of a complete graph with self-loops. Two graph
     convolutions ``H' = A H W + b``: ``D -> hidden_dim``, ReLU, dropout, ``hidden_dim ->
     num_classes``; the logits are the nodes' mean.
@@ -49,7 +49,7 @@ class GCNNet(ObjectSequenceModel):
         hidden_dim: width of the first graph convolution (official 128).
         dropout: dropout probability between the layers (official 0.5).
         normalize: Kipf & Welling's symmetric normalization (``False``: the official sum).
-        Others: see :class:`~modules.relational.embedding.ObjectSequenceModel`.
+        Others: see :class:`~modules.nets.ObjectSequenceModel`.
     """
 
     def __init__(

@@ -4,7 +4,7 @@ taylorwwebb/emergent_symbols): the Neural Turing Machine (Graves, Wayne & Danihe
 1410.5401) and the Metalearned Neural Memory with its learned local update rule (MNM-p;
 Munkhdalai, Sordoni, Wang & Trischler, 2019, arXiv 1907.09720).
 
-Both read the embedded objects (:class:`~modules.relational.embedding.ObjectSequenceModel`) one
+Both read the embedded objects (:class:`~modules.nets.ObjectSequenceModel`) one
 per step with an LSTM controller, plus one step with a zero input, and give logits from the last
 step. MNM also returns a meta (memory reconstruction) loss that the official code adds to the
 cross-entropy: train it with :class:`MetaLossSupervisedModule`.
@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from modules.attention import SupervisedModule
-from modules.relational.embedding import ObjectSequenceModel, init_lstm_
+from modules.nets import ObjectSequenceModel
+from modules.relational.embedding import init_lstm_
 
 __all__ = [
     "MNMNet",
@@ -163,7 +164,7 @@ class NTMNet(ObjectSequenceModel):
         memory_slots: memory rows ``M`` (official 10).
         memory_width: memory row width ``W`` (official 256).
         shifts: the allowed circular shifts (official ``[-1, 0, 1]``).
-        Others: see :class:`~modules.relational.embedding.ObjectSequenceModel`.
+        Others: see :class:`~modules.nets.ObjectSequenceModel`.
     """
 
     def __init__(
@@ -304,7 +305,7 @@ class MNMNet(ObjectSequenceModel):
         controller_dim: LSTM cell size and output width (official 128, the embedding size).
         memory_dim: memory input, hidden and output width (official 128 for all three).
         num_writes: key/value/read-key triples per step (official ``n_batch_mem = 1``).
-        Others: see :class:`~modules.relational.embedding.ObjectSequenceModel`.
+        Others: see :class:`~modules.nets.ObjectSequenceModel`.
     """
 
     def __init__(
