@@ -40,7 +40,14 @@ class GCNNet(ObjectSequenceModel):
     is Kipf & Welling's ``D^-1/2 (A + I) D^-1/2``, here the mean over the ``N`` nodes), weights
     and biases drawn from ``U(-1/sqrt(out), 1/sqrt(out))``. On a complete graph every node's
     output is the same, so the official readout (node 0) equals the mean taken here, and the
-    logits do not depend on the order of the objects. Deviations: the official second layer
+    logits do not depend on the order of the objects.
+
+    Consequence (measured, and tested): with context norm over the objects (the official
+    default) the nodes' sum is zero for every input (each feature is centred over the sequence,
+    or over each segment), so both layers see the same input for every trial and the logits are
+    a constant: the official GCN baseline is at chance on every ESBN task by construction.
+    ``context_norm=False`` makes it depend on the objects' sum (a DeepSets-style bag of objects),
+    which still does not learn same/different within 300 steps here. Deviations: the official second layer
     has ``N`` outputs (``task_gen.seq_len``, of which the first ``num_classes`` are the answers);
     here it has ``num_classes``. Its ``log_softmax`` output is left out: cross-entropy gives the
     same loss on logits. The official file also defines an unused ``final`` MLP, not built here.
