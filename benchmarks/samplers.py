@@ -34,7 +34,10 @@ with local search), the cost of one local search (timed separately; it runs once
 iterations in both codes) and the iterations per second including it, amortized.
 The official buffer re-ranks its whole content (``argsort``) on every insertion, so its cost per
 iteration grows with the buffer; timed near the start of training, as here, it is flattered.
-``torch.compile``/CUDA-graph rows are not measured: the module does not support them yet.
+With ``--compile``, ours also runs with ``model.compile_networks=true`` (rows ``ours (Trainer)
+compiled`` and ``ours (loop) compiled``: the per-step policy call under ``torch.compile``; the
+warm-up iterations absorb the compilation). CUDA-graph capture of the whole trajectory is not
+offered.
 
 Benchmark-only requirement: ``einops`` (imported by the official code's ``architectures.py``):
 ``.venv/bin/pip install einops``. The official code is read from a scratch copy outside the
@@ -343,7 +346,7 @@ def _autocast(device: str, bf16: bool) -> AbstractContextManager[Any]:
 class SpeedConfig:
     """One timed configuration: implementation, method, precision."""
 
-    impl: str  # "ours (Trainer)" | "ours (loop)" | "official"
+    impl: str  # "ours (Trainer)" | "ours (loop)", optionally + " compiled" | "official"
     method: str  # "tb" | "tb_expl_ls"
     precision: str  # "fp32" | "bf16"
     durations: list[float] = field(default_factory=list)  # seconds per timed iteration
@@ -352,6 +355,10 @@ class SpeedConfig:
     @property
     def label(self) -> str:
         return f"{self.impl} {self.method} {self.precision}"
+
+    @property
+    def compiled(self) -> bool:
+        return self.impl.endswith(" compiled")
 
 
 class _OfficialStepper:
@@ -457,11 +464,15 @@ class StepTimer(L.Callback):
         return [b - a for a, b in zip(self.starts, self.starts[1:])]
 
 
-def _speed_cfg(method: str, device: str, seed: int, steps: int, precision: str, output_dir: str) -> Any:
+def _speed_cfg(
+    method: str, device: str, seed: int, steps: int, precision: str, output_dir: str, compiled: bool = False
+) -> Any:
     lightning_precision = "bf16-mixed" if precision == "bf16" else "32-true"
     return compose_experiment(
         SPEED_EXPERIMENTS[method],
-        SPEED_OVERRIDES + [f"trainer.max_steps={steps}", f"trainer.precision={lightning_precision}"],
+        SPEED_OVERRIDES
+        + [f"trainer.max_steps={steps}", f"trainer.precision={lightning_precision}"]
+        + (["model.compile_networks=true"] if compiled else []),
         device,
         output_dir,
         seed,
@@ -476,7 +487,9 @@ def time_ours_trainer(config: SpeedConfig, device: str, warmup: int, iters: int,
 
     torch.manual_seed(seed)
     with tempfile.TemporaryDirectory(prefix="bench_samplers_") as output_dir:
-        cfg = _speed_cfg(config.method, device, seed, warmup + iters + 1, config.precision, output_dir)
+        cfg = _speed_cfg(
+            config.method, device, seed, warmup + iters + 1, config.precision, output_dir, config.compiled
+        )
         L.seed_everything(seed, verbose=False)
         datamodule = instantiate(cfg.data, _convert_="partial")
         model = instantiate(cfg.model, _convert_="partial")
@@ -487,13 +500,15 @@ def time_ours_trainer(config: SpeedConfig, device: str, warmup: int, iters: int,
     config.durations += timer.durations()[warmup : warmup + iters]
 
 
-def _ours_parts(method: str, device: str, seed: int, precision: str) -> tuple[Any, Any, Any, Any]:
+def _ours_parts(
+    method: str, device: str, seed: int, precision: str, compiled: bool = False
+) -> tuple[Any, Any, Any, Any]:
     from hydra.utils import instantiate
 
     from train import instantiate_group
 
     with tempfile.TemporaryDirectory(prefix="bench_samplers_") as output_dir:
-        cfg = _speed_cfg(method, device, seed, 1, precision, output_dir)
+        cfg = _speed_cfg(method, device, seed, 1, precision, output_dir, compiled)
     torch.manual_seed(seed)
     datamodule = instantiate(cfg.data, _convert_="partial")
     model = instantiate(cfg.model, _convert_="partial").to(device)
@@ -510,7 +525,7 @@ def _ours_parts(method: str, device: str, seed: int, precision: str) -> tuple[An
 def time_ours_loop(config: SpeedConfig, device: str, warmup: int, iters: int, seed: int) -> None:
     """The same step in a plain loop: callback hooks, ``training_step`` (under autocast for bf16),
     backward and Adam step; then one separately timed local search."""
-    model, optimizer, callback, batch = _ours_parts(config.method, device, seed, config.precision)
+    model, optimizer, callback, batch = _ours_parts(config.method, device, seed, config.precision, config.compiled)
     sync = _sync_fn(device)
     model.train()
     for i in range(warmup + iters):
@@ -568,7 +583,10 @@ def summarize_speed(configs: list[SpeedConfig], device: str) -> list[dict[str, A
         ls = statistics.median(c.ls_seconds) if c.ls_seconds else math.nan
         if c.method == "tb_expl_ls" and math.isnan(ls):
             # The Trainer rows run the same callback code as the loop rows: use their cost.
-            same = [o for o in configs if o.method == c.method and o.impl == "ours (loop)" and o.precision == c.precision]
+            same = [
+                o for o in configs
+                if o.method == c.method and o.impl == c.impl.replace("Trainer", "loop") and o.precision == c.precision
+            ]
             ls = statistics.median(same[0].ls_seconds) if same and same[0].ls_seconds else math.nan
         amortized = seconds + (ls / 100 if c.method == "tb_expl_ls" else 0.0)
         rows.append({
@@ -599,7 +617,10 @@ def run_speed(args: argparse.Namespace) -> list[dict[str, Any]]:
     for method in ("tb", "tb_expl_ls"):
         if official is not None:
             configs.append(SpeedConfig("official", method, "fp32"))
-        for impl in ("ours (Trainer)", "ours (loop)"):
+        impls = ["ours (Trainer)", "ours (loop)"]
+        if args.compile:
+            impls += [f"{impl} compiled" for impl in impls]
+        for impl in impls:
             for precision in ("fp32", "bf16"):
                 configs.append(SpeedConfig(impl, method, precision))
     per_block = max(2, math.ceil(args.speed_iters / args.speed_rounds))
@@ -611,7 +632,7 @@ def run_speed(args: argparse.Namespace) -> list[dict[str, Any]]:
             start = time.perf_counter()
             if c.impl == "official":
                 time_official(c, official, device, args.speed_warmup, per_block, seed)
-            elif c.impl == "ours (loop)":
+            elif c.impl.startswith("ours (loop)"):
                 time_ours_loop(c, device, args.speed_warmup, per_block, seed)
             else:
                 time_ours_trainer(c, device, args.speed_warmup, per_block, seed)
@@ -765,6 +786,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "empty: no official speed rows (env GFN_DIFFUSION_DIR)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch threads on CPU")
+    parser.add_argument("--compile", action="store_true", help="also time ours with model.compile_networks=true")
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--quick", action="store_true",

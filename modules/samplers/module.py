@@ -104,6 +104,11 @@ class DiffusionSampler(L.LightningModule):
         backward_lr: learning rate of the learned backward network.
         mode_radius: a mode of the target counts as hit when a sample lies within this distance.
         rng_seed: seed of the module's random stream (plus the DDP rank); None: ``torch.initial_seed()``.
+        compile_networks: compile the per-step policy call (``SamplerNets.forward``: drift
+            network, clipping, Langevin term) with ``torch.compile``, in place
+            (``nn.Module.compile``: parameter names and checkpoints are unchanged). The first
+            iterations are slower while it compiles (once per batch shape); then each step's
+            elementwise work is fused (``benchmarks/samplers.py --compile`` measures it).
 
     Shapes: training batches are start states ``[B, D]`` (zeros); evaluation batches are dicts with
     ``"x0"`` ``[N, D]`` and optionally ``"target_samples"`` ``[N, D]``.
@@ -127,6 +132,7 @@ class DiffusionSampler(L.LightningModule):
         backward_lr: float = 1e-3,
         mode_radius: float = 1.0,
         rng_seed: int | None = None,
+        compile_networks: bool = False,
     ) -> None:
         super().__init__()
         if loss not in LOSSES:
@@ -144,6 +150,8 @@ class DiffusionSampler(L.LightningModule):
             raise ValueError(f"exploration is off-policy: loss={loss} trains on-policy; set exploration_std=0")
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "energy"])
         self.net = net
+        if compile_networks:
+            self.net.compile(dynamic=False)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         if energy is not None:

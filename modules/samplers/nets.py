@@ -94,7 +94,9 @@ class SamplerNets(nn.Module):
         to :meth:`forward` at step ``i``.
         """
         scaling = self.langevin_scaling(t) if self.langevin_scaling is not None else None
-        return self.drift.time_embedding(t), scaling
+        # float32 under bf16 autocast too: each step then adds it to the state embedding in
+        # float32 (torch 2.9's inductor also miscompiles the bf16 gradient of that broadcast add)
+        return self.drift.time_embedding(t).float(), scaling
 
     def forward(
         self,

@@ -207,3 +207,22 @@ def test_langevin_parametrization_evaluates_inside_inference_mode() -> None:
     with torch.inference_mode():
         metrics = sampler.evaluate({"x0": torch.zeros(32, 2)})
     assert torch.isfinite(metrics["elbo"]) and metrics["elbo"] < 0
+
+
+def test_compiled_networks_give_the_eager_loss_gradients_and_checkpoint_keys() -> None:
+    eager = make_sampler("tb", num_steps=4, net_kwargs={"langevin": True})
+    compiled = make_sampler("tb", num_steps=4, net_kwargs={"langevin": True}, compile_networks=True)
+    compiled.net.load_state_dict(eager.net.state_dict())
+    with torch.no_grad():
+        for sampler in (eager, compiled):
+            sampler.net.drift.head[-1][-1].weight.normal_(generator=torch.Generator().manual_seed(1))
+    assert compiled.state_dict().keys() == eager.state_dict().keys()
+    losses = []
+    for sampler in (eager, compiled):
+        loss = sampler.objective(sampler.simulate(torch.zeros(32, 2)))
+        loss.backward()
+        losses.append(loss.detach())
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-5, atol=1e-5)
+    for (name, p_eager), (_, p_compiled) in zip(eager.net.named_parameters(), compiled.net.named_parameters()):
+        if p_eager.grad is not None:
+            torch.testing.assert_close(p_compiled.grad, p_eager.grad, rtol=1e-4, atol=1e-6, msg=name)
