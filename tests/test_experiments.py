@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 import train as train_script
+from datamodules.relational import relational_games
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 EXPERIMENTS = train_script.available_experiments(CONFIG_DIR)
@@ -51,9 +53,24 @@ def write_wikitext_corpus(data_dir: Path) -> None:
         (corpus / f"wiki.{split}.tokens").write_text(" a b c d e f g \n h i j \n" * 40)
 
 
+def write_xoccurs_files(data_dir: Path) -> None:
+    """Released-format ``xoccurs_{pentos,hexos,stripes}.npz`` of 40 rendered scenes each (the
+    ``occurs`` generator's scenes: only the file format matters here)."""
+    folder = data_dir / "relations-game-datasets"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for object_set in ("pentos", "hexos", "stripes"):
+        scenes = relational_games.generate_scenes("occurs", object_set, 40, rng)
+        images = relational_games.render(object_set, scenes.forms, scenes.colours)
+        relational_games.write_relational_games(folder / f"xoccurs_{object_set}.npz", images, scenes.target)
+
+
 # Experiments whose datasets must be downloaded get small stand-ins, written under the run's
 # data_dir before it runs (keys: experiment name prefixes).
-SMOKE_DATA: dict[str, Callable[[Path], None]] = {"attention/wikitext103": write_wikitext_corpus}
+SMOKE_DATA: dict[str, Callable[[Path], None]] = {
+    "attention/wikitext103": write_wikitext_corpus,
+    "relational/games_xoccurs": write_xoccurs_files,
+}
 
 
 def smoke_overrides(experiment: str) -> list[str]:
