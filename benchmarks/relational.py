@@ -42,7 +42,12 @@ Usage (from the repository root)::
     python benchmarks/relational.py --models corelnet esbn transformer lstm predinet rn gcn ntm mnm \\
         --seeds 0 1 2 3 4 5 6 7 8 9 --max-steps -1 --device cuda      # the paper's protocol
 
-Results: ``--out`` (default ``benchmarks/results/relational.csv``), one row per run.
+Results: ``--out`` (default ``benchmarks/results/relational.csv``), one row per run; ``--plot
+PATH.png`` draws test accuracy against ``m`` (one panel per task, one line per model, mean and
+standard deviation over seeds). ``--from-csv`` prints the table (and the plot) of earlier runs
+without training::
+
+    python benchmarks/relational.py --from-csv benchmarks/results/relational_corelnet_protocol.csv --plot acc.png
 """
 
 from __future__ import annotations
@@ -72,6 +77,8 @@ ESBN_EPOCHS_AT_M95 = {"same_diff": 100, "rmts": 200, "dist3": 150, "identity_rul
 CORELNET_ITERATIONS = 5000
 """Training iterations of the CoRelNet code (``cognitive_tests/main.py --iterations``)."""
 PROTOCOLS = ("corelnet", "esbn")
+CHANCE = {"same_diff": 50.0, "rmts": 50.0, "dist3": 25.0, "identity_rules": 25.0}
+"""Test accuracy (%) of guessing: 2 answers for same/different and RMTS, 4 otherwise."""
 
 PAPER_TEST_ACCURACY: dict[tuple[str, str, int], float] = {}
 """Test accuracy (%) reported by the paper, keyed ``(model, task, m)`` with the names of
@@ -162,6 +169,60 @@ def format_table(rows: list[dict], holdouts: list[int]) -> str:
     return "\n".join(lines)
 
 
+def read_rows(paths: list[Path]) -> list[dict]:
+    """Rows of earlier runs' CSVs, with ``m_holdout`` and ``seed`` as ints, ``test_acc`` a float."""
+    rows = []
+    for path in paths:
+        if not path.is_file():
+            raise SystemExit(f"--from-csv: no file {path}")
+        with path.open(newline="") as handle:
+            for row in csv.DictReader(handle):
+                rows.append({**row, "m_holdout": int(row["m_holdout"]), "seed": int(row["seed"]),
+                             "test_acc": float(row["test_acc"])})
+    return rows
+
+
+def plot_accuracy(rows: list[dict], path: Path) -> None:
+    """Test accuracy (%) against ``m``: one panel per task, one line per model (mean over seeds,
+    error bars one standard deviation), chance dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(dict.fromkeys(row["task"] for row in rows))
+    models = list(dict.fromkeys(row["model"] for row in rows))
+    figure, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 3.0), sharey=True, squeeze=False)
+    for axis, task in zip(axes[0], tasks):
+        for model in models:
+            by_m: dict[int, list[float]] = {}
+            for row in rows:
+                if (row["task"], row["model"]) == (task, model):
+                    by_m.setdefault(row["m_holdout"], []).append(row["test_acc"])
+            if not by_m:
+                continue
+            ms = sorted(by_m)
+            means = [statistics.mean(by_m[m]) for m in ms]
+            stds = [statistics.stdev(by_m[m]) if len(by_m[m]) > 1 else 0.0 for m in ms]
+            axis.errorbar(ms, means, yerr=stds, marker="o", capsize=3, label=model)
+        axis.axhline(CHANCE.get(task, 0.0), color="grey", linestyle="--", linewidth=1)
+        axis.set_title(task)
+        axis.set_xlabel("m (glyphs held out of 100)")
+    axes[0][0].set_ylabel("test accuracy (%)")
+    handles_by_model: dict[str, object] = {}
+    for axis in axes[0]:
+        for handle, label in zip(*axis.get_legend_handles_labels()):
+            handles_by_model.setdefault(label, handle)
+    figure.legend(
+        list(handles_by_model.values()), list(handles_by_model), loc="lower center",
+        ncol=min(len(handles_by_model), 9), fontsize="small",
+    )
+    figure.tight_layout(rect=(0, 0.12, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -181,8 +242,19 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=1, help="torch threads on the CPU")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "relational.csv")
+    parser.add_argument("--plot", type=Path, default=None, help="PNG of test accuracy against m")
+    parser.add_argument("--from-csv", type=Path, nargs="+", default=None, help="report earlier runs, train nothing")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.from_csv:
+        rows = read_rows(args.from_csv)
+        protocols = ", ".join(sorted({row.get("protocol", "?") for row in rows}))
+        print(f"protocol {protocols}, test accuracy (%) on the test trials (held-out glyphs when m > 0)")
+        print(format_table(rows, sorted({row["m_holdout"] for row in rows})))
+        if args.plot:
+            plot_accuracy(rows, args.plot)
+            print(f"\nwrote {args.plot}")
+        return
 
     rows = []
     for task in args.tasks:
@@ -204,6 +276,9 @@ def main() -> None:
         writer.writeheader()
         writer.writerows(rows)
     print(f"\nwrote {args.out}")
+    if args.plot:
+        plot_accuracy(rows, args.plot)
+        print(f"wrote {args.plot}")
 
 
 if __name__ == "__main__":
