@@ -15,7 +15,7 @@ from modules.relational import CoRelNet
 
 
 @pytest.mark.parametrize("m_holdout", [0, 85])
-def test_corelnet_learns_same_different(m_holdout: int) -> None:
+def test_corelnet_learns_same_different(m_holdout: int, fit_and_test) -> None:
     L.seed_everything(0)
     steps = 150
     data = RelationalTaskDataModule(
@@ -23,12 +23,6 @@ def test_corelnet_learns_same_different(m_holdout: int) -> None:
     )
     net = CoRelNet(data.num_classes, data.sequence_length)
     module = SupervisedModule(net, functools.partial(torch.optim.Adam, lr=5e-4))
-    trainer = L.Trainer(
-        accelerator="cpu", max_steps=steps, limit_val_batches=0, num_sanity_val_steps=0, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-    )
-    (before,) = trainer.test(module, data, verbose=False)
-    trainer.fit(module, data)
-    (after,) = trainer.test(module, data, verbose=False)
+    (before,), (after,) = fit_and_test(module, data, steps)
     assert before["test/acc"] < 0.75
     assert after["test/acc"] > 0.9, after

@@ -125,20 +125,14 @@ def test_games_module_reports_each_test_set_apart() -> None:
         RelationalGamesModule(module.net, functools.partial(torch.optim.Adam), test_sets=["hexos", "hexos"])
 
 
-def test_corelnet_learns_left_of_from_generated_scenes() -> None:
+def test_corelnet_learns_left_of_from_generated_scenes(fit_and_test) -> None:
     L.seed_everything(0)
     steps = 300
     data = RelationalGamesDataModule("left_of", train_size=steps * 32, val_size=32, test_size=512, seed=0)
     module = RelationalGamesModule(
         GridObjectNet(CoRelNet(2, 9, in_channels=3, image_size=12)), functools.partial(torch.optim.Adam, lr=5e-4), test_sets=data.test_sets
     )
-    trainer = L.Trainer(
-        accelerator="cpu", max_steps=steps, limit_val_batches=0, num_sanity_val_steps=0, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-    )
-    before_hexos, before_stripes = trainer.test(module, data, verbose=False)
-    trainer.fit(module, data)
-    after_hexos, after_stripes = trainer.test(module, data, verbose=False)
+    (before_hexos, before_stripes), (after_hexos, after_stripes) = fit_and_test(module, data, steps)
     assert before_hexos["test/acc_hexos"] < 0.6 and before_stripes["test/acc_stripes"] < 0.6
     assert after_hexos["test/acc_hexos"] > 0.85, after_hexos
     assert after_stripes["test/acc_stripes"] > 0.75, after_stripes
