@@ -143,6 +143,14 @@ def run_one(model: str, task: str, m_holdout: int, seed: int, args: argparse.Nam
     }
 
 
+def accuracies_by_cell(rows: list[dict]) -> dict[tuple[str, str, int], list[float]]:
+    """Test accuracies (%) of the runs grouped by ``(task, model, m)``, in the rows' order."""
+    cells: dict[tuple[str, str, int], list[float]] = {}
+    for row in rows:
+        cells.setdefault((row["task"], row["model"], row["m_holdout"]), []).append(row["test_acc"])
+    return cells
+
+
 def format_table(rows: list[dict], holdouts: list[int]) -> str:
     """Tasks x models, one column per m: ``mean +- std`` test accuracy (%) over seeds, then the
     paper's number per m (``-`` where unknown)."""
@@ -150,12 +158,11 @@ def format_table(rows: list[dict], holdouts: list[int]) -> str:
     header += "".join(f"{f'paper m={m}':>12}" for m in holdouts)
     lines = [header, "-" * len(header)]
     keys = list(dict.fromkeys((row["task"], row["model"]) for row in rows))
+    accuracies = accuracies_by_cell(rows)
     for task, model in keys:
         cells = []
         for m in holdouts:
-            accs = [
-                row["test_acc"] for row in rows if (row["task"], row["model"], row["m_holdout"]) == (task, model, m)
-            ]
+            accs = accuracies.get((task, model, m), [])
             if not accs:
                 cells.append(f"{'':>15}")
             elif len(accs) == 1:
@@ -192,18 +199,16 @@ def plot_accuracy(rows: list[dict], path: Path) -> None:
 
     tasks = list(dict.fromkeys(row["task"] for row in rows))
     models = list(dict.fromkeys(row["model"] for row in rows))
+    accuracies = accuracies_by_cell(rows)
     figure, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 3.0), sharey=True, squeeze=False)
     for axis, task in zip(axes[0], tasks):
         for model in models:
-            by_m: dict[int, list[float]] = {}
-            for row in rows:
-                if (row["task"], row["model"]) == (task, model):
-                    by_m.setdefault(row["m_holdout"], []).append(row["test_acc"])
-            if not by_m:
+            ms = sorted(m for cell_task, cell_model, m in accuracies if (cell_task, cell_model) == (task, model))
+            if not ms:
                 continue
-            ms = sorted(by_m)
-            means = [statistics.mean(by_m[m]) for m in ms]
-            stds = [statistics.stdev(by_m[m]) if len(by_m[m]) > 1 else 0.0 for m in ms]
+            cells = [accuracies[(task, model, m)] for m in ms]
+            means = [statistics.mean(accs) for accs in cells]
+            stds = [statistics.stdev(accs) if len(accs) > 1 else 0.0 for accs in cells]
             axis.errorbar(ms, means, yerr=stds, marker="o", capsize=3, label=model)
         axis.axhline(CHANCE.get(task, 0.0), color="grey", linestyle="--", linewidth=1)
         axis.set_title(task)
