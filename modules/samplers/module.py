@@ -107,8 +107,9 @@ class DiffusionSampler(L.LightningModule):
         compile_networks: compile the per-step policy call (``SamplerNets.forward``: drift
             network, clipping, Langevin term) with ``torch.compile``, in place
             (``nn.Module.compile``: parameter names and checkpoints are unchanged). The first
-            iterations are slower while it compiles (once per batch shape); then each step's
-            elementwise work is fused (``benchmarks/samplers.py --compile`` measures it).
+            iterations are slower while it compiles (once per batch shape). Meant for GPUs, where
+            the eager step loop is bound by kernel launches; on one CPU core it measured no faster
+            than eager (``benchmarks/samplers.py --compile``).
 
     Shapes: training batches are start states ``[B, D]`` (zeros); evaluation batches are dicts with
     ``"x0"`` ``[N, D]`` and optionally ``"target_samples"`` ``[N, D]``.

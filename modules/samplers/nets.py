@@ -94,8 +94,8 @@ class SamplerNets(nn.Module):
         to :meth:`forward` at step ``i``.
         """
         scaling = self.langevin_scaling(t) if self.langevin_scaling is not None else None
-        # float32 under bf16 autocast too: each step then adds it to the state embedding in
-        # float32 (torch 2.9's inductor also miscompiles the bf16 gradient of that broadcast add)
+        # float32 under bf16 autocast too, as the state embedding's bias it is added to (a bf16
+        # embedding added per row made torch 2.9's inductor miscompile the sum's gradient)
         return self.drift.time_embedding(t).float(), scaling
 
     def forward(
