@@ -542,12 +542,13 @@ def _class_ids(labels: np.ndarray, path: Path) -> np.ndarray:
     return labels.astype(np.int64)
 
 
-def _missing_file(path: Path) -> FileNotFoundError:
-    """The error for a missing released file, saying where to get it."""
+def _missing_file(path: Path, task: str | None = None) -> FileNotFoundError:
+    """The error for a missing released file, saying where to get it (and, for a ``task`` of
+    :data:`GENERATED_TASKS`, that its scenes can be generated instead)."""
+    generate = ", or set data_dir=null to generate the scenes instead" if task in GENERATED_TASKS else ""
     return FileNotFoundError(
         f"Relational Games file {path} not found: download {path.name} from the bucket "
-        f"{DOWNLOAD_URL} (gs://relations-game-datasets/{path.name}) into {path.parent}, or set "
-        "data_dir=null to generate the scenes instead"
+        f"{DOWNLOAD_URL} (gs://relations-game-datasets/{path.name}) into {path.parent}{generate}"
     )
 
 
@@ -624,7 +625,7 @@ def require_released(
     for name in object_set_names:
         path = released_file(data_dir, task, name, file_prefix)
         if not path.is_file():
-            raise _missing_file(path)
+            raise _missing_file(path, task)
 
 
 def derive_left_of(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -127,7 +127,7 @@ def test_files_named_by_a_prefix(tmp_path):
     )
     dm.setup()
     assert dm.train_size == 10 and len(next(iter(dm.test_dataloader()[1]))["target"]) == 6
-    with pytest.raises(FileNotFoundError, match=r"1task_between_pentos\.npz"):
+    with pytest.raises(FileNotFoundError, match=r"1task_between_pentos\.npz.*data_dir=null to generate"):
         RelationalGamesDataModule("between", data_dir=tmp_path).prepare_data()
 
 
@@ -152,8 +152,9 @@ def test_configs_build_the_datamodule(tmp_path):
     raw = OmegaConf.to_container(cfg, resolve=False)
     assert raw["task"] == "xoccurs" and raw["data_dir"].endswith("/relations-game-datasets")
     cfg.data_dir = str(tmp_path)
-    with pytest.raises(FileNotFoundError, match=r"xoccurs_pentos\.npz.*relations-game-datasets"):
+    with pytest.raises(FileNotFoundError, match=r"xoccurs_pentos\.npz.*relations-game-datasets") as missing:
         instantiate(cfg).prepare_data()
+    assert "generate" not in str(missing.value)
 
 
 def test_configuration_errors():
