@@ -15,7 +15,7 @@ encoder ``E -> E -> E``, one attention layer (self-attention over ``L`` tokens),
   imported from ``--official-dir`` (a scratch copy of its ``Contextual_Retrieval_Task`` folder),
   up to ``--official-max-length`` (it materializes ``[B, S, R, L, L]``).
 
-Each row runs in a fresh subprocess (``--worker``). Time: the fastest of ``--repeats`` calls after
+Each row runs in a fresh subprocess (``--worker``), or in this process with ``--in-process``. Time: the fastest of ``--repeats`` calls after
 one warm-up (the least disturbed by other processes on a shared machine). Peak memory: the most bytes held at once by live tensors (parameters, gradients, inputs,
 activations saved for backward and temporaries) during one forward + backward, counted by
 ``torch.distributed._tools.mem_tracker.MemTracker`` (exact and the same on CPU and CUDA, unlike
@@ -27,7 +27,7 @@ Usage (from the repository root)::
 
     python benchmarks/attention.py                               # CPU, L = 64..1024, one thread
     python benchmarks/attention.py --lengths 64 256 1024 4096 --official-dir PATH/Contextual_Retrieval_Task
-    python benchmarks/attention.py --device cuda --lengths 256 1024 4096 16384 --batch-sizes 16 64
+    python benchmarks/attention.py --device cuda --in-process --lengths 64 256 1024 4096 --official-dir PATH
 
 Results: ``--out`` (default ``benchmarks/results/attention_<device>.csv``).
 """
@@ -151,6 +151,18 @@ def run_row(spec: dict[str, Any], timeout: float) -> dict[str, Any] | None:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def run_in_process(spec: dict[str, Any]) -> dict[str, Any] | None:
+    """Runs :func:`worker` for ``spec`` here; ``None`` (with the reason printed) when it fails."""
+    try:
+        return worker(spec)
+    except (RuntimeError, torch.OutOfMemoryError) as err:
+        print(f"  {spec['row']} L={spec['length']} B={spec['batch']} failed: {str(err)[:300]}")
+        return None
+    finally:
+        if spec["device"] == "cuda":
+            torch.cuda.empty_cache()
+
+
 def flop_ratio(heads: int, retrievals: int) -> float:
     """Attention multiply-adds of compositional attention over MHA's (forward, same ``E``, ``S = h``)."""
     return (heads + heads * retrievals) / (2 * heads)
@@ -170,6 +182,9 @@ def main() -> None:
     parser.add_argument("--official-dir", default=None, help="scratch copy of the official Contextual_Retrieval_Task")
     parser.add_argument("--official-max-length", type=int, default=1024)
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per row before it is skipped")
+    parser.add_argument("--in-process", action="store_true",
+                        help="time every row in this process (saves an interpreter start per row; on CUDA the timings "
+                             "do not depend on it, on a CPU the fresh subprocess per row is the cleaner measurement)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if args.worker:
@@ -195,7 +210,7 @@ def main() -> None:
                     "embed_dim": args.embed_dim, "heads": args.heads, "repeats": args.repeats,
                     "threads": args.threads, "official_dir": args.official_dir,
                 }
-                measured = run_row(spec, args.timeout)
+                measured = run_in_process(spec) if args.in_process else run_row(spec, args.timeout)
                 if measured is None:
                     continue
                 if row == "mha_sdpa":

@@ -18,13 +18,26 @@ layer *is* multi-head attention: same parameters, same output as ``nn.MultiheadA
 
 Implementation. The retrieval key is linear, so the retrieval logits are
 ``<Q^r_s W^{rk T}, O_{s,r}> + <Q^r_s, b^{rk}>``: the keys ``O_{s,r} W^{rk}`` are never formed.
-``O`` (``[B, S, L_q, R * d_v]``, as large as ``S`` layer outputs) is computed per chunk of query
-positions and, when the sequence is long enough that the chunk's attention matrix matters, the chunk
-is recomputed in the backward pass (activation checkpointing): nothing of size ``L x L x R`` and no
-full ``O`` is ever stored. On CUDA the searches run through
-``torch.nn.functional.scaled_dot_product_attention`` (the fused kernel that takes a value width
-different from the query width); on CPU, whose fused kernel requires equal widths, the searches are
-an explicit softmax per chunk, whose values are shared by all searches (one batched matmul).
+Nothing of size ``L x L x R`` is ever formed. The retrievals ``O`` (``[B, S, L_q, R * d_v]``,
+``S R d_v / E`` layer inputs large: 8 at ``S = R = 8``, ``d_v = E / S``) are computed in one of two
+ways:
+
+- SDPA searches (CUDA): one ``torch.nn.functional.scaled_dot_product_attention`` call per search,
+  its query and key ``[B, 1, L, d_s]`` against all retrievals at once, values ``[B, 1, L_k, R d_v]``
+  shared by the searches (the memory-efficient kernel takes a value width different from the query
+  width). One call per search rather than one call over ``S`` heads: the batched call needs the
+  values expanded over searches, whose gradient the kernel then writes as ``S`` full copies. Each
+  search's ``O`` is kept for the backward unless all searches' ``O`` exceed eight layer inputs;
+  then each search is recomputed (activation checkpointing). Measured on an NVIDIA H200
+  (``benchmarks/attention.py``, E = 256, S = R = 8, B = 16, fp32; peak memory of live tensors):
+  2.4-2.9x the time and 1.8-1.9x the memory of ``nn.MultiheadAttention``'s SDPA path at
+  L = 64-4096, against 1.5-2.3x the time but 2.9-3.3x the memory for one batched call over all
+  searches, and 3.1-5.7x the time, 1.4x the memory with every search recomputed.
+- explicit searches (CPU): per chunk of query positions, one softmax per search and one batched
+  matmul with the values shared by all searches; when the sequence is long enough that a chunk's
+  attention matrix matters, the chunk is recomputed in the backward pass. PyTorch's fused CPU kernel
+  needs values as wide as the queries, so with ``R <= 2`` retrievals as wide as the search heads the
+  CPU instead runs one fused call per retrieval.
 
 Differences from the official code (sarthmit/Compositional-Attention,
 ``Contextual_Retrieval_Task/model.py``): the official layer materializes ``[B, S, R, L, L]``;
@@ -137,13 +150,13 @@ class CompositionalAttention(nn.Module):
         separate_retrieval_keys: one retrieval key map per retrieval (official ``--separate``).
         kdim, vdim: key and value input widths (default ``embed_dim``).
         search_backend: how the soft path runs its searches: ``"sdpa"``
-            (``scaled_dot_product_attention`` on all retrievals at once, per chunk),
-            ``"explicit"`` (softmax of the logits, then one matmul with the values shared by all
-            searches) or ``"auto"``: SDPA on CUDA; on CPU one fused SDPA call per retrieval when
-            ``R <= 2`` and retrievals are as wide as search heads, explicit chunks otherwise.
-            Weights (``need_weights``) are always computed explicitly.
-        query_chunk_size: query positions per chunk of the soft path; ``None`` chooses chunks
-            whose attention matrix and retrievals are about two layer inputs large.
+            (``scaled_dot_product_attention`` once per search on all retrievals at once),
+            ``"explicit"`` (per chunk of queries, softmax of the logits, then one matmul with the
+            values shared by all searches) or ``"auto"``: SDPA on CUDA; on CPU one fused SDPA call
+            per retrieval when ``R <= 2`` and retrievals are as wide as search heads, explicit
+            chunks otherwise. Weights (``need_weights``) are always computed explicitly.
+        query_chunk_size: query positions per chunk of the explicit searches; ``None`` chooses
+            chunks whose attention matrix and retrievals are about two layer inputs large.
 
     Forward (batch first): ``query [B, L_q, E]``, ``key [B, L_k, kdim]``, ``value [B, L_k, vdim]``
     (unbatched ``[L, E]`` inputs work too), masks as :func:`merge_masks`. Returns
@@ -363,6 +376,10 @@ class CompositionalAttention(nn.Module):
             heads, selection = self._select(retrieved, folded_query, folded_bias)
             return heads, None, selection.transpose(1, 2)
 
+        if not need_weights and (self.search_backend == "sdpa" or (self.search_backend == "auto" and q.is_cuda)):
+            heads, selection = self._per_search(q, k, v, folded_query, folded_bias, mask, dropout_p)
+            return heads, None, selection.transpose(1, 2)
+
         chunk = self.query_chunk_size or self._auto_chunk(query_length, key_length)
         # Recompute in the backward only when the queries come in several chunks: a single chunk is
         # small enough to keep.
@@ -390,6 +407,46 @@ class CompositionalAttention(nn.Module):
         retrieval_weights = torch.cat(selections, dim=2).transpose(1, 2)
         return torch.cat(heads, dim=2), search_weights, retrieval_weights
 
+    def _per_search(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        folded_query: Tensor,
+        folded_bias: Tensor,
+        mask: Tensor | None,
+        dropout_p: float,
+    ) -> tuple[Tensor, Tensor]:
+        """SDPA searches one at a time (``q [B, S, L_q, d_s]``, ``k [B, S, L_k, d_s]``), each
+        reading all retrievals at once (``v [B, L_k, R * d_v]``, shared, never expanded over
+        searches); folded retrieval query and bias and the mask as in :meth:`_search_and_select`.
+        A search is recomputed in the backward when all searches' retrievals would hold more
+        than eight ``[B, L_q, E]`` layer inputs. Returns the selected retrievals
+        ``[B, S, L_q, d_v]`` and ``pi`` ``[B, S, L_q, R]``."""
+        retrievals_per_position = self.num_searches * self.num_retrievals * self.retrieval_head_dim
+        recompute = torch.is_grad_enabled() and retrievals_per_position > 8 * self.embed_dim
+        values = v.unsqueeze(1)
+        heads, selections = [], []
+        for s in range(self.num_searches):
+            index = slice(s, s + 1)
+            mask_s = mask[:, index] if mask is not None and mask.shape[1] > 1 else mask
+            args = (q[:, index], k[:, index], values, folded_query[:, index], folded_bias[:, index], mask_s, dropout_p)
+            if recompute:
+                head, selection = checkpoint(self._search_one, *args, use_reentrant=False)
+            else:
+                head, selection = self._search_one(*args)
+            heads.append(head)
+            selections.append(selection)
+        return torch.cat(heads, dim=1), torch.cat(selections, dim=1)
+
+    def _search_one(
+        self, q: Tensor, k: Tensor, values: Tensor, folded_query: Tensor, folded_bias: Tensor, mask: Tensor | None, dropout_p: float
+    ) -> tuple[Tensor, Tensor]:
+        """One search ``q, k [B, 1, L, d_s]`` over the shared values ``[B, 1, L_k, R * d_v]``."""
+        retrieved = F.scaled_dot_product_attention(q, k, values, attn_mask=mask, dropout_p=dropout_p)
+        batch, _, length, _ = retrieved.shape
+        return self._select(retrieved.view(batch, 1, length, self.num_retrievals, self.retrieval_head_dim), folded_query, folded_bias)
+
     def _fused_per_retrieval(self, q: Tensor, need_weights: bool, dropout_p: float) -> bool:
         """Whether the CPU runs one fused SDPA call per retrieval instead of explicit chunks.
 
@@ -416,9 +473,9 @@ class CompositionalAttention(nn.Module):
         return (selection.unsqueeze(-1) * retrieved).sum(dim=3), selection
 
     def _auto_chunk(self, query_length: int, key_length: int) -> int:
-        """Query positions per chunk so that a chunk's attention matrix ``[B, S, chunk, L_k]`` and
-        retrievals ``[B, S, chunk, R * d_v]`` together hold about as many entries as two
-        ``[B, L_k, E]`` layer inputs (at least 16 positions)."""
+        """Query positions per chunk of the explicit searches so that a chunk's attention matrix
+        ``[B, S, chunk, L_k]`` and retrievals ``[B, S, chunk, R * d_v]`` together hold about as
+        many entries as two ``[B, L_k, E]`` layer inputs (at least 16 positions)."""
         per_position = self.num_searches * (key_length + self.num_retrievals * self.retrieval_head_dim)
         return max(16, min(query_length, 2 * key_length * self.embed_dim // per_position))
 
@@ -433,8 +490,8 @@ class CompositionalAttention(nn.Module):
         dropout_p: float,
         need_weights: bool,
     ) -> tuple[Tensor, Tensor | None, Tensor]:
-        """One chunk of queries: scaled queries ``q [B, S, n, d_s]``, transposed keys
-        ``keys_t [B, S, d_s, L_k]``, values ``v [B, L_k, R * d_v]``, the folded retrieval query
+        """One chunk of queries, explicit searches: scaled queries ``q [B, S, n, d_s]``, transposed
+        keys ``keys_t [B, S, d_s, L_k]``, values ``v [B, L_k, R * d_v]``, the folded retrieval query
         ``[B, S, n, K, d_v]`` and bias ``[B, S, n, K]`` (``K`` key maps: 1 or R), the mask chunk
         ``[B | 1, S | 1, n, L_k]``.
 
@@ -442,20 +499,11 @@ class CompositionalAttention(nn.Module):
         (when ``need_weights``) and the selection ``pi`` ``[B, S, n, R]``."""
         batch, num_s, n, _ = q.shape
         num_r, d_v = self.num_retrievals, self.retrieval_head_dim
-        weights: Tensor | None = None
-        use_sdpa = self.search_backend == "sdpa" or (self.search_backend == "auto" and q.is_cuda)
-        if use_sdpa and not need_weights:
-            values = v.unsqueeze(1).expand(batch, num_s, v.shape[1], num_r * d_v)
-            keys = keys_t.transpose(-1, -2)
-            retrieved = F.scaled_dot_product_attention(
-                q, keys, values, attn_mask=mask, dropout_p=dropout_p, scale=1.0
-            )
-        else:
-            logits = q @ keys_t
-            if mask is not None:
-                logits = logits + mask
-            weights = logits.softmax(dim=-1)
-            attended = F.dropout(weights, p=dropout_p) if dropout_p > 0 else weights
-            retrieved = (attended.reshape(batch, num_s * n, -1) @ v.to(attended.dtype)).view(batch, num_s, n, -1)
+        logits = q @ keys_t
+        if mask is not None:
+            logits = logits + mask
+        weights = logits.softmax(dim=-1)
+        attended = F.dropout(weights, p=dropout_p) if dropout_p > 0 else weights
+        retrieved = (attended.reshape(batch, num_s * n, -1) @ v.to(attended.dtype)).view(batch, num_s, n, -1)
         selected, selection = self._select(retrieved.view(batch, num_s, n, num_r, d_v), folded_query, folded_bias)
         return selected, (weights if need_weights else None), selection

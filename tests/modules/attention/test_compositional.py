@@ -3,9 +3,12 @@ hand, masks, equivariance, chunking, autocast, determinism and clear errors."""
 
 from __future__ import annotations
 
+from unittest.mock import patch
+
 import pytest
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from modules.attention import CompositionalAttention
 
@@ -146,21 +149,38 @@ def test_query_chunks_and_recomputation_change_nothing(chunk: int | None) -> Non
         assert parameter.shape == reference_parameter.shape
 
 
-@pytest.mark.parametrize("mask_kind", ["none", "padding", "causal"])
-def test_sdpa_and_explicit_searches_agree(mask_kind: str) -> None:
-    explicit = CompositionalAttention(16, 4, 2, search_backend="explicit", query_chunk_size=3)
-    sdpa = CompositionalAttention(16, 4, 2, search_backend="sdpa", query_chunk_size=3)
+@pytest.mark.parametrize("mask_kind", ["none", "padding", "causal", "per_head"])
+@pytest.mark.parametrize(
+    ("num_retrievals", "retrieval_dim", "recomputed"),
+    [(2, None, False), (4, 64, True)],
+    ids=["kept", "recomputed"],
+)
+def test_sdpa_searches_one_at_a_time_agree_with_explicit_searches(
+    mask_kind: str, num_retrievals: int, retrieval_dim: int | None, recomputed: bool
+) -> None:
+    # S R d_v = 4 * 2 * 4 = 32 <= 8 E keeps every search's retrievals; 4 * 4 * 16 = 256 > 8 E = 128
+    # recomputes each search in the backward.
+    kwargs = {"num_retrievals": num_retrievals, "retrieval_dim": retrieval_dim}
+    explicit = CompositionalAttention(16, 4, search_backend="explicit", query_chunk_size=3, **kwargs)
+    sdpa = CompositionalAttention(16, 4, search_backend="sdpa", **kwargs)
     sdpa.load_state_dict(explicit.state_dict())
     x = torch.randn(2, 7, 16, requires_grad=True)
     padding = torch.zeros(2, 7, dtype=torch.bool)
     padding[0, -3:] = True
-    kwargs = {"none": {}, "padding": {"key_padding_mask": padding}, "causal": {"is_causal": True}}[mask_kind]
-    expected = explicit(x, x, x, need_weights=False, **kwargs)[0]
-    (grad_expected,) = torch.autograd.grad(expected.sum(), x)
-    output = sdpa(x, x, x, need_weights=False, **kwargs)[0]
-    (grad,) = torch.autograd.grad(output.sum(), x)
+    per_head = torch.rand(2 * 4, 7, 7) > 0.6
+    per_head[..., 0] = False
+    mask_kwargs = {
+        "none": {}, "padding": {"key_padding_mask": padding}, "causal": {"is_causal": True},
+        "per_head": {"attn_mask": per_head},
+    }[mask_kind]
+    expected = explicit(x, x, x, need_weights=False, **mask_kwargs)[0]
+    (grad_expected,) = torch.autograd.grad(expected.square().sum(), x)
+    with patch("modules.attention.compositional.checkpoint", wraps=checkpoint) as checkpointed:
+        output = sdpa(x, x, x, need_weights=False, **mask_kwargs)[0]
+    (grad,) = torch.autograd.grad(output.square().sum(), x)
     torch.testing.assert_close(output, expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(grad, grad_expected, rtol=1e-5, atol=1e-5)
+    assert checkpointed.call_count == (4 if recomputed else 0)
 
 
 @pytest.mark.parametrize("num_retrievals", [1, 2])
@@ -300,3 +320,111 @@ def test_bad_shapes_are_named() -> None:
         layer(x, x, x, attn_mask=torch.zeros(5, 4, dtype=torch.bool))
     with pytest.raises(ValueError, match=r"\[B, L, E\]"):
         layer(torch.randn(2, 3, 5, 16), x, x)
+
+
+
+# ------------------------------------------------------------------------------------------------
+# CUDA: skipped without a GPU; on one, `pytest -m cuda` runs only these.
+
+cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+CUDA = torch.device("cuda")
+
+
+def _output_and_grads(layer: nn.Module, x: Tensor, **kwargs) -> tuple[Tensor, Tensor, list[Tensor]]:
+    """Output, input gradient and parameter gradients of ``sum(output^2)``."""
+    layer.zero_grad(set_to_none=True)
+    if x.grad is not None:
+        x.grad = None
+    output = layer(x, x, x, need_weights=False, **kwargs)[0]
+    output.float().square().sum().backward()
+    return output, x.grad, [p.grad for p in layer.parameters()]
+
+
+def _padding(batch: int, length: int, device: torch.device) -> Tensor:
+    padding = torch.zeros(batch, length, dtype=torch.bool, device=device)
+    padding[0, -5:] = True
+    return padding
+
+
+@pytest.mark.cuda
+@cuda_only
+@pytest.mark.parametrize("mask_kind", ["none", "padding", "causal"])
+@pytest.mark.parametrize("num_retrievals", [1, 2, 4])
+def test_cuda_fused_searches_match_explicit_searches_and_the_cpu(num_retrievals: int, mask_kind: str) -> None:
+    cpu = CompositionalAttention(32, 4, num_retrievals, query_chunk_size=16)
+    sdpa = CompositionalAttention(32, 4, num_retrievals, query_chunk_size=16).to(CUDA)
+    explicit = CompositionalAttention(32, 4, num_retrievals, query_chunk_size=16, search_backend="explicit").to(CUDA)
+    sdpa.load_state_dict(cpu.state_dict())
+    explicit.load_state_dict(cpu.state_dict())
+    x = torch.randn(2, 37, 32)
+    results = {}
+    for name, layer, device in (("sdpa", sdpa, CUDA), ("explicit", explicit, CUDA), ("cpu", cpu, torch.device("cpu"))):
+        kwargs = {"none": {}, "padding": {"key_padding_mask": _padding(2, 37, device)}, "causal": {"is_causal": True}}[mask_kind]
+        output, grad, parameter_grads = _output_and_grads(layer, x.to(device).requires_grad_(), **kwargs)
+        results[name] = [output.cpu(), grad.cpu(), *(g.cpu() for g in parameter_grads)]
+    for reference in ("explicit", "cpu"):
+        for value, expected in zip(results["sdpa"], results[reference]):
+            torch.testing.assert_close(value, expected, rtol=1e-4, atol=1e-4, msg=reference)
+
+
+@pytest.mark.cuda
+@cuda_only
+@pytest.mark.parametrize("retrieval_dim", [None, 512], ids=["kept", "recomputed"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_cuda_fused_kernels_take_the_search_shapes(dtype: torch.dtype, retrieval_dim: int | None) -> None:
+    # Values R * d_v = 256 (or 512) wide against 32-wide queries: without the math fallback a
+    # fused kernel (memory-efficient, flash or cuDNN) must run forward and backward, also when
+    # each search is recomputed in the backward (S R d_v = 4096 > 8 E).
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    layer = CompositionalAttention(256, 8, 8, retrieval_dim=retrieval_dim).to(CUDA)
+    x = torch.randn(4, 300, 256, device=CUDA)
+    fused = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION]
+    with sdpa_kernel(fused), torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32):
+        output = layer(x, x, x, need_weights=False, key_padding_mask=_padding(4, 300, CUDA))[0]
+    output.float().square().mean().backward()
+    assert output.dtype == dtype
+    for name, parameter in layer.named_parameters():
+        assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), name
+
+
+@pytest.mark.cuda
+@cuda_only
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cuda_autocast_gives_finite_gradients_close_to_fp32(dtype: torch.dtype) -> None:
+    layer = CompositionalAttention(64, 4, 4).to(CUDA)
+    x = torch.randn(2, 120, 64, device=CUDA)
+    exact = layer(x, x, x, need_weights=False, is_causal=True)[0]
+    with torch.autocast("cuda", dtype=dtype):
+        output = layer(x, x, x, need_weights=False, is_causal=True)[0]
+    output.float().square().mean().backward()
+    assert output.dtype == dtype
+    for name, parameter in layer.named_parameters():
+        assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), name
+    torch.testing.assert_close(output.float(), exact, rtol=0.05, atol=0.05)
+
+
+@pytest.mark.cuda
+@cuda_only
+@pytest.mark.parametrize("num_retrievals", [2, 8])
+def test_cuda_inductor_compiled_layer_matches_eager(num_retrievals: int) -> None:
+    layer = CompositionalAttention(64, 8, num_retrievals).to(CUDA)
+    x = torch.randn(2, 100, 64, device=CUDA, requires_grad=True)
+    expected, grad_expected, _ = _output_and_grads(layer, x)
+    expected, grad_expected = expected.detach().clone(), grad_expected.clone()
+    output, grad, _ = _output_and_grads(torch.compile(layer), x)
+    torch.testing.assert_close(output, expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(grad, grad_expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.cuda
+@cuda_only
+def test_cuda_fixed_pairing_is_multihead_attention() -> None:
+    layer = CompositionalAttention(64, 8, 8, retrieval_selection="fixed")
+    mha = mha_with_same_weights(layer).to(CUDA)
+    layer = layer.to(CUDA)
+    x = torch.randn(3, 50, 64, device=CUDA)
+    padding = _padding(3, 50, CUDA)
+    for kwargs in ({}, {"key_padding_mask": padding}, {"is_causal": True, "attn_mask": nn.Transformer.generate_square_subsequent_mask(50, device=CUDA)}):
+        expected = mha(x, x, x, need_weights=False, **kwargs)[0]
+        torch.testing.assert_close(layer(x, x, x, need_weights=False, **kwargs)[0], expected, rtol=1e-4, atol=1e-5)
