@@ -363,6 +363,7 @@ def test_runs_under_bf16_mixed(tmp_path: Path) -> None:
 
 
 @LIGHTNING_RESUME_WARNINGS
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_buffer_generator_and_resume(tmp_path: Path) -> None:
     module, cb = GaussianMeanSampler(), make_callback()

@@ -226,3 +226,54 @@ def test_compiled_networks_give_the_eager_loss_gradients_and_checkpoint_keys() -
     for (name, p_eager), (_, p_compiled) in zip(eager.net.named_parameters(), compiled.net.named_parameters()):
         if p_eager.grad is not None:
             torch.testing.assert_close(p_compiled.grad, p_eager.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+# ------------------------------------------------------------------------------------------------
+# CUDA: skipped without a GPU; on one, `pytest -m cuda` runs only these.
+
+cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def _loss_and_grads(sampler: DiffusionSampler, precision: torch.dtype | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    """TB loss of one forward simulation from ``x_0 = 0`` (32 trajectories) and the network's gradients."""
+    sampler.net.zero_grad(set_to_none=True)
+    with torch.autocast("cuda", dtype=precision or torch.float32, enabled=precision is not None):
+        loss = sampler.objective(sampler.simulate(torch.zeros(32, 2, device=sampler.device), exploration_std=0.1))
+    loss.backward()
+    return loss.detach(), {n: p.grad for n, p in sampler.net.named_parameters() if p.grad is not None}
+
+
+def _cuda_pair(**kwargs) -> tuple[DiffusionSampler, DiffusionSampler]:
+    """Two TB samplers with the same non-zero Langevin network on the GPU, the second built with ``kwargs``."""
+    torch.manual_seed(0)
+    first = make_sampler("tb", num_steps=6, net_kwargs={"langevin": True})
+    second = make_sampler("tb", num_steps=6, net_kwargs={"langevin": True}, **kwargs)
+    with torch.no_grad():
+        first.net.drift.head[-1][-1].weight.normal_(generator=torch.Generator().manual_seed(1))
+    second.net.load_state_dict(first.net.state_dict())
+    return first.to("cuda"), second.to("cuda")
+
+
+@pytest.mark.cuda
+@cuda_only
+def test_cuda_compiled_networks_give_the_eager_loss_and_gradients() -> None:
+    eager, compiled = _cuda_pair(compile_networks=True)
+    loss, grads = _loss_and_grads(eager)
+    compiled_loss, compiled_grads = _loss_and_grads(compiled)
+    torch.testing.assert_close(compiled_loss, loss, rtol=1e-4, atol=1e-4)
+    assert compiled_grads.keys() == grads.keys()
+    for name, grad in grads.items():
+        torch.testing.assert_close(compiled_grads[name], grad, rtol=1e-3, atol=1e-5, msg=name)
+
+
+@pytest.mark.cuda
+@cuda_only
+def test_cuda_stream_is_seeded_and_bf16_autocast_stays_close_to_fp32() -> None:
+    fp32, bf16 = _cuda_pair()
+    assert fp32._rng().device.type == "cuda"
+    loss, grads = _loss_and_grads(fp32)
+    bf16_loss, bf16_grads = _loss_and_grads(bf16, torch.bfloat16)
+    assert torch.isfinite(bf16_loss) and all(torch.isfinite(g).all() for g in bf16_grads.values())
+    torch.testing.assert_close(bf16_loss, loss, rtol=0.1, atol=0.1)
+    repeat, _ = _loss_and_grads(_cuda_pair()[0])
+    torch.testing.assert_close(repeat, loss, rtol=0, atol=0)
