@@ -125,6 +125,34 @@ def test_buffer_state_dict_round_trip(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------- MALA
+def test_epoch_draws_serve_one_snapshot_until_it_runs_out() -> None:
+    buffer = PrioritizedReplayBuffer(capacity=100, priority="uniform")
+    buffer.add(*ids(10))
+    generator = gen(0)
+    first = torch.cat([buffer.next_epoch_indices(3, generator) for _ in range(3)])
+    # one epoch: 10 - 10 % 3 = 9 positions drawn at once, as the priority sampler draws them
+    torch.testing.assert_close(first, buffer.sample_indices(9, gen(0)))
+    buffer.add(*ids(10, start=10))
+    assert buffer._epoch_position == 9
+    second = buffer.next_epoch_indices(3, gen(1))  # the snapshot is used up: a new epoch of 18 draws
+    assert buffer._epoch.numel() == 18 and bool((buffer._epoch >= 10).any())
+    torch.testing.assert_close(second, buffer._epoch[:3])
+
+
+def test_epoch_draws_ignore_new_samples_and_survive_a_state_round_trip() -> None:
+    buffer = PrioritizedReplayBuffer(capacity=100, priority="rank")
+    buffer.add(*ids(12))
+    generator = gen(2)
+    served = [buffer.next_epoch_indices(4, generator)]
+    buffer.add(*ids(12, start=12))
+    restored = PrioritizedReplayBuffer(capacity=100, priority="rank")
+    restored.load_state_dict(buffer.state_dict())
+    for _ in range(2):
+        served.append(buffer.next_epoch_indices(4, generator))
+        torch.testing.assert_close(restored.next_epoch_indices(4, gen(99)), served[-1])
+    assert int(torch.cat(served).max()) < 12  # the 12 newer samples wait for the next epoch
+
+
 def test_mh_acceptance_by_hand() -> None:
     # 1-D standard Gaussian, x = 1, y = 2, eta = 0.5: grad log R = -x.
     # log q(y|x) = -(2 - 1 - 0.5 * (-1))^2 / 2 = -1.125
@@ -225,6 +253,13 @@ def test_callback_state_dict_round_trip(tmp_path: Path) -> None:
     torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+def test_epoch_draws_need_the_official_mode() -> None:
+    with pytest.raises(ValueError, match="needs local_search_mode='official'"):
+        LocalSearchReplay(batch_draws="epoch")
+    with pytest.raises(ValueError, match="batch_draws must be one of"):
+        LocalSearchReplay(local_search_mode="official", batch_draws="stale")
+
+
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log")
 def test_paper_local_search_replaces_drawn_samples_with_better_ones() -> None:
     module = GaussianMeanSampler()
@@ -312,10 +347,10 @@ def fit(
 
 
 @LIGHTNING_RESUME_WARNINGS
-@pytest.mark.parametrize("mode", ["paper", "official"])
-def test_training_receives_backward_batches_and_resumes_exactly(tmp_path: Path, mode: str) -> None:
+@pytest.mark.parametrize(("mode", "draws"), [("paper", "fresh"), ("official", "fresh"), ("official", "epoch")])
+def test_training_receives_backward_batches_and_resumes_exactly(tmp_path: Path, mode: str, draws: str) -> None:
     torch.manual_seed(0)
-    module, cb = GaussianMeanSampler(), make_callback(local_search_mode=mode)
+    module, cb = GaussianMeanSampler(), make_callback(local_search_mode=mode, batch_draws=draws)
     trainer = fit(module, cb, 12, tmp_path / "a")
     # forward on even steps, backward batches of the forward size on odd steps
     assert module.received == [(s, (16, 2)) for s in (1, 3, 5, 7, 9, 11)]
@@ -333,7 +368,7 @@ def test_training_receives_backward_batches_and_resumes_exactly(tmp_path: Path, 
     assert len(state["buffer"]["x"]) == 2 * 16
 
     torch.manual_seed(123)  # the resumed run must not depend on the global stream
-    resumed_module, resumed = GaussianMeanSampler(), make_callback(local_search_mode=mode)
+    resumed_module, resumed = GaussianMeanSampler(), make_callback(local_search_mode=mode, batch_draws=draws)
     fit(resumed_module, resumed, 12, tmp_path / "b", ckpt_path=str(ckpt))
     assert resumed_module.received == [(s, (16, 2)) for s in (5, 7, 9, 11)]
     torch.testing.assert_close(resumed_module.mu, module.mu, rtol=0, atol=0)
