@@ -49,6 +49,13 @@ Usage (from the repository root)::
     python benchmarks/samplers.py --experiments gmm25_tb gmm25_tb_expl_ls gmm25_pis \\
         --steps 600 --seeds 0 1 2 --eval-size 2000 --official-dir PATH/energy_sampling
     python benchmarks/samplers.py --skip-quality --device cuda --official-dir PATH
+    python benchmarks/samplers.py --skip-quality --skip-speed --official-quality --official-dir PATH
+
+``--official-quality`` also trains the official code itself (TB and TB + Expl. + LS on 25GMM,
+``--steps`` iterations, ``--seeds``) and evaluates it as ours (``samplers_official_quality_runs.csv``):
+with its buffers as released, and drawing every batch from the current buffer (``fresh``; the
+released buffer keeps a running ``DataLoader`` iterator over an old snapshot, see
+``callbacks.LocalSearchReplay``'s ``batch_draws``).
 
 Results go to ``--out`` (default ``benchmarks/results/``): ``samplers_quality.csv`` (summary),
 ``samplers_quality_runs.csv`` (one row per experiment and seed, written as runs finish) and
@@ -430,6 +437,49 @@ class _OfficialStepper:
         self.it += 1
 
 
+def _fresh_official_sample(buffer: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """The official ``ReplayBuffer.sample`` drawing from the buffer's current loader every time
+    (the released one keeps a running iterator over the loader it built first)."""
+    buffer.data_iter = iter(buffer.loader)
+    sample, reward = next(buffer.data_iter)
+    return sample.detach(), reward.detach()
+
+
+def official_quality(
+    official: types.SimpleNamespace, method: str, draws: str, steps: int, seed: int, eval_size: int, device: str
+) -> dict[str, Any]:
+    """Train the official code on 25GMM for ``steps`` iterations (``_OfficialStepper``; ``draws``:
+    ``"released"`` buffers or ``"fresh"`` draws from the current buffer) and evaluate it as ours:
+    ELBO and importance-weighted log Z of ``eval_size`` forward trajectories, W2 against as many
+    exact samples, modes hit within distance 1."""
+    from datamodules.samplers.energies import GMM25
+    from modules.samplers import metrics
+
+    stepper = _OfficialStepper(official, method, torch.device(device), seed)
+    if draws == "fresh":
+        for buffer in (stepper.buffer, stepper.buffer_ls):
+            buffer.sample = types.MethodType(_fresh_official_sample, buffer)
+    start = time.perf_counter()
+    for _ in range(steps):
+        stepper.step()
+    train_s = time.perf_counter() - start
+    torch.manual_seed(1_000_000 + seed)
+    with torch.no_grad():
+        zeros = torch.zeros(eval_size, stepper.energy.data_ndim, device=device)
+        states, log_pf, log_pb, _ = stepper.model.get_trajectory_fwd(zeros, None, stepper.energy.log_reward)
+        x = states[:, -1]
+        log_weights = stepper.energy.log_reward(x) + log_pb.sum(-1) - log_pf.sum(-1)
+    target = GMM25()
+    exact = target.sample(eval_size, torch.Generator().manual_seed(1_000_000 + seed))
+    elbo, log_z_is = float(metrics.elbo(log_weights)), float(metrics.log_z_importance(log_weights))
+    return {
+        "code": CODE, "method": method, "draws": draws, "seed": seed, "steps": steps,
+        "elbo": elbo, "log_z_is": log_z_is, "delta_log_z": abs(elbo - target.log_Z),
+        "delta_log_z_rw": abs(log_z_is - target.log_Z), "w2": metrics.wasserstein2(x.cpu(), exact),
+        "modes_hit": metrics.modes_hit(x.cpu(), target.modes, 1.0), "train_s": train_s,
+    }
+
+
 def import_official(official_dir: Path) -> types.SimpleNamespace:
     """The official modules used for timing (``models``, ``utils``, ``energies``, ``buffer``, ``langevin``)."""
     if not (official_dir / "models" / "gfn.py").is_file():
@@ -787,6 +837,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch threads on CPU")
     parser.add_argument("--compile", action="store_true", help="also time ours with model.compile_networks=true")
+    parser.add_argument("--official-quality", nargs="*", choices=("released", "fresh"), default=None,
+                        metavar="DRAWS",
+                        help="also train and evaluate the official code (TB and TB + Expl. + LS on 25GMM, --steps, "
+                        "--seeds) with its buffers as released and/or drawing fresh batches (default: both)")
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--quick", action="store_true",
@@ -841,6 +895,26 @@ def main(argv: list[str] | None = None) -> None:
         rows = summarize_quality(runs)
         write_csv(out / "samplers_quality.csv", rows)
         print_quality(rows, console)
+
+    if args.official_quality is not None:
+        if not args.official_dir:
+            raise SystemExit("--official-quality needs --official-dir (the official energy_sampling folder)")
+        official = import_official(Path(args.official_dir).expanduser().resolve())
+        official_rows = []
+        for draws in args.official_quality or ["released", "fresh"]:
+            for method in ("tb", "tb_expl_ls"):
+                if method == "tb" and draws == "fresh":
+                    continue  # plain TB has no buffer
+                for seed in args.seeds:
+                    row = official_quality(official, method, draws, args.steps, seed, args.eval_size, args.device)
+                    official_rows.append(row)
+                    console.print(
+                        f"[official {method}, {draws}] seed {seed}: ELBO {row['elbo']:.3f} "
+                        f"log Z^RW {row['log_z_is']:.3f} W2 {row['w2']:.2f} modes {row['modes_hit']} "
+                        f"train {row['train_s']:.0f} s",
+                        highlight=False, markup=False,
+                    )
+                    write_csv(out / "samplers_official_quality_runs.csv", official_rows)
 
     if not args.skip_speed:
         rows = run_speed(args)
