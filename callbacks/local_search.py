@@ -504,9 +504,11 @@ class LocalSearchReplay(L.Callback):
     about 100 iterations at the defaults, on the first local search's results only). The
     official buffer also stores the first batch it receives twice, so that its second local
     search restarts from the first forward batch; that is not reproduced. Measured with the
-    official code on 25GMM after 600 iterations (3 seeds, 2000 samples): as released (epoch
-    draws) ELBO -1.65 +- 0.13, ``log Z^RW`` -0.72 +- 0.15, 11.7 of 25 modes; the same code
-    drawing fresh batches ELBO -2.00 +- 0.12, ``log Z^RW`` -0.14 +- 0.17, 17.7 modes.
+    official code on 25GMM after 600 iterations (3 seeds, 2000 samples;
+    ``benchmarks/samplers.py --official-quality``): as released (epoch draws) Delta log Z (ELBO)
+    1.66 +- 0.18, Delta log Z^RW 0.47 +- 0.11, 11.7 of 25 modes; the same code drawing fresh
+    batches 2.12 +- 0.25, 0.21 +- 0.29, 18.0 modes, close to this callback's default (2.08 +- 0.15,
+    0.36 +- 0.29, 19.0 modes).
 
     Logged with ``pl_module.log`` (on_step): ``local_search/acceptance_rate``,
     ``local_search/step_size`` (after each local search), ``buffer/size``,
