@@ -25,6 +25,16 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "configs"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``cuda`` skip on a machine without a CUDA device."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
+
+
 def compose_train_config(overrides: Sequence[str], output_dir: Path) -> DictConfig:
     """Composes ``configs/train.yaml`` as ``python train.py <overrides>`` would, for in-process runs.
 

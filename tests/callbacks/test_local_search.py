@@ -124,7 +124,6 @@ def test_buffer_state_dict_round_trip(tmp_path: Path) -> None:
     torch.testing.assert_close(buffer.sample(16, g1)[0], restored.sample(16, g2)[0])
 
 
-# ---------------------------------------------------------------------------------- MALA
 def test_epoch_draws_serve_one_snapshot_until_it_runs_out() -> None:
     buffer = PrioritizedReplayBuffer(capacity=100, priority="uniform")
     buffer.add(*ids(10))
@@ -153,6 +152,7 @@ def test_epoch_draws_ignore_new_samples_and_survive_a_state_round_trip() -> None
     assert int(torch.cat(served).max()) < 12  # the 12 newer samples wait for the next epoch
 
 
+# ---------------------------------------------------------------------------------- MALA
 def test_mh_acceptance_by_hand() -> None:
     # 1-D standard Gaussian, x = 1, y = 2, eta = 0.5: grad log R = -x.
     # log q(y|x) = -(2 - 1 - 0.5 * (-1))^2 / 2 = -1.125
@@ -399,7 +399,6 @@ def test_runs_under_bf16_mixed(tmp_path: Path) -> None:
 
 @LIGHTNING_RESUME_WARNINGS
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_buffer_generator_and_resume(tmp_path: Path) -> None:
     module, cb = GaussianMeanSampler(), make_callback()
     fit(module, cb, 8, tmp_path / "a", accelerator="gpu")

@@ -326,7 +326,6 @@ def test_bad_shapes_are_named() -> None:
 # ------------------------------------------------------------------------------------------------
 # CUDA: skipped without a GPU; on one, `pytest -m cuda` runs only these.
 
-cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 CUDA = torch.device("cuda")
 
 
@@ -347,7 +346,6 @@ def _padding(batch: int, length: int, device: torch.device) -> Tensor:
 
 
 @pytest.mark.cuda
-@cuda_only
 @pytest.mark.parametrize("mask_kind", ["none", "padding", "causal"])
 @pytest.mark.parametrize("num_retrievals", [1, 2, 4])
 def test_cuda_fused_searches_match_explicit_searches_and_the_cpu(num_retrievals: int, mask_kind: str) -> None:
@@ -368,7 +366,6 @@ def test_cuda_fused_searches_match_explicit_searches_and_the_cpu(num_retrievals:
 
 
 @pytest.mark.cuda
-@cuda_only
 @pytest.mark.parametrize("retrieval_dim", [None, 512], ids=["kept", "recomputed"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_cuda_fused_kernels_take_the_search_shapes(dtype: torch.dtype, retrieval_dim: int | None) -> None:
@@ -389,7 +386,6 @@ def test_cuda_fused_kernels_take_the_search_shapes(dtype: torch.dtype, retrieval
 
 
 @pytest.mark.cuda
-@cuda_only
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_cuda_autocast_gives_finite_gradients_close_to_fp32(dtype: torch.dtype) -> None:
     layer = CompositionalAttention(64, 4, 4).to(CUDA)
@@ -405,7 +401,6 @@ def test_cuda_autocast_gives_finite_gradients_close_to_fp32(dtype: torch.dtype) 
 
 
 @pytest.mark.cuda
-@cuda_only
 @pytest.mark.parametrize("num_retrievals", [2, 8])
 def test_cuda_inductor_compiled_layer_matches_eager(num_retrievals: int) -> None:
     layer = CompositionalAttention(64, 8, num_retrievals).to(CUDA)
@@ -418,7 +413,6 @@ def test_cuda_inductor_compiled_layer_matches_eager(num_retrievals: int) -> None
 
 
 @pytest.mark.cuda
-@cuda_only
 def test_cuda_fixed_pairing_is_multihead_attention() -> None:
     layer = CompositionalAttention(64, 8, 8, retrieval_selection="fixed")
     mha = mha_with_same_weights(layer).to(CUDA)

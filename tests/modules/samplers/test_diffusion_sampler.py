@@ -231,8 +231,6 @@ def test_compiled_networks_give_the_eager_loss_gradients_and_checkpoint_keys() -
 # ------------------------------------------------------------------------------------------------
 # CUDA: skipped without a GPU; on one, `pytest -m cuda` runs only these.
 
-cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
 
 def _loss_and_grads(sampler: DiffusionSampler, precision: torch.dtype | None = None) -> tuple[Tensor, dict[str, Tensor]]:
     """TB loss of one forward simulation from ``x_0 = 0`` (32 trajectories) and the network's gradients."""
@@ -255,7 +253,6 @@ def _cuda_pair(**kwargs) -> tuple[DiffusionSampler, DiffusionSampler]:
 
 
 @pytest.mark.cuda
-@cuda_only
 def test_cuda_compiled_networks_give_the_eager_loss_and_gradients() -> None:
     eager, compiled = _cuda_pair(compile_networks=True)
     loss, grads = _loss_and_grads(eager)
@@ -267,7 +264,6 @@ def test_cuda_compiled_networks_give_the_eager_loss_and_gradients() -> None:
 
 
 @pytest.mark.cuda
-@cuda_only
 def test_cuda_stream_is_seeded_and_bf16_autocast_stays_close_to_fp32() -> None:
     fp32, bf16 = _cuda_pair()
     assert fp32._rng().device.type == "cuda"
