@@ -474,8 +474,8 @@ def official_quality(
     elbo, log_z_is = float(metrics.elbo(log_weights)), float(metrics.log_z_importance(log_weights))
     return {
         "code": CODE, "method": method, "draws": draws, "seed": seed, "steps": steps,
-        "elbo": elbo, "log_z_is": log_z_is, "delta_log_z": abs(elbo - target.log_Z),
-        "delta_log_z_rw": abs(log_z_is - target.log_Z), "w2": metrics.wasserstein2(x.cpu(), exact),
+        "elbo": elbo, "log_z_is": log_z_is, "delta_log_z": float(metrics.delta_log_z(elbo, target.log_Z)),
+        "delta_log_z_rw": float(metrics.delta_log_z(log_z_is, target.log_Z)), "w2": metrics.wasserstein2(x.cpu(), exact),
         "modes_hit": metrics.modes_hit(x.cpu(), target.modes, 1.0), "train_s": train_s,
     }
 
