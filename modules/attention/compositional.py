@@ -273,7 +273,7 @@ class CompositionalAttention(nn.Module):
         self._check_shapes(query, key, value)
         batch, query_length, _ = query.shape
         key_length = key.shape[1]
-        num_s, num_r = self.num_searches, self.num_retrievals
+        num_s = self.num_searches
         d_s, d_v = self.search_head_dim, self.retrieval_head_dim
 
         q = self.q_proj(query).view(batch, query_length, num_s, d_s).transpose(1, 2)
