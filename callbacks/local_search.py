@@ -501,14 +501,16 @@ class LocalSearchReplay(L.Callback):
     (official mode only) as the official code reads its buffers, an epoch of draws at a time that
     new samples join only when it runs out (:meth:`PrioritizedReplayBuffer.next_epoch_indices`),
     so that backward steps train on an older snapshot of the local-search buffer (at first, for
-    about 100 iterations at the defaults, on the first local search's results only). The
-    official buffer also stores the first batch it receives twice, so that its second local
-    search restarts from the first forward batch; that is not reproduced. Measured with the
+    about 200 iterations at the defaults, on the first local search's results only), and each
+    buffer stores the first batch it receives twice, as the official buffer does (its first
+    ``add`` concatenates the batch to itself; with epoch draws this doubles the first epoch, so
+    that the second local search also restarts from the first forward batch). Measured with the
     official code on 25GMM after 600 iterations (3 seeds, 2000 samples;
     ``benchmarks/samplers.py --official-quality``): as released (epoch draws) Delta log Z (ELBO)
     1.66 +- 0.18, Delta log Z^RW 0.47 +- 0.11, 11.7 of 25 modes; the same code drawing fresh
     batches 2.12 +- 0.25, 0.21 +- 0.29, 18.0 modes, close to this callback's default (2.08 +- 0.15,
-    0.36 +- 0.29, 19.0 modes).
+    0.36 +- 0.29, 19.0 modes); this callback in official mode with epoch draws 1.56 +- 0.08,
+    0.35 +- 0.15, 14.3 modes (``benchmarks/results/samplers_quality_epoch_draws_runs.csv``).
 
     Logged with ``pl_module.log`` (on_step): ``local_search/acceptance_rate``,
     ``local_search/step_size`` (after each local search), ``buffer/size``,
@@ -693,6 +695,13 @@ class LocalSearchReplay(L.Callback):
             return buffer.next_epoch_indices(n, self.generator)
         return buffer.sample_indices(n, self.generator, replacement=True)
 
+    def _insert(self, buffer: PrioritizedReplayBuffer, x: Tensor, log_r: Tensor) -> None:
+        """Add samples to ``buffer``; with epoch draws the first batch a buffer receives is stored
+        twice, as the official buffer's first ``add`` does."""
+        if self.batch_draws == "epoch" and len(buffer) == 0:
+            buffer.add(x, log_r)
+        buffer.add(x, log_r)
+
     def local_search(self, pl_module: L.LightningModule) -> None:
         """Run one MALA local search on a buffer batch and store the results (see class doc)."""
         log_reward: Callable[[Tensor], Tensor] = pl_module.log_reward  # type: ignore[assignment]
@@ -713,7 +722,7 @@ class LocalSearchReplay(L.Callback):
             return_accepted=official,
         )
         if self.ls_buffer is not None:
-            self.ls_buffer.add(samples, log_r)
+            self._insert(self.ls_buffer, samples, log_r)
         else:
             self.buffer.replace(idx, samples, log_r)
         pl_module.log("local_search/acceptance_rate", acceptance, on_step=True, on_epoch=False)
@@ -731,7 +740,7 @@ class LocalSearchReplay(L.Callback):
         if isinstance(outputs, Mapping) and "samples" in outputs and "log_reward" in outputs:
             self._ensure_device(pl_module.device)
             samples, log_r = outputs["samples"], outputs["log_reward"]
-            self.buffer.add(samples, log_r)
+            self._insert(self.buffer, samples, log_r)
             if self.batch_size == 0:
                 self.batch_size = int(samples.shape[0])
         self.step += 1

@@ -355,17 +355,18 @@ def test_training_receives_backward_batches_and_resumes_exactly(tmp_path: Path, 
     # forward on even steps, backward batches of the forward size on odd steps
     assert module.received == [(s, (16, 2)) for s in (1, 3, 5, 7, 9, 11)]
     assert cb.step == 12 and module.backward_batch is None
-    assert len(cb.buffer) == 6 * 16
+    doubled_first_batch = 16 if draws == "epoch" else 0  # as the official buffer's first add
+    assert len(cb.buffer) == min(6 * 16 + doubled_first_batch, cb.capacity)
     if mode == "official":
         assert cb.ls_buffer is not None and len(cb.ls_buffer) > 0
     logged = ("local_search/acceptance_rate", "local_search/step_size", "buffer/size")
     for key in (*logged, "buffer/max_log_reward"):
         assert key in trainer.callback_metrics
-    assert trainer.callback_metrics["buffer/size"].item() == 96
+    assert trainer.callback_metrics["buffer/size"].item() == len(cb.buffer)
 
     ckpt = tmp_path / "a" / "step=4.ckpt"
     state = torch.load(ckpt, weights_only=True)["callbacks"][cb.state_key]
-    assert len(state["buffer"]["x"]) == 2 * 16
+    assert len(state["buffer"]["x"]) == 2 * 16 + doubled_first_batch
 
     torch.manual_seed(123)  # the resumed run must not depend on the global stream
     resumed_module, resumed = GaussianMeanSampler(), make_callback(local_search_mode=mode, batch_draws=draws)
@@ -378,6 +379,26 @@ def test_training_receives_backward_batches_and_resumes_exactly(tmp_path: Path, 
                 torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert (resumed.step, resumed.step_size) == (cb.step, cb.step_size)
     assert torch.equal(resumed.generator.get_state(), cb.generator.get_state())
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log")
+@pytest.mark.parametrize("draws", ["fresh", "epoch"])
+def test_epoch_draws_store_each_buffers_first_batch_twice(draws: str) -> None:
+    module = GaussianMeanSampler()
+    cb = make_callback(local_search_mode="official", batch_draws=draws, batch_size=8)
+    first, second = torch.randn(8, 2, generator=gen(0)), torch.randn(8, 2, generator=gen(1))
+    for x in (first, second):
+        cb.on_train_batch_end(None, module, {"samples": x, "log_reward": module.log_reward(x)}, None, 0)
+    copies = 2 if draws == "epoch" else 1
+    stored, _ = cb.buffer.contents()
+    torch.testing.assert_close(stored, torch.cat([first] * copies + [second]))
+    cb.local_search(module)
+    assert cb.ls_buffer is not None
+    found, _ = cb.ls_buffer.contents()
+    assert len(found) % copies == 0
+    torch.testing.assert_close(found[: len(found) // copies], found[len(found) - len(found) // copies :])
+    cb.local_search(module)
+    assert len(cb.ls_buffer) > len(found)  # later local searches are stored once
 
 
 @LIGHTNING_RESUME_WARNINGS
