@@ -21,6 +21,8 @@ local search, measured interleaved in the same process for
   including the local-search callback's hooks;
 - ours in a plain loop (``training_step`` + backward + Adam step, the callback's hooks called by
   hand), in fp32 and under ``torch.autocast(..., dtype=torch.bfloat16)`` (as bf16-mixed does);
+- the floor of any eager implementation (TB only, row ``network alone (floor)``): our drift
+  network's ``T`` sequential forward calls and one backward, with nothing else of the sampler;
 - the official code, imported from ``--official-dir`` (its ``energy_sampling`` folder), stepped as
   its ``train.py`` steps with the README's TB and TB + Expl. + LS arguments plus
   ``--pis_architectures --zero_init --clipping --t_scale 5 --hidden_dim 256 --s_emb_dim 256
@@ -349,11 +351,14 @@ def _autocast(device: str, bf16: bool) -> AbstractContextManager[Any]:
     return torch.autocast(device, dtype=torch.bfloat16) if bf16 else nullcontext()
 
 
+NETWORK_FLOOR = "network alone (floor)"
+
+
 @dataclass
 class SpeedConfig:
     """One timed configuration: implementation, method, precision."""
 
-    impl: str  # "ours (Trainer)" | "ours (loop)", optionally + " compiled" | "official"
+    impl: str  # "ours (Trainer)" | "ours (loop)", optionally + " compiled" | "official" | NETWORK_FLOOR
     method: str  # "tb" | "tb_expl_ls"
     precision: str  # "fp32" | "bf16"
     durations: list[float] = field(default_factory=list)  # seconds per timed iteration
@@ -601,6 +606,33 @@ def time_ours_loop(config: SpeedConfig, device: str, warmup: int, iters: int, se
         config.ls_seconds.append(time.perf_counter() - start)
 
 
+def time_network_floor(config: SpeedConfig, device: str, warmup: int, iters: int, seed: int) -> None:
+    """The floor of any eager implementation of this sampler: our drift network alone, called
+    ``T`` times in sequence at batch ``B`` (time embeddings computed once, each state fed from the
+    previous output plus fresh noise) and differentiated once; no log-probabilities, loss or
+    optimizer step. Under autocast for bf16."""
+    model, _, _, batch = _ours_parts("tb", device, seed, config.precision)
+    net = model.net
+    times = model.reference.times(batch.device)[:-1]
+    noises = torch.randn(len(times), *batch.shape, device=batch.device).unbind(0)
+    sync = _sync_fn(device)
+    for i in range(warmup + iters):
+        sync()
+        start = time.perf_counter()
+        with _autocast(device, config.precision == "bf16"):
+            embeddings, _ = net.time_features(times)
+            x, drifts = batch, []
+            for embedding, noise in zip(embeddings.unbind(0), noises):
+                drift, _ = net(x, time_features=(embedding, None))
+                drifts.append(drift)
+                x = x + drift.detach().float() + noise
+        net.zero_grad(set_to_none=True)
+        torch.stack(drifts).float().square().sum().backward()
+        sync()
+        if i >= warmup:
+            config.durations.append(time.perf_counter() - start)
+
+
 def time_official(config: SpeedConfig, official: types.SimpleNamespace, device: str, warmup: int, iters: int, seed: int) -> None:
     """The official ``train_step``; then one separately timed local search."""
     stepper = _OfficialStepper(official, config.method, torch.device(device), seed)
@@ -670,6 +702,8 @@ def run_speed(args: argparse.Namespace) -> list[dict[str, Any]]:
         impls = ["ours (Trainer)", "ours (loop)"]
         if args.compile:
             impls += [f"{impl} compiled" for impl in impls]
+        if method == "tb":
+            impls.append(NETWORK_FLOOR)
         for impl in impls:
             for precision in ("fp32", "bf16"):
                 configs.append(SpeedConfig(impl, method, precision))
@@ -682,6 +716,8 @@ def run_speed(args: argparse.Namespace) -> list[dict[str, Any]]:
             start = time.perf_counter()
             if c.impl == "official":
                 time_official(c, official, device, args.speed_warmup, per_block, seed)
+            elif c.impl == NETWORK_FLOOR:
+                time_network_floor(c, device, args.speed_warmup, per_block, seed)
             elif c.impl.startswith("ours (loop)"):
                 time_ours_loop(c, device, args.speed_warmup, per_block, seed)
             else:
