@@ -53,8 +53,8 @@ Usage (from the repository root)::
     python benchmarks/samplers.py --skip-quality --device cuda --official-dir PATH
     python benchmarks/samplers.py --skip-quality --skip-speed --official-quality --official-dir PATH
 
-``--official-quality`` also trains the official code itself (TB and TB + Expl. + LS on 25GMM,
-``--steps`` iterations, ``--seeds``) and evaluates it as ours (``samplers_official_quality_runs.csv``):
+``--official-quality`` also trains the official code itself (``--official-methods``: TB and
+TB + Expl. + LS by default, also PIS, on 25GMM, ``--steps`` iterations, ``--seeds``) and evaluates it as ours (``samplers_official_quality_runs.csv``):
 with its buffers as released, and drawing every batch from the current buffer (``fresh``; the
 released buffer keeps a running ``DataLoader`` iterator over an old snapshot, see
 ``callbacks.LocalSearchReplay``'s ``batch_draws``).
@@ -375,13 +375,16 @@ class SpeedConfig:
 
 class _OfficialStepper:
     """The official training step (``energy_sampling/train.py``: ``train_step`` with
-    ``fwd_train_step``/``bwd_train_step``), driven through the official functions."""
+    ``fwd_train_step``/``bwd_train_step``), driven through the official functions. ``method``:
+    ``"tb"``, ``"tb_expl_ls"`` or ``"pis"`` (the official ``gflownet_losses.pis`` called directly:
+    the official ``get_gfn_forward_loss`` has no ``pis`` branch and crashes with ``--mode_fwd pis``)."""
 
     def __init__(self, official: types.SimpleNamespace, method: str, device: torch.device, seed: int) -> None:
         torch.manual_seed(seed)
         self.o = official
         self.device = device
         self.local_search = method == "tb_expl_ls"
+        self.pis = method == "pis"
         # The README's arguments (TB; TB + Expl. + LS) with the widths of issue 4.
         self.args = types.SimpleNamespace(
             batch_size=300, T=100, t_scale=5.0, mode_fwd="tb", mode_bwd="tb", sampling="buffer",
@@ -427,10 +430,13 @@ class _OfficialStepper:
             )
         else:
             init_state = torch.zeros(a.batch_size, self.energy.data_ndim).to(self.device)
-            out = o.utils.get_gfn_forward_loss(
-                a.mode_fwd, init_state, self.model, self.energy.log_reward, self.coeff_matrix,
-                exploration_std=exploration, return_exp=self.local_search,
-            )
+            if self.pis:
+                out = o.gflownet_losses.pis(init_state, self.model, self.energy.log_reward, exploration_std=None)
+            else:
+                out = o.utils.get_gfn_forward_loss(
+                    a.mode_fwd, init_state, self.model, self.energy.log_reward, self.coeff_matrix,
+                    exploration_std=exploration, return_exp=self.local_search,
+                )
             if self.local_search:
                 loss, states, _, _, log_r = out
                 self.buffer.add(states[:, -1], log_r)
@@ -877,6 +883,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         metavar="DRAWS",
                         help="also train and evaluate the official code (TB and TB + Expl. + LS on 25GMM, --steps, "
                         "--seeds) with its buffers as released and/or drawing fresh batches (default: both)")
+    parser.add_argument("--official-methods", nargs="+", choices=("tb", "tb_expl_ls", "pis"), default=["tb", "tb_expl_ls"],
+                        help="methods of --official-quality (default: %(default)s)")
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--quick", action="store_true",
@@ -938,9 +946,9 @@ def main(argv: list[str] | None = None) -> None:
         official = import_official(Path(args.official_dir).expanduser().resolve())
         official_rows = []
         for draws in args.official_quality or ["released", "fresh"]:
-            for method in ("tb", "tb_expl_ls"):
-                if method == "tb" and draws == "fresh":
-                    continue  # plain TB has no buffer
+            for method in args.official_methods:
+                if method != "tb_expl_ls" and draws == "fresh":
+                    continue  # only the local-search run has buffers
                 for seed in args.seeds:
                     row = official_quality(official, method, draws, args.steps, seed, args.eval_size, args.device)
                     official_rows.append(row)
