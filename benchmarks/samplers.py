@@ -54,10 +54,11 @@ Usage (from the repository root)::
     python benchmarks/samplers.py --skip-quality --skip-speed --official-quality --official-dir PATH
 
 ``--official-quality`` also trains the official code itself (``--official-methods``: TB and
-TB + Expl. + LS by default, also PIS, on 25GMM, ``--steps`` iterations, ``--seeds``) and evaluates it as ours (``samplers_official_quality_runs.csv``):
-with its buffers as released, and drawing every batch from the current buffer (``fresh``; the
-released buffer keeps a running ``DataLoader`` iterator over an old snapshot, see
-``callbacks.LocalSearchReplay``'s ``batch_draws``).
+TB + Expl. + LS by default, also PIS, on 25GMM, ``--steps`` iterations, ``--seeds``) and
+evaluates it as ours (``samplers_official_quality_runs.csv``): with its buffers as released,
+and drawing every batch from the current buffer (``fresh``; the released buffer keeps a running
+``DataLoader`` iterator over an old snapshot, see ``callbacks.LocalSearchReplay``'s
+``batch_draws``).
 
 Results go to ``--out`` (default ``benchmarks/results/``): ``samplers_quality.csv`` (summary),
 ``samplers_quality_runs.csv`` (one row per experiment and seed, written as runs finish) and
@@ -881,7 +882,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--compile", action="store_true", help="also time ours with model.compile_networks=true")
     parser.add_argument("--official-quality", nargs="*", choices=("released", "fresh"), default=None,
                         metavar="DRAWS",
-                        help="also train and evaluate the official code (TB and TB + Expl. + LS on 25GMM, --steps, "
+                        help="also train and evaluate the official code (--official-methods on 25GMM, --steps, "
                         "--seeds) with its buffers as released and/or drawing fresh batches (default: both)")
     parser.add_argument("--official-methods", nargs="+", choices=("tb", "tb_expl_ls", "pis"), default=["tb", "tb_expl_ls"],
                         help="methods of --official-quality (default: %(default)s)")
