@@ -10,7 +10,9 @@ encoder ``E -> E -> E``, one attention layer (self-attention over ``L`` tokens),
   every ratio;
 - ``comp_R{R}``: :class:`modules.attention.CompositionalAttention` with ``S = h`` searches and
   ``R`` retrievals, every head of width ``d = E / h`` (``retrieval_dim = R d``;
-  ``need_weights=False``);
+  ``need_weights=False``; the layer's automatic ``search_backend``);
+- ``comp_{backend}_R{R}``: the same with ``search_backend=backend``, one row per name given to
+  ``--comp-backends`` besides ``auto`` (e.g. ``per_retrieval``, ``sdpa``, ``explicit``);
 - ``official_R{R}``: the official ``Compositional_dot_Transformer`` (without ``--concat``),
   imported from ``--official-dir`` (a scratch copy of its ``Contextual_Retrieval_Task`` folder),
   up to ``--official-max-length`` (it materializes ``[B, S, R, L, L]``).
@@ -28,6 +30,7 @@ Usage (from the repository root)::
     python benchmarks/attention.py                               # CPU, L = 64..1024, one thread
     python benchmarks/attention.py --lengths 64 256 1024 4096 --official-dir PATH/Contextual_Retrieval_Task
     python benchmarks/attention.py --device cuda --in-process --lengths 64 256 1024 4096 --official-dir PATH
+    python benchmarks/attention.py --comp-backends auto per_retrieval --retrievals 1 2   # backends side by side
 
 Results: ``--out`` (default ``benchmarks/results/attention_<device>.csv``).
 """
@@ -86,9 +89,11 @@ def build_attention(row: str, embed_dim: int, heads: int, official_dir: str | No
         return nn.MultiheadAttention(embed_dim, heads, batch_first=True), True, False
     if row == "mha_sdpa":
         return nn.MultiheadAttention(embed_dim, heads, batch_first=True), False, False
-    retrievals = int(row.rsplit("_R", 1)[1])
+    prefix, retrievals_text = row.rsplit("_R", 1)
+    retrievals = int(retrievals_text)
     if row.startswith("comp_"):
-        return CompositionalAttention(embed_dim, heads, retrievals), False, False
+        backend = prefix.removeprefix("comp").removeprefix("_") or "auto"
+        return CompositionalAttention(embed_dim, heads, retrievals, search_backend=backend), False, False
     if row.startswith("official_"):
         if official_dir is None:
             raise ValueError("official rows need --official-dir")
@@ -177,6 +182,9 @@ def main() -> None:
     parser.add_argument("--embed-dim", type=int, default=256)
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--retrievals", type=int, nargs="+", default=[8, 1, 2], help="R of the compositional rows")
+    parser.add_argument("--comp-backends", nargs="+", default=["auto"],
+                        choices=["auto", "sdpa", "explicit", "per_retrieval"],
+                        help="search_backend of the compositional rows (auto: rows comp_R{R}; others: comp_{backend}_R{R})")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--official-dir", default=None, help="scratch copy of the official Contextual_Retrieval_Task")
@@ -193,7 +201,9 @@ def main() -> None:
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is visible")
 
-    rows = ["mha", "mha_sdpa", *(f"comp_R{r}" for r in args.retrievals)]
+    rows = ["mha", "mha_sdpa"]
+    for backend in args.comp_backends:
+        rows += [f"comp_R{r}" if backend == "auto" else f"comp_{backend}_R{r}" for r in args.retrievals]
     if args.official_dir:
         rows += [f"official_R{r}" for r in args.retrievals if r == args.heads]
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu"
@@ -224,7 +234,7 @@ def main() -> None:
                 }
                 results.append(result)
                 print(
-                    f"B={batch:4d} L={length:6d} {row:12s} {measured['ms']:10.1f} ms {measured['peak_mib']:9.1f} MiB"
+                    f"B={batch:4d} L={length:6d} {row:24s} {measured['ms']:10.1f} ms {measured['peak_mib']:9.1f} MiB"
                     f"  time x{result['time_vs_sdpa']:5.2f}  mem x{result['memory_vs_sdpa']:5.2f}"
                     f"  (FLOP ratio {result['flop_ratio']:.2f})",
                     flush=True,

@@ -38,6 +38,12 @@ ways:
   attention matrix matters, the chunk is recomputed in the backward pass. PyTorch's fused CPU kernel
   needs values as wide as the queries, so with ``R <= 2`` retrievals as wide as the search heads the
   CPU instead runs one fused call per retrieval.
+- per-retrieval searches (``search_backend="per_retrieval"``, any device): one SDPA call over all
+  ``S`` searches per retrieval, i.e. ``R`` calls shaped exactly like multi-head attention's. It
+  repeats each search's query-key product and softmax ``R`` times (``2 R`` attention products per
+  search against ``1 + R``) but launches ``R`` kernels instead of ``S``: the CPU's automatic choice
+  for ``R <= 2``, and a candidate for small ``R`` on a GPU, where the per-search calls are
+  launch-bound at short sequences.
 
 Differences from the official code (sarthmit/Compositional-Attention,
 ``Contextual_Retrieval_Task/model.py``): the official layer materializes ``[B, S, R, L, L]``;
@@ -62,7 +68,7 @@ from torch.utils.checkpoint import checkpoint
 __all__ = ["CompositionalAttention", "merge_masks"]
 
 RetrievalSelection = Literal["soft", "fixed"]
-SearchBackend = Literal["auto", "sdpa", "explicit"]
+SearchBackend = Literal["auto", "sdpa", "explicit", "per_retrieval"]
 
 
 def merge_masks(
@@ -152,9 +158,11 @@ class CompositionalAttention(nn.Module):
         search_backend: how the soft path runs its searches: ``"sdpa"``
             (``scaled_dot_product_attention`` once per search on all retrievals at once),
             ``"explicit"`` (per chunk of queries, softmax of the logits, then one matmul with the
-            values shared by all searches) or ``"auto"``: SDPA on CUDA; on CPU one fused SDPA call
-            per retrieval when ``R <= 2`` and retrievals are as wide as search heads, explicit
-            chunks otherwise. Weights (``need_weights``) are always computed explicitly.
+            values shared by all searches), ``"per_retrieval"`` (one SDPA call over all searches
+            per retrieval; needs ``dropout=0``: it would draw a dropout mask per retrieval instead of
+            the paper's one per search) or ``"auto"``: SDPA on CUDA; on CPU per retrieval when
+            ``R <= 2`` and retrievals are as wide as search heads, explicit chunks otherwise.
+            Weights (``need_weights``) are always computed explicitly.
         query_chunk_size: query positions per chunk of the explicit searches; ``None`` chooses
             chunks whose attention matrix and retrievals are about two layer inputs large.
 
@@ -200,8 +208,15 @@ class CompositionalAttention(nn.Module):
             raise ValueError(
                 f"the fixed pairing needs num_searches == num_retrievals, got {num_searches} and {num_retrievals}"
             )
-        if search_backend not in ("auto", "sdpa", "explicit"):
-            raise ValueError(f"search_backend must be 'auto', 'sdpa' or 'explicit', got {search_backend!r}")
+        if search_backend not in ("auto", "sdpa", "explicit", "per_retrieval"):
+            raise ValueError(
+                f"search_backend must be 'auto', 'sdpa', 'explicit' or 'per_retrieval', got {search_backend!r}"
+            )
+        if search_backend == "per_retrieval" and dropout > 0:
+            raise ValueError(
+                "search_backend='per_retrieval' would draw one dropout mask per retrieval instead of one per "
+                "search: set dropout=0 or choose search_backend='auto', 'sdpa' or 'explicit'"
+            )
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
         factory = {"device": device, "dtype": dtype}
@@ -448,13 +463,17 @@ class CompositionalAttention(nn.Module):
         return self._select(retrieved.view(batch, 1, length, self.num_retrievals, self.retrieval_head_dim), folded_query, folded_bias)
 
     def _fused_per_retrieval(self, q: Tensor, need_weights: bool, dropout_p: float) -> bool:
-        """Whether the CPU runs one fused SDPA call per retrieval instead of explicit chunks.
+        """Whether the searches run as one fused SDPA call per retrieval: always with
+        ``search_backend="per_retrieval"`` (unless weights are asked for), automatically on the
+        CPU in the cases below.
 
         PyTorch's fused CPU kernel needs values as wide as the queries, so it takes one retrieval
         at a time; its cost is then ``2 R`` attention products per search against ``1 + R`` for
         the explicit path, but it keeps no attention matrix and needs no recomputation: the
         better choice for ``R <= 2``. Without dropout only (one dropout mask per retrieval would
         differ from the paper's single mask per search)."""
+        if self.search_backend == "per_retrieval":
+            return not need_weights
         return (
             self.search_backend == "auto"
             and not q.is_cuda

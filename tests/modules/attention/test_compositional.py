@@ -7,6 +7,7 @@ from unittest.mock import patch
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
@@ -203,6 +204,43 @@ def test_fused_per_retrieval_path_agrees_with_explicit_chunks(num_retrievals: in
     assert not CompositionalAttention(16, 4, 4)._fused_per_retrieval(x, need_weights=False, dropout_p=0.0)
 
 
+@pytest.mark.parametrize("mask_kind", ["none", "padding", "causal", "per_head"])
+@pytest.mark.parametrize(("num_retrievals", "retrieval_dim"), [(4, None), (3, 24)], ids=["R4", "R3_wide"])
+def test_per_retrieval_backend_agrees_with_explicit_searches(
+    mask_kind: str, num_retrievals: int, retrieval_dim: int | None
+) -> None:
+    # Chosen explicitly it runs for any R, also with retrievals wider than the search heads
+    # (d_v = 8 against d_s = 4), and with every mask of MHA.
+    kwargs = {"num_retrievals": num_retrievals, "retrieval_dim": retrieval_dim}
+    explicit = CompositionalAttention(16, 4, search_backend="explicit", query_chunk_size=3, **kwargs)
+    per_retrieval = CompositionalAttention(16, 4, search_backend="per_retrieval", **kwargs)
+    per_retrieval.load_state_dict(explicit.state_dict())
+    x = torch.randn(2, 7, 16, requires_grad=True)
+    padding = torch.zeros(2, 7, dtype=torch.bool)
+    padding[0, -3:] = True
+    per_head = torch.rand(2 * 4, 7, 7) > 0.6
+    per_head[..., 0] = False
+    mask_kwargs = {
+        "none": {}, "padding": {"key_padding_mask": padding}, "causal": {"is_causal": True},
+        "per_head": {"attn_mask": per_head},
+    }[mask_kind]
+    assert per_retrieval._fused_per_retrieval(x, need_weights=False, dropout_p=0.0)
+    expected = explicit(x, x, x, need_weights=False, **mask_kwargs)[0]
+    (grad_expected,) = torch.autograd.grad(expected.square().sum(), x)
+    with patch("modules.attention.compositional.F.scaled_dot_product_attention", wraps=F.scaled_dot_product_attention) as fused:
+        output = per_retrieval(x, x, x, need_weights=False, **mask_kwargs)[0]
+    (grad,) = torch.autograd.grad(output.square().sum(), x)
+    torch.testing.assert_close(output, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad, grad_expected, rtol=1e-5, atol=1e-5)
+    assert fused.call_count == num_retrievals
+    # weights asked for: computed explicitly, the same numbers
+    output_with_weights, (search_weights, retrieval_weights) = per_retrieval(x, x, x, **mask_kwargs)
+    expected_weights = explicit(x, x, x, **mask_kwargs)[1]
+    torch.testing.assert_close(output_with_weights, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(search_weights, expected_weights[0])
+    torch.testing.assert_close(retrieval_weights, expected_weights[1])
+
+
 def test_gradients_reach_every_parameter() -> None:
     layer = CompositionalAttention(16, 4, 2, separate_retrieval_keys=True)
     x = torch.randn(2, 40, 16)
@@ -302,6 +340,10 @@ def test_inductor_compiled_layer_matches_eager_with_gradients(num_retrievals: in
         ({"embed_dim": 16, "num_searches": 4, "num_retrievals": 2, "retrieval_selection": "hard"}, "'soft' or 'fixed'"),
         ({"embed_dim": 16, "num_searches": 4, "num_retrievals": 2, "temperature": 0.0}, "temperature must be positive"),
         ({"embed_dim": 16, "num_searches": 4, "num_retrievals": 2, "search_backend": "flash"}, "search_backend must be"),
+        (
+            {"embed_dim": 16, "num_searches": 4, "num_retrievals": 2, "search_backend": "per_retrieval", "dropout": 0.1},
+            "one dropout mask per retrieval",
+        ),
     ],
 )
 def test_bad_configuration_is_named(kwargs: dict, message: str) -> None:
@@ -352,17 +394,20 @@ def test_cuda_fused_searches_match_explicit_searches_and_the_cpu(num_retrievals:
     cpu = CompositionalAttention(32, 4, num_retrievals, query_chunk_size=16)
     sdpa = CompositionalAttention(32, 4, num_retrievals, query_chunk_size=16).to(CUDA)
     explicit = CompositionalAttention(32, 4, num_retrievals, query_chunk_size=16, search_backend="explicit").to(CUDA)
-    sdpa.load_state_dict(cpu.state_dict())
-    explicit.load_state_dict(cpu.state_dict())
+    per_retrieval = CompositionalAttention(32, 4, num_retrievals, search_backend="per_retrieval").to(CUDA)
+    for layer in (sdpa, explicit, per_retrieval):
+        layer.load_state_dict(cpu.state_dict())
     x = torch.randn(2, 37, 32)
     results = {}
-    for name, layer, device in (("sdpa", sdpa, CUDA), ("explicit", explicit, CUDA), ("cpu", cpu, torch.device("cpu"))):
+    layers = (("sdpa", sdpa, CUDA), ("per_retrieval", per_retrieval, CUDA), ("explicit", explicit, CUDA), ("cpu", cpu, torch.device("cpu")))
+    for name, layer, device in layers:
         kwargs = {"none": {}, "padding": {"key_padding_mask": _padding(2, 37, device)}, "causal": {"is_causal": True}}[mask_kind]
         output, grad, parameter_grads = _output_and_grads(layer, x.to(device).requires_grad_(), **kwargs)
         results[name] = [output.cpu(), grad.cpu(), *(g.cpu() for g in parameter_grads)]
-    for reference in ("explicit", "cpu"):
-        for value, expected in zip(results["sdpa"], results[reference]):
-            torch.testing.assert_close(value, expected, rtol=1e-4, atol=1e-4, msg=reference)
+    for fused in ("sdpa", "per_retrieval"):
+        for reference in ("explicit", "cpu"):
+            for value, expected in zip(results[fused], results[reference]):
+                torch.testing.assert_close(value, expected, rtol=1e-4, atol=1e-4, msg=f"{fused} vs {reference}")
 
 
 @pytest.mark.cuda
