@@ -150,6 +150,28 @@ def test_query_chunks_and_recomputation_change_nothing(chunk: int | None) -> Non
         assert parameter.shape == reference_parameter.shape
 
 
+def _mask_kwargs(mask_kind: str, batch: int, heads: int, length: int) -> dict:
+    """Keyword arguments of one of MHA's masks for self-attention over ``length`` tokens: none,
+    the last 3 keys of the first sequence padded, causal, or a random per-head boolean mask that
+    leaves every query its first key."""
+    if mask_kind == "padding":
+        padding = torch.zeros(batch, length, dtype=torch.bool)
+        padding[0, -3:] = True
+        return {"key_padding_mask": padding}
+    if mask_kind == "per_head":
+        per_head = torch.rand(batch * heads, length, length) > 0.6
+        per_head[..., 0] = False
+        return {"attn_mask": per_head}
+    return {"is_causal": True} if mask_kind == "causal" else {}
+
+
+def _output_and_input_grad(layer: nn.Module, x: Tensor, **mask_kwargs) -> tuple[Tensor, Tensor]:
+    """Self-attention output (``need_weights=False``) and the gradient of ``sum(output^2)`` in ``x``."""
+    output = layer(x, x, x, need_weights=False, **mask_kwargs)[0]
+    (grad,) = torch.autograd.grad(output.square().sum(), x)
+    return output, grad
+
+
 @pytest.mark.parametrize("mask_kind", ["none", "padding", "causal", "per_head"])
 @pytest.mark.parametrize(
     ("num_retrievals", "retrieval_dim", "recomputed"),
@@ -166,19 +188,10 @@ def test_sdpa_searches_one_at_a_time_agree_with_explicit_searches(
     sdpa = CompositionalAttention(16, 4, search_backend="sdpa", **kwargs)
     sdpa.load_state_dict(explicit.state_dict())
     x = torch.randn(2, 7, 16, requires_grad=True)
-    padding = torch.zeros(2, 7, dtype=torch.bool)
-    padding[0, -3:] = True
-    per_head = torch.rand(2 * 4, 7, 7) > 0.6
-    per_head[..., 0] = False
-    mask_kwargs = {
-        "none": {}, "padding": {"key_padding_mask": padding}, "causal": {"is_causal": True},
-        "per_head": {"attn_mask": per_head},
-    }[mask_kind]
-    expected = explicit(x, x, x, need_weights=False, **mask_kwargs)[0]
-    (grad_expected,) = torch.autograd.grad(expected.square().sum(), x)
+    mask_kwargs = _mask_kwargs(mask_kind, batch=2, heads=4, length=7)
+    expected, grad_expected = _output_and_input_grad(explicit, x, **mask_kwargs)
     with patch("modules.attention.compositional.checkpoint", wraps=checkpoint) as checkpointed:
-        output = sdpa(x, x, x, need_weights=False, **mask_kwargs)[0]
-    (grad,) = torch.autograd.grad(output.square().sum(), x)
+        output, grad = _output_and_input_grad(sdpa, x, **mask_kwargs)
     torch.testing.assert_close(output, expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(grad, grad_expected, rtol=1e-5, atol=1e-5)
     assert checkpointed.call_count == (4 if recomputed else 0)
@@ -195,10 +208,8 @@ def test_fused_per_retrieval_path_agrees_with_explicit_chunks(num_retrievals: in
     padding = torch.zeros(2, 7, dtype=torch.bool)
     padding[1, -2:] = True
     assert fused._fused_per_retrieval(x, need_weights=False, dropout_p=0.0)
-    expected = explicit(x, x, x, key_padding_mask=padding, need_weights=False)[0]
-    (grad_expected,) = torch.autograd.grad(expected.square().sum(), x)
-    output = fused(x, x, x, key_padding_mask=padding, need_weights=False)[0]
-    (grad,) = torch.autograd.grad(output.square().sum(), x)
+    expected, grad_expected = _output_and_input_grad(explicit, x, key_padding_mask=padding)
+    output, grad = _output_and_input_grad(fused, x, key_padding_mask=padding)
     torch.testing.assert_close(output, expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(grad, grad_expected, rtol=1e-5, atol=1e-5)
     assert not CompositionalAttention(16, 4, 4)._fused_per_retrieval(x, need_weights=False, dropout_p=0.0)
@@ -216,20 +227,12 @@ def test_per_retrieval_backend_agrees_with_explicit_searches(
     per_retrieval = CompositionalAttention(16, 4, search_backend="per_retrieval", **kwargs)
     per_retrieval.load_state_dict(explicit.state_dict())
     x = torch.randn(2, 7, 16, requires_grad=True)
-    padding = torch.zeros(2, 7, dtype=torch.bool)
-    padding[0, -3:] = True
-    per_head = torch.rand(2 * 4, 7, 7) > 0.6
-    per_head[..., 0] = False
-    mask_kwargs = {
-        "none": {}, "padding": {"key_padding_mask": padding}, "causal": {"is_causal": True},
-        "per_head": {"attn_mask": per_head},
-    }[mask_kind]
+    mask_kwargs = _mask_kwargs(mask_kind, batch=2, heads=4, length=7)
     assert per_retrieval._fused_per_retrieval(x, need_weights=False, dropout_p=0.0)
-    expected = explicit(x, x, x, need_weights=False, **mask_kwargs)[0]
-    (grad_expected,) = torch.autograd.grad(expected.square().sum(), x)
-    with patch("modules.attention.compositional.F.scaled_dot_product_attention", wraps=F.scaled_dot_product_attention) as fused:
-        output = per_retrieval(x, x, x, need_weights=False, **mask_kwargs)[0]
-    (grad,) = torch.autograd.grad(output.square().sum(), x)
+    expected, grad_expected = _output_and_input_grad(explicit, x, **mask_kwargs)
+    sdpa = F.scaled_dot_product_attention
+    with patch("modules.attention.compositional.F.scaled_dot_product_attention", wraps=sdpa) as fused:
+        output, grad = _output_and_input_grad(per_retrieval, x, **mask_kwargs)
     torch.testing.assert_close(output, expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(grad, grad_expected, rtol=1e-5, atol=1e-5)
     assert fused.call_count == num_retrievals
