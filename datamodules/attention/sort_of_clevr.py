@@ -9,9 +9,9 @@ colour red, green, blue, orange (255, 156, 0), gray (128, 128, 128), yellow; eac
 of side 11 (centre +- 5 pixels) or a filled disc of radius 5, square or disc with probability 1/2.
 Centres ``(x, y)`` (``x`` the column, ``y`` the row) are integers drawn uniformly in ``[5, 70)``,
 redrawn until at least 10 pixels (squared distance >= 100) from every earlier object; objects are
-drawn in colour order. The official images are drawn with OpenCV; here discs are the pixels within
-``5.5`` of the centre (``dx^2 + dy^2 <= 30.25``), which may differ from OpenCV's raster by a pixel
-on the rim. No object covers another's centre pixel.
+drawn in colour order. The official images are drawn with OpenCV; here discs are OpenCV's raster of
+``cv2.circle(radius=5, thickness=-1)``: the 81 pixels with ``dx^2 + dy^2 <= 25``. No object covers
+another's centre pixel.
 
 Questions: 10 of each type per image (``questions_per_type``), each with a uniformly drawn colour
 (two distinct colours for ternary questions) and a uniformly drawn subtype. Encoding (18 floats):
@@ -126,9 +126,9 @@ _BAND_EPSILON = 1e-10
 _QUIRK_SELF_SQUARED_DISTANCE = 999
 _QUIRK_TERNARY_COLORS = 5
 _RENDER_CHUNK = 1024
-_DISC_SQUARED_RADIUS = (OBJECT_HALF_SIZE + 0.5) ** 2
+_DISC_SQUARED_RADIUS = OBJECT_HALF_SIZE**2
 _SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 
 
 def generate_scenes(rng: np.random.Generator, num_images: int) -> tuple[np.ndarray, np.ndarray]:

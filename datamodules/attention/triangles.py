@@ -16,8 +16,9 @@ generator, kept here:
   1.4056, checked exhaustively). ``p1 = p2`` (1 in 3,969) gives three coinciding vertices.
 - Not equilateral: three uniform vertices.
 - Each vertex becomes a cluster of 8 dots: 4 offsets uniform in ``{-r, ..., r}^2`` and their
-  mirror images through the vertex; each dot a filled disc of radius 2 (OpenCV's raster: the
-  pixels with ``dx^2 + dy^2 <= 5``), clipped to the image.
+  mirror images through the vertex; each dot a filled disc of radius 2, clipped to the image:
+  the 13 pixels with ``dx^2 + dy^2 <= 4``, OpenCV's raster of ``cv2.circle(radius=2, thickness=-1)``
+  that the official code draws (the same dots as :func:`~datamodules.attention.multitask_images.draw_dots`).
 - Official sizes: 50,000 training and 10,000 test images per epoch, drawn anew at every read
   (``TriangleDataset``: Python ``random`` in each ``__getitem__``), batch size 64, 200 epochs
   (``run.sh``).
@@ -56,6 +57,7 @@ from datamodules.attention.generated import (
     check_loader_args,
     check_positive_int,
 )
+from datamodules.attention.multitask_images import DOT_RADIUS
 
 __all__ = [
     "DEFAULT_TOLERANCE",
@@ -74,8 +76,6 @@ truncating the third vertex may move it, above the spread of every official equi
 on the 64 x 64 grid (1.4056)."""
 _ROTATION = 60.0 / 180 * math.pi
 _COS, _SIN = math.cos(_ROTATION), math.sin(_ROTATION)
-_DOT_RADIUS = 2
-_DOT_SQUARED_RADIUS = 5
 _SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 
 
@@ -163,10 +163,8 @@ def render_clusters(
     )
     offsets = np.concatenate([offsets, -offsets], axis=2)  # the mirror images through the vertex
     dots = (vertices[:, :, None, :] + offsets).reshape(count, -1, 2)  # [N, K * points, 2]
-    span = np.arange(-_DOT_RADIUS, _DOT_RADIUS + 1)
-    stencil = np.array(
-        [(dx, dy) for dx in span for dy in span if dx * dx + dy * dy <= _DOT_SQUARED_RADIUS]
-    )
+    span = np.arange(-DOT_RADIUS, DOT_RADIUS + 1)
+    stencil = np.array([(dx, dy) for dx in span for dy in span if dx * dx + dy * dy <= DOT_RADIUS**2])
     pixels = (dots[:, :, None, :] + stencil).reshape(count, -1, 2)
     inside = ((pixels >= 0) & (pixels < image_size)).all(axis=-1)
     image_index = np.broadcast_to(np.arange(count)[:, None], inside.shape)[inside]

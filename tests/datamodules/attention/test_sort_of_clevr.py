@@ -213,7 +213,8 @@ def test_rendering_by_hand():
     for k, (x, y) in enumerate(centers[0]):
         assert image[:, y, x].tolist() == COLORS_RGB[k].tolist()
         colour_pixels = (image == COLORS_RGB[k][:, None, None]).all(axis=0).sum()
-        assert colour_pixels == (121 if shapes[0, k] == RECTANGLE else 97)  # 11 x 11 square, disc
+        # an 11 x 11 square, or OpenCV's disc of radius 5 (cv2.circle, thickness -1): dx^2 + dy^2 <= 25
+        assert colour_pixels == (121 if shapes[0, k] == RECTANGLE else 81)
         corner = image[:, y + 5, x + 5].tolist()
         assert (corner == COLORS_RGB[k].tolist()) == (shapes[0, k] == RECTANGLE)
     assert image[:, 40, 70].tolist() == [255, 255, 255]

@@ -9,6 +9,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from datamodules.attention.multitask_images import draw_dots
 from datamodules.attention.triangles import (
     DEFAULT_TOLERANCE,
     TriangleDataModule,
@@ -79,15 +80,15 @@ def test_official_negatives_may_be_near_equilateral_and_are_redrawn_here():
     assert is_equilateral(negatives).sum() > 0
 
 
-def test_rendering_without_jitter_by_brute_force():
+def test_rendering_without_jitter_draws_opencv_discs():
+    # draw_dots is pinned to cv2.circle(radius=2, thickness=-1) in test_multitask_images: a
+    # 13-pixel disc per dot, clipped at the border
     vertices = np.array([[[0, 0], [10, 5], [63, 62]], [[30, 30], [31, 31], [5, 60]]])
     images = render_clusters(np.random.default_rng(0), vertices, image_size=64, cluster_radius=0)
     assert images.shape == (2, 1, 64, 64) and images.dtype == np.float32
     for n in range(2):
-        for row in range(64):
-            for column in range(64):
-                lit = any((column - x) ** 2 + (row - y) ** 2 <= 5 for x, y in vertices[n].tolist())
-                assert images[n, 0, row, column] == float(lit)
+        assert np.array_equal(images[n, 0], draw_dots(vertices[n], 64) / 255)
+    assert images[0, 0, 3:8, 8:13].sum() == 13  # the disc around (x, y) = (10, 5)
 
 
 def test_rendered_clusters_surround_their_vertices():
