@@ -119,8 +119,9 @@ class TransformerEncoderLayer(nn.Module):
         activation: ``"relu"`` or ``"gelu"``.
         norm_first: pre-norm (``x + f(LN(x))``) instead of post-norm (``LN(x + f(x))``).
 
-    Forward: ``x [B, L, E]``, ``attn_mask`` / ``key_padding_mask`` / ``is_causal`` as
-    ``nn.MultiheadAttention`` -> ``[B, L, E]``.
+    Forward: ``x [B, L, E]``, ``attn_mask`` / ``key_padding_mask`` as ``nn.MultiheadAttention``;
+    ``is_causal`` without ``attn_mask`` builds the causal mask (MHA itself would reject the hint
+    without a mask), with ``attn_mask`` it is MHA's hint that the mask is causal -> ``[B, L, E]``.
     """
 
     def __init__(
@@ -148,6 +149,9 @@ class TransformerEncoderLayer(nn.Module):
         key_padding_mask: Tensor | None = None,
         is_causal: bool = False,
     ) -> Tensor:
+        if is_causal and attn_mask is None:
+            attn_mask = causal_mask(x.shape[1], x.device)
+
         def attend(h: Tensor) -> Tensor:
             out = self.self_attn(
                 h, h, h, key_padding_mask=key_padding_mask, need_weights=False, attn_mask=attn_mask, is_causal=is_causal
@@ -168,8 +172,8 @@ class TransformerDecoderLayer(nn.Module):
     cross-attention (default: ``attention``).
 
     Forward: ``x [B, T, E]``, ``memory [B, S, E]``, ``self_mask`` (``[T, T]``, MHA semantics;
-    ``None`` with ``causal=True`` builds the causal mask), ``self_padding_mask [B, T]``,
-    ``memory_padding_mask [B, S]`` -> ``[B, T, E]``.
+    ``None`` with ``causal=True`` builds the causal mask; a given mask is used as given, whatever
+    ``causal`` says), ``self_padding_mask [B, T]``, ``memory_padding_mask [B, S]`` -> ``[B, T, E]``.
     """
 
     def __init__(
@@ -199,12 +203,15 @@ class TransformerDecoderLayer(nn.Module):
         memory_padding_mask: Tensor | None = None,
         causal: bool = True,
     ) -> Tensor:
-        if self_mask is None and causal:
+        # the causal hint only for the mask built here: MHA's fused path would take the hint over a
+        # caller's mask
+        is_causal = self_mask is None and causal
+        if is_causal:
             self_mask = causal_mask(x.shape[1], x.device)
 
         def self_block(h: Tensor) -> Tensor:
             return self.self_attn(
-                h, h, h, key_padding_mask=self_padding_mask, need_weights=False, attn_mask=self_mask, is_causal=causal
+                h, h, h, key_padding_mask=self_padding_mask, need_weights=False, attn_mask=self_mask, is_causal=is_causal
             )[0]
 
         return self._residual_blocks(x, self_block, memory, memory_padding_mask)

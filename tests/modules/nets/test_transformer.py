@@ -92,6 +92,25 @@ def test_decoder_is_causal_and_ignores_padded_memory(attention) -> None:
     torch.testing.assert_close(decoder(target, changed_memory, memory_padding_mask=padding), output)
 
 
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
+@pytest.mark.parametrize("attention", [MHA, COMPOSITIONAL], ids=["multihead", "compositional"])
+def test_masks_mean_the_same_for_every_attention_in_train_and_eval_mode(attention, training: bool) -> None:
+    # A decoder given its own self-attention mask uses that mask, not the causal default (MHA's
+    # fused training path would follow an is_causal hint over the mask); an encoder asked for
+    # is_causal without a mask builds the causal mask (MHA alone would refuse the hint).
+    decoder = TransformerDecoderLayer(32, attention, dropout=0.0).train(training)
+    target, memory = torch.randn(2, 6, 32), torch.randn(2, 5, 32)
+    nothing_masked = torch.zeros(6, 6, dtype=torch.bool)
+    with torch.no_grad():
+        unmasked = decoder(target, memory, causal=False)
+        torch.testing.assert_close(decoder(target, memory, self_mask=nothing_masked), unmasked)
+        assert not torch.allclose(decoder(target, memory), unmasked)
+    encoder = TransformerEncoderLayer(32, attention, dropout=0.0).train(training)
+    x = torch.randn(2, 6, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(encoder(x, is_causal=True), encoder(x, attn_mask=causal_mask(6)))
+
+
 @pytest.mark.parametrize("attention", [MHA, COMPOSITIONAL], ids=["multihead", "compositional"])
 def test_encoder_without_positions_is_permutation_equivariant(attention) -> None:
     encoder = TransformerEncoder(32, 2, attention, dropout=0.0, norm_first=True).eval()
