@@ -171,7 +171,8 @@ class CompositionalAttention(nn.Module):
     ``(output [B, L_q, E], weights)`` where ``weights`` is ``None`` unless ``need_weights``, then a
     pair ``(search_weights, retrieval_weights)``: search weights ``[B, L_q, L_k]`` averaged over
     searches (``[B, S, L_q, L_k]`` with ``average_attn_weights=False``), retrieval weights
-    ``[B, L_q, S, R]`` (``pi``; one-hot in the fixed pairing).
+    ``[B, L_q, S, R]`` (``pi``; one-hot in the fixed pairing). Search weights are returned before
+    attention dropout (``nn.MultiheadAttention`` returns them after it; outputs agree either way).
     """
 
     def __init__(

@@ -25,7 +25,8 @@ def mha_with_same_weights(layer: CompositionalAttention) -> nn.MultiheadAttentio
 
 
 def reference_compositional(layer: CompositionalAttention, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-    """The paper's equations (Sec. 3) with explicit loops over searches and retrievals.
+    """The paper's equations (Sec. 3) with explicit loops over searches and retrievals; ``mask``
+    ``[L, L]`` boolean (``True``: masked) or additive float.
 
     Returns the output ``[B, L, E]``, search weights ``[B, S, L, L]`` and selection ``[B, L, S, R]``.
     """
@@ -39,8 +40,10 @@ def reference_compositional(layer: CompositionalAttention, x: Tensor, mask: Tens
     heads, all_weights, all_selections = [], [], []
     for s in range(num_s):
         logits = q[:, :, s] @ k[:, :, s].transpose(1, 2) / d_s**0.5
-        if mask is not None:
+        if mask is not None and mask.dtype == torch.bool:
             logits = logits.masked_fill(mask, float("-inf"))
+        elif mask is not None:
+            logits = logits + mask
         weights = logits.softmax(-1)
         retrieved = [weights @ v[:, :, r] for r in range(num_r)]
         key_maps = layer.retrieval_key_weight
@@ -64,7 +67,7 @@ def _seed() -> None:
 
 @pytest.mark.parametrize(
     "masks",
-    ["none", "key_padding", "causal_bool", "causal_float_hint", "per_head_3d"],
+    ["none", "key_padding", "causal_bool", "causal_float_hint", "per_head_3d", "float_finite"],
 )
 @pytest.mark.parametrize("need_weights", [True, False])
 def test_fixed_pairing_is_multihead_attention(masks: str, need_weights: bool) -> None:
@@ -81,6 +84,7 @@ def test_fixed_pairing_is_multihead_attention(masks: str, need_weights: bool) ->
         "causal_bool": {"attn_mask": causal.isinf()},
         "causal_float_hint": {"attn_mask": causal, "is_causal": True},
         "per_head_3d": {"attn_mask": torch.rand(batch * heads, length, length) > 0.7},
+        "float_finite": {"attn_mask": torch.randn(length, length), "key_padding_mask": -torch.rand(batch, length)},
     }[masks]
     if masks == "per_head_3d":
         kwargs["attn_mask"][..., 0] = False  # every query sees at least one key
@@ -101,9 +105,10 @@ def test_fixed_pairing_matches_mha_on_cross_attention_and_unbatched_and_sequence
     torch.testing.assert_close(layer(query[:, 0], memory[:, 0], memory[:, 0])[0], mha(query[:, 0], memory[:, 0], memory[:, 0])[0])
 
 
+@pytest.mark.parametrize("float_mask", [False, True], ids=["bool_mask", "float_mask"])
 @pytest.mark.parametrize("separate_keys", [False, True])
 @pytest.mark.parametrize("temperature", [1.0, 0.5])
-def test_soft_selection_matches_the_papers_equations(separate_keys: bool, temperature: float) -> None:
+def test_soft_selection_matches_the_papers_equations(separate_keys: bool, temperature: float, float_mask: bool) -> None:
     layer = CompositionalAttention(
         24, num_searches=3, num_retrievals=4, retrieval_dim=32, retrieval_qk_dim=5,
         separate_retrieval_keys=separate_keys, temperature=temperature,
@@ -113,6 +118,8 @@ def test_soft_selection_matches_the_papers_equations(separate_keys: bool, temper
     x = torch.randn(2, 7, 24)
     mask = torch.rand(7, 7) > 0.6
     mask.fill_diagonal_(False)
+    if float_mask:  # finite additive biases besides the -inf entries
+        mask = torch.randn(7, 7).masked_fill(mask, float("-inf"))
     output, (search_weights, selection) = layer(x, x, x, attn_mask=mask, average_attn_weights=False)
     expected, expected_weights, expected_selection = reference_compositional(layer, x, mask)
     torch.testing.assert_close(output, expected, rtol=1e-5, atol=1e-5)
@@ -120,7 +127,8 @@ def test_soft_selection_matches_the_papers_equations(separate_keys: bool, temper
     torch.testing.assert_close(selection, expected_selection, rtol=1e-5, atol=1e-6)
     assert selection.shape == (2, 7, 3, 4)
     torch.testing.assert_close(selection.sum(-1), torch.ones(2, 7, 3))
-    assert search_weights.masked_select(mask.expand_as(search_weights)).abs().max() == 0
+    masked = mask.isinf() if float_mask else mask
+    assert search_weights.masked_select(masked.expand_as(search_weights)).abs().max() == 0
 
 
 def test_one_retrieval_makes_the_selection_trivial() -> None:
@@ -131,23 +139,23 @@ def test_one_retrieval_makes_the_selection_trivial() -> None:
     assert torch.equal(selection, torch.ones(3, 5, 4, 1))
 
 
-@pytest.mark.parametrize("chunk", [1, 3, 7, None])
-def test_query_chunks_and_recomputation_change_nothing(chunk: int | None) -> None:
-    layer = CompositionalAttention(16, 4, 2, dropout=0.0, search_backend="explicit")
-    x = torch.randn(2, 7, 16, requires_grad=True)
-    padding = torch.zeros(2, 7, dtype=torch.bool)
-    padding[1, -3:] = True
+@pytest.mark.parametrize(("chunk", "chunks"), [(1, 40), (7, 6), (None, 3)])
+def test_query_chunks_and_recomputation_change_nothing(chunk: int | None, chunks: int) -> None:
+    # 40 queries: chunks of 1 or 7, or the automatic 16 (S (L + R d_v) = 192 entries per query
+    # against 2 L E = 1280, at least 16); each chunk is recomputed in the backward.
+    layer = CompositionalAttention(16, 4, 2, search_backend="explicit", query_chunk_size=chunk)
     reference = CompositionalAttention(16, 4, 2, query_chunk_size=10_000, search_backend="explicit")
     reference.load_state_dict(layer.state_dict())
-    layer.query_chunk_size = chunk
-    expected = reference(x, x, x, key_padding_mask=padding, need_weights=False)[0]
-    (grad_expected,) = torch.autograd.grad(expected.square().sum(), x)
-    output = layer(x, x, x, key_padding_mask=padding, need_weights=False)[0]
-    (grad,) = torch.autograd.grad(output.square().sum(), x)
+    x = torch.randn(2, 40, 16, requires_grad=True)
+    padding = torch.zeros(2, 40, dtype=torch.bool)
+    padding[1, -3:] = True
+    with patch("modules.attention.compositional.checkpoint", wraps=checkpoint) as checkpointed:
+        expected, grad_expected = _output_and_input_grad(reference, x, key_padding_mask=padding)
+        assert checkpointed.call_count == 0
+        output, grad = _output_and_input_grad(layer, x, key_padding_mask=padding)
+        assert checkpointed.call_count == chunks
     torch.testing.assert_close(output, expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(grad, grad_expected, rtol=1e-5, atol=1e-5)
-    for parameter, reference_parameter in zip(layer.parameters(), reference.parameters()):
-        assert parameter.shape == reference_parameter.shape
 
 
 def _mask_kwargs(mask_kind: str, batch: int, heads: int, length: int) -> dict:
@@ -304,13 +312,24 @@ def test_same_seed_same_layer_and_output() -> None:
     torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=0)
 
 
-def test_dropout_acts_in_training_only() -> None:
-    layer = CompositionalAttention(16, 4, 2, dropout=0.5)
+@pytest.mark.parametrize(
+    ("backend", "need_weights"), [("explicit", True), ("explicit", False), ("sdpa", False)], ids=["weights", "explicit", "sdpa"]
+)
+@pytest.mark.parametrize("selection", ["soft", "fixed"])
+def test_dropout_acts_in_training_only_on_every_search_path(backend: str, need_weights: bool, selection: str) -> None:
+    layer = CompositionalAttention(16, 4, 4, dropout=0.5, search_backend=backend, retrieval_selection=selection)
     x = torch.randn(2, 5, 16)
     layer.eval()
-    torch.testing.assert_close(layer(x, x, x)[0], layer(x, x, x)[0])
+    clean = layer(x, x, x, need_weights=need_weights)[0]
+    torch.testing.assert_close(layer(x, x, x, need_weights=need_weights)[0], clean)
     layer.train()
-    assert not torch.allclose(layer(x, x, x)[0], layer(x, x, x)[0])
+    with torch.no_grad():
+        draws = torch.stack([layer(x, x, x, need_weights=need_weights)[0] for _ in range(2000)])
+    assert not torch.allclose(draws[0], draws[1])
+    if selection == "fixed":
+        # the output is linear in the dropped-out weights, and inverted dropout keeps their mean:
+        # the mean output is the clean output (standard error about 0.005 here)
+        torch.testing.assert_close(draws.mean(0), clean, rtol=0, atol=0.03)
 
 
 def test_traces_under_torch_compile() -> None:
