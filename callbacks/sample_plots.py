@@ -2,7 +2,8 @@
 
 Works with any LightningModule that follows this protocol (nothing is imported from the module):
 
-- ``pl_module.sample(n: int) -> Tensor``: ``[n, D]`` samples from the current model (called
+- ``pl_module.sample(n: int, generator: torch.Generator) -> Tensor``: ``[n, D]`` samples from the
+  current model with noise drawn from ``generator`` (a generator on ``pl_module.device``; called
   under ``torch.no_grad()``; it must not run collective operations, since only rank 0 calls it).
 - ``pl_module.energy``: the target, with
     - ``dim: int`` (``D``),
@@ -58,8 +59,9 @@ class SamplePlots(L.Callback):
     under the tag ``"samples/{stage}"``.
 
     DDP: ``trainer.log_dir`` is read on every rank (it broadcasts), then only global rank 0 samples
-    and plots. The callback keeps no state; its sampling runs inside ``torch.random.fork_rng``, so
-    the training random streams are the same with and without it.
+    and plots. The callback keeps no state; the model samples with a generator of the callback's
+    own and the target inside ``torch.random.fork_rng``, so the training random streams are the
+    same with and without it.
 
     Args:
         every_n_epochs: plot after validation epochs with ``(epoch + 1) % every_n_epochs == 0``.
@@ -70,7 +72,8 @@ class SamplePlots(L.Callback):
         grid_points: grid resolution per axis for the contours.
         contour_range: contours span ``[max - contour_range, max]`` of ``log_reward`` on the grid.
         chunk_size: grid points per ``log_reward`` call.
-        seed: when set, samples are drawn with this seed (same noise at every plot).
+        seed: when set, samples are drawn with this seed (same noise at every plot); else with a
+            seed drawn from the global stream, which is then restored.
         on_test: also plot once at the end of a test epoch.
     """
 
@@ -142,7 +145,8 @@ class SamplePlots(L.Callback):
         with torch.random.fork_rng(devices=fork_devices), torch.no_grad():
             if self.seed is not None:
                 torch.manual_seed(self.seed)
-            samples = pl_module.sample(self.n_samples).detach().float().cpu()
+            generator = torch.Generator(device=device).manual_seed(int(torch.randint(2**62, (1,))))
+            samples = pl_module.sample(self.n_samples, generator=generator).detach().float().cpu()
             target = energy.sample(self.n_samples).detach().float().cpu() if energy.can_sample else None
         return samples, target
 

@@ -27,7 +27,10 @@ Differences from the official code (GFNOrg/gfn-diffusion, commit 255b499), all f
   uses one scalar for all states);
 - the flow of the start state ``x_0`` is the flow network at ``(x_0, 0)`` without the
   forward-looking term (it plays ``log Z``);
-- one random stream per module and DDP rank, saved in the checkpoint.
+- one random stream per module and DDP rank, saved in the checkpoint; evaluation (validation,
+  test, plots) draws from streams of its own, the same noise at every evaluation, so that how
+  often a run evaluates does not change its training trajectories (the official code shares one
+  global stream).
 """
 
 from __future__ import annotations
@@ -170,6 +173,7 @@ class DiffusionSampler(L.LightningModule):
         self.backward_batch: Tensor | None = None
         self._generator: torch.Generator | None = None
         self._pending_rng_state: Tensor | None = None
+        self._evaluation_seed: int | None = None
 
     def _check_energy(self, energy: nn.Module) -> None:
         if energy.dim != self.net.dim:
@@ -208,13 +212,30 @@ class DiffusionSampler(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["sampler_rng_state"] = self._rng().get_state()
+        checkpoint["sampler_evaluation_seed"] = self._evaluation_base_seed()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._pending_rng_state = checkpoint.get("sampler_rng_state")
         self._generator = None
+        self._evaluation_seed = checkpoint.get("sampler_evaluation_seed")
 
-    def _randn(self, like: Tensor) -> Tensor:
-        return torch.randn(like.shape, generator=self._rng(), device=like.device, dtype=torch.float32)
+    def _randn(self, like: Tensor, generator: torch.Generator) -> Tensor:
+        return torch.randn(like.shape, generator=generator, device=like.device, dtype=torch.float32)
+
+    def _evaluation_base_seed(self) -> int:
+        """``rng_seed``, else ``torch.initial_seed()`` at the first evaluation, kept in checkpoints."""
+        if self.hparams.rng_seed is not None:
+            return int(self.hparams.rng_seed)
+        if self._evaluation_seed is None:
+            self._evaluation_seed = torch.initial_seed()
+        return self._evaluation_seed
+
+    def evaluation_generator(self, batch_idx: int = 0) -> torch.Generator:
+        """The random stream of evaluation batch ``batch_idx``: seeded afresh at every evaluation
+        (from the run's evaluation seed, the rank and ``batch_idx``), so that every evaluation of a
+        run, resumed or not, uses the same noise and evaluating never advances the training stream."""
+        seed = hash((self._evaluation_base_seed(), 1, self.global_rank, batch_idx)) & (2**63 - 1)
+        return torch.Generator(device=self.device).manual_seed(seed)
 
     # ----------------------------------------------------------------------------------------
     # the target
@@ -265,8 +286,15 @@ class DiffusionSampler(L.LightningModule):
         a, b, _ = self.reference.forward_coefficients()
         return (x if a == 1.0 else a * x) + b * drift
 
-    def simulate(self, x0: Tensor, exploration_std: float = 0.0, reparametrize: bool = False) -> Trajectories:
-        """Forward trajectories from the start batch ``x0`` ``[B, D]``.
+    def simulate(
+        self,
+        x0: Tensor,
+        exploration_std: float = 0.0,
+        reparametrize: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> Trajectories:
+        """Forward trajectories from the start batch ``x0`` ``[B, D]``, with noise from
+        ``generator`` (default: the module's training stream).
 
         With ``reparametrize`` the states keep their graph (reparametrization gradient, for the KL
         objectives); otherwise states are detached and only the log-probabilities carry gradients.
@@ -278,8 +306,9 @@ class DiffusionSampler(L.LightningModule):
         embeddings, scalings = self.net.time_features(times[:-1])
         no_scalings = (None,) * self.reference.num_steps
         step_features = zip(embeddings.unbind(0), no_scalings if scalings is None else scalings.unbind(0))
-        x, log_start = self.reference.sample_start(x0, self._rng())
-        noises = self._randn(x0.new_empty(self.reference.num_steps, *x0.shape)).unbind(0)
+        generator = generator if generator is not None else self._rng()
+        x, log_start = self.reference.sample_start(x0, generator)
+        noises = self._randn(x0.new_empty(self.reference.num_steps, *x0.shape), generator).unbind(0)
         states, means, stds = [x], [], []
         for features, noise in zip(step_features, noises):
             drift, log_var = self._policy(x, time_features=features)
@@ -314,10 +343,12 @@ class DiffusionSampler(L.LightningModule):
             log_reward=log_reward,
         )
 
-    def simulate_backward(self, terminal: Tensor) -> Trajectories:
-        """Backward trajectories from terminal states ``[B, D]`` sampled with ``p_B``; the states
-        carry no gradient, the log-probabilities do (one batched network call over all steps)."""
+    def simulate_backward(self, terminal: Tensor, generator: torch.Generator | None = None) -> Trajectories:
+        """Backward trajectories from terminal states ``[B, D]`` sampled with ``p_B`` (noise from
+        ``generator``, default: the module's training stream); the states carry no gradient, the
+        log-probabilities do (one batched network call over all steps)."""
         terminal = terminal.float()
+        generator = generator if generator is not None else self._rng()
         times = self.reference.times(terminal.device)
         num_steps = self.reference.num_steps
         with torch.no_grad():
@@ -337,7 +368,7 @@ class DiffusionSampler(L.LightningModule):
                         None if mean_corr is None else mean_corr.unsqueeze(1),
                         None if var_corr is None else var_corr.unsqueeze(1),
                     )
-                    x = (mean + var.sqrt() * self._randn(mean)).squeeze(1)
+                    x = (mean + var.sqrt() * self._randn(mean, generator)).squeeze(1)
                 states.append(x)
             trajectory_states = torch.stack(states[::-1], dim=1)
             log_reward = self.log_reward(terminal)
@@ -423,21 +454,23 @@ class DiffusionSampler(L.LightningModule):
     # ----------------------------------------------------------------------------------------
     # evaluation
     @torch.no_grad()
-    def sample(self, n: int) -> Tensor:
-        """``n`` samples ``x_T`` of the current policy (no exploration), ``[n, D]``."""
-        return self.simulate(torch.zeros(n, self.net.dim, device=self.device)).terminal
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` samples ``x_T`` of the current policy (no exploration), ``[n, D]``, with noise
+        from ``generator`` (default: the module's training stream)."""
+        return self.simulate(torch.zeros(n, self.net.dim, device=self.device), generator=generator).terminal
 
     @torch.no_grad()
-    def evaluate(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    def evaluate(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """The paper's metrics on an evaluation batch (Sendera et al., 2024, Sec. 5):
 
         ``elbo`` and ``log_z_is`` (importance-weighted) estimates of ``log Z`` from forward
         trajectories; ``delta_log_z`` = ``|log Z - elbo|`` and ``delta_log_z_rw`` =
         ``|log Z - log_z_is|`` where ``log Z`` is known; with target samples, ``eubo`` (backward
         trajectories from them) and ``w2`` (2-Wasserstein distance of the samples); for targets
-        with known modes, ``modes_hit``.
+        with known modes, ``modes_hit``. Noise from ``generator`` (default: the module's training
+        stream; the validation and test steps pass :meth:`evaluation_generator`).
         """
-        trajectories = self.simulate(batch["x0"])
+        trajectories = self.simulate(batch["x0"], generator=generator)
         log_weights = trajectories.log_weights()
         metrics = {"elbo": elbo(log_weights), "log_z_is": log_z_importance(log_weights)}
         if self.loss_name == "tb":
@@ -448,7 +481,7 @@ class DiffusionSampler(L.LightningModule):
             metrics["delta_log_z_rw"] = delta_log_z(metrics["log_z_is"], log_z)
         target = batch.get("target_samples")
         if target is not None:
-            metrics["eubo"] = eubo(self.simulate_backward(target).log_weights())
+            metrics["eubo"] = eubo(self.simulate_backward(target, generator).log_weights())
             metrics["w2"] = torch.tensor(wasserstein2(trajectories.terminal, target.float()))
         modes = getattr(self.energy, "modes", None)
         if modes is not None:
@@ -456,8 +489,8 @@ class DiffusionSampler(L.LightningModule):
             metrics["modes_hit"] = torch.tensor(float(hit), device=self.device)
         return {name: value.to(self.device) for name, value in metrics.items()}
 
-    def _log_evaluation(self, batch: dict[str, Tensor], prefix: str) -> None:
-        metrics = self.evaluate(batch)
+    def _log_evaluation(self, batch: dict[str, Tensor], batch_idx: int, prefix: str) -> None:
+        metrics = self.evaluate(batch, self.evaluation_generator(batch_idx))
         self.log_dict(
             {f"{prefix}/{name}": value for name, value in metrics.items()},
             sync_dist=True,
@@ -466,10 +499,10 @@ class DiffusionSampler(L.LightningModule):
         )
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._log_evaluation(batch, "val")
+        self._log_evaluation(batch, batch_idx, "val")
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._log_evaluation(batch, "test")
+        self._log_evaluation(batch, batch_idx, "test")
 
     # ----------------------------------------------------------------------------------------
     def _parameter_groups(self) -> list[dict[str, Any]]:

@@ -1,7 +1,6 @@
 """Behaviour tests of the SamplePlots callback (callbacks/sample_plots.py)."""
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import lightning as L
 import matplotlib.image
@@ -37,15 +36,15 @@ class GaussianEnergy(torch.nn.Module):
 
 
 class FakeSampler(L.LightningModule):
-    """Tiny module with the callback's protocol: .energy and .sample(n)."""
+    """Tiny module with the callback's protocol: .energy and .sample(n, generator)."""
 
     def __init__(self, dim: int, can_sample: bool = True) -> None:
         super().__init__()
         self.energy = GaussianEnergy(dim, can_sample)
         self.shift = torch.nn.Parameter(torch.zeros(dim))
 
-    def sample(self, n: int) -> Tensor:
-        return torch.randn(n, self.energy.dim, device=self.device) * 1.5 + self.shift
+    def sample(self, n: int, generator: torch.Generator) -> Tensor:
+        return torch.randn(n, self.energy.dim, device=self.device, generator=generator) * 1.5 + self.shift
 
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
         return (batch + self.shift).square().mean()
@@ -183,6 +182,23 @@ def test_seeded_draws_are_identical(tmp_path: Path) -> None:
     first = callback._draw(model, model.energy)
     second = callback._draw(model, model.energy)
     assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+
+
+def test_diffusion_sampler_plots_are_seeded_and_leave_its_training_stream_alone(tmp_path: Path) -> None:
+    # DiffusionSampler draws from a generator of its own, not the global one: the callback's seed
+    # must still fix the plotted samples, and plotting must not advance the sampler's stream.
+    from modules.samplers import DiffusionSampler, SamplerNets
+
+    sampler = DiffusionSampler(
+        SamplerNets(2, hidden_dim=8), torch.optim.Adam, energy=GaussianEnergy(2), loss="tb", num_steps=4, rng_seed=0
+    )
+    training_stream = sampler._rng().get_state()
+    callback = SamplePlots(n_samples=50, seed=5)
+    first, second = callback._draw(sampler, sampler.energy), callback._draw(sampler, sampler.energy)
+    assert torch.equal(first[0], second[0])
+    assert not torch.equal(first[0], SamplePlots(n_samples=50, seed=6)._draw(sampler, sampler.energy)[0])
+    callback.on_validation_epoch_end(_StubTrainer(tmp_path, True), sampler)
+    assert torch.equal(sampler._rng().get_state(), training_stream)
 
 
 def test_sanity_check_stub_skips(tmp_path: Path) -> None:

@@ -199,6 +199,25 @@ def test_evaluation_metrics_are_exact_for_the_exact_sampler() -> None:
     assert 0 < metrics["w2"].item() < 1.5 * wasserstein2(other, target)
 
 
+def test_validation_uses_the_same_noise_every_time_and_not_the_training_stream() -> None:
+    """Evaluating twice gives identical metrics (a fixed evaluation batch: the same start states
+    and noise), and however often a run validates, its training stream is where it was."""
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    sampler = make_sampler("tb", net_kwargs=dict(langevin=True))
+    training_stream = sampler._rng().get_state()
+    loader = DataLoader([{"x0": torch.zeros(64, 2)}, {"x0": torch.zeros(64, 2)}], batch_size=None)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    first = trainer.validate(sampler, dataloaders=loader, verbose=False)[0]
+    second = trainer.validate(sampler, dataloaders=loader, verbose=False)[0]
+    assert first == second and first["val/elbo"] != 0.0
+    assert torch.equal(sampler._rng().get_state(), training_stream)
+    # each evaluation batch has a stream of its own
+    batches = [sampler.evaluate({"x0": torch.zeros(64, 2)}, sampler.evaluation_generator(i))["elbo"] for i in (0, 1)]
+    assert batches[0] != batches[1]
+
+
 def test_langevin_parametrization_evaluates_inside_inference_mode() -> None:
     """Lightning validates under torch.inference_mode; the Langevin term still needs grad log R.
     At initialization the drift is s(t) grad log R with s = 0.01, so against N(0, sigma2) the
