@@ -73,8 +73,8 @@ class TimeConditionedMLP(nn.Module):
         zero_init: zero the output layer's weight and bias, so the network starts at ``f = 0``.
 
     Shapes: ``x`` ``[*, in_dim]`` and ``t`` broadcastable to ``[*]`` (a scalar time for a whole
-    batch, or one time per row) -> ``[*, out_dim]``. The time embedding is computed for the
-    distinct times only, so a scalar ``t`` costs one row.
+    batch, or one time per row) -> ``[*, out_dim]``. The time embedding costs one row per entry
+    of ``t``: a scalar ``t`` costs one row whatever the batch size.
     """
 
     def __init__(

@@ -1,23 +1,57 @@
-"""The time-conditioned MLP of the samplers: its definition ``MLP(GELU(W x + b + E(t)))`` by hand,
+"""The time-conditioned MLP of the samplers: its Fourier time embedding
+``E(t) = MLP([sin(w t + phi), cos(w t + phi)])`` and its definition ``MLP(GELU(W x + b + E(t)))`` by hand,
 the same values and gradients whether one time serves the whole batch (the embedding folded into
 the state embedding's bias) or every row has its own, and a zero-initialized output."""
 
 from __future__ import annotations
 
+import pytest
 import torch
+from torch import Tensor
+from torch.nn.functional import gelu
 
-from modules.nets import TimeConditionedMLP
+from modules.nets import FourierTimeEmbedding, TimeConditionedMLP
 
 torch.set_num_threads(1)
 
 
-def test_output_by_hand_and_zero_initialization() -> None:
+def fourier_embedding_by_hand(embedding: FourierTimeEmbedding, t: Tensor) -> Tensor:
+    """``MLP([sin(w t + phi), cos(w t + phi)])`` from the module's phase and weights, with the
+    frequencies ``w = linspace(0.1, 100, n)`` of PIS (arXiv 2111.15141) rebuilt here, not read from
+    the module; the MLP is ``Linear -> GELU -> Linear`` (one hidden layer)."""
+    frequencies = torch.linspace(0.1, 100.0, embedding.phase.numel())
+    angles = t.unsqueeze(-1) * frequencies + embedding.phase
+    features = torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
+    first, last = embedding.net[0], embedding.net[2]
+    return gelu(features @ first.weight.T + first.bias) @ last.weight.T + last.bias
+
+
+def test_fourier_features_by_hand() -> None:
+    torch.manual_seed(0)
+    embedding = FourierTimeEmbedding(4, 6, hidden_dim=5, num_hidden_layers=1)
+    t = torch.tensor([0.0, 0.25, 0.6, 1.0])
+    torch.testing.assert_close(embedding(t), fourier_embedding_by_hand(embedding, t))
+    # a scalar time gives one unbatched row
+    torch.testing.assert_close(embedding(t[2]), fourier_embedding_by_hand(embedding, t[2]))
+
+
+@pytest.mark.parametrize("t", [torch.tensor(0.3), torch.tensor([0.0, 0.1, 0.45, 0.8, 1.0])], ids=["scalar", "per_row"])
+def test_output_by_hand(t: Tensor) -> None:
     torch.manual_seed(0)
     net = TimeConditionedMLP(3, 2, hidden_dim=8, num_hidden_layers=1, num_frequencies=4, zero_init=False)
-    x, t = torch.randn(5, 3), torch.tensor(0.3)
-    hidden = torch.nn.functional.gelu(x @ net.state_embedding.weight.T + net.state_embedding.bias + net.time_embedding(t))
-    torch.testing.assert_close(net(x, t), net.head[1](hidden))
-    assert TimeConditionedMLP(3, 2, hidden_dim=8)(x, t).abs().max() == 0
+    x = torch.randn(5, 3)
+    # docstring: f(x, t) = MLP(GELU(W x + b + E(t))), the MLP being Linear -> GELU -> Linear here
+    time_embedding = fourier_embedding_by_hand(net.time_embedding, t)
+    hidden = gelu(x @ net.state_embedding.weight.T + net.state_embedding.bias + time_embedding)
+    first, last = net.head[1][0], net.head[1][2]
+    expected = gelu(hidden @ first.weight.T + first.bias) @ last.weight.T + last.bias
+    torch.testing.assert_close(net(x, t), expected)
+
+
+def test_zero_initialization_gives_zero_output() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(5, 3)
+    assert TimeConditionedMLP(3, 2, hidden_dim=8)(x, torch.tensor(0.3)).abs().max() == 0
 
 
 def test_one_time_per_batch_equals_one_time_per_row_in_values_and_gradients() -> None:
