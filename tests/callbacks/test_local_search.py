@@ -10,6 +10,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
+import callbacks.local_search as local_search_module
 from callbacks.local_search import (
     LocalSearchReplay,
     PrioritizedReplayBuffer,
@@ -200,6 +201,42 @@ def test_mala_adapts_and_samples_standard_gaussian() -> None:
     assert torch.equal(x0, torch.full((1000, 2), 5.0))  # input untouched
 
 
+def test_mala_adapts_the_step_from_the_last_window_acceptance_rate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The rate is measured over iteration 0 alone, then over windows of 5 iterations (1-5,
+    6-10, ...); before every iteration after the first, eta is multiplied by 1.01 if the last
+    measured rate exceeds the target, else by 0.99 (official ``langevin.py``: ``i % 5 == 0``).
+
+    The acceptance is forced: at iteration i the first ``accepted[i]`` of the 5 chains accept
+    (log alpha = +inf) and the others reject (log alpha = -inf). Iteration 0 accepts nothing
+    (rate 0 < 0.574): iterations 1-5 shrink eta. Iterations 1-5 accept 5, 5, 5, 0, 0 of 5
+    (window rate 15 / 25 = 0.6 > 0.574): iterations 6-10 grow it. A rate measured every
+    iteration would instead grow eta already at iteration 2 (iteration 1 accepted all).
+    """
+    accepted = [0, 5, 5, 5, 0, 0, 0, 0, 0, 0, 0]
+    etas: list[float] = []
+
+    def forced_log_acceptance(
+        x: Tensor, y: Tensor, log_r_x: Tensor, log_r_y: Tensor,
+        grad_x: Tensor, grad_y: Tensor, step_size: float,
+    ) -> Tensor:
+        k = accepted[len(etas)]
+        etas.append(step_size)
+        return torch.where(torch.arange(x.shape[0]) < k, math.inf, -math.inf)
+
+    monkeypatch.setattr(local_search_module, "mala_log_acceptance", forced_log_acceptance)
+    x0 = torch.randn(5, 2, generator=gen(0))
+    _, _, step, rate = mala(
+        x0, standard_gaussian_log_reward, len(accepted), 0.1, target_acceptance=0.574,
+        generator=gen(1),
+    )
+    expected = [0.1 * 0.99**i for i in range(6)] + [0.1 * 0.99**5 * 1.01**i for i in range(1, 6)]
+    assert etas == pytest.approx(expected, rel=1e-12)
+    assert step == pytest.approx(expected[-1], rel=1e-12)  # the step of the last iteration
+    assert rate == pytest.approx(15 / 55)  # burn_in=0: all 11 iterations of 5 chains
+
+
 def test_mala_under_no_grad_and_inference_mode() -> None:
     x0 = torch.randn(8, 3, generator=gen(0))
     ref = mala(x0, standard_gaussian_log_reward, 5, 0.2, generator=gen(1))
@@ -268,14 +305,63 @@ def test_paper_local_search_replaces_drawn_samples_with_better_ones() -> None:
     )
     x = torch.randn(48, 2, generator=gen(0)) * 0.1 + torch.tensor([8.0, 8.0])
     cb.buffer.add(x, module.log_reward(x))
-    before_x, before_log_r = cb.buffer.contents()
+    before_x, before_log_r = cb.buffer.contents()  # storage order: the ring has not wrapped
+    # Replay with a copy of the callback's stream: 32 distinct positions by priority, then MALA.
+    stream = torch.Generator().set_state(cb.generator.get_state())
+    idx = cb.buffer.sample_indices(32, stream, replacement=False)
+    expected_x, _, expected_step, _ = mala(
+        before_x[idx], module.log_reward, 40, 0.05, burn_in=20, generator=stream
+    )
     cb.local_search(module)
     after_x, after_log_r = cb.buffer.contents()
     changed = (after_x != before_x).any(1)
-    assert len(cb.buffer) == 48 and 0 < changed.sum() <= 32  # drawn entries replaced in place
+    # exactly the 32 drawn entries are replaced in place, by the final MALA states
+    assert len(cb.buffer) == 48 and changed.nonzero().flatten().tolist() == sorted(idx.tolist())
+    torch.testing.assert_close(after_x[idx], expected_x, rtol=0, atol=0)
     assert torch.all(after_log_r[changed] > before_log_r[changed])  # moved toward the mode
     torch.testing.assert_close(after_log_r, module.log_reward(after_x))
-    assert cb.step_size != 0.05  # adapted, and kept for the next local search
+    assert cb.step_size == expected_step != 0.05  # the adapted step, kept for the next search
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log")
+@pytest.mark.parametrize("mode", ["paper", "official"])
+def test_paper_mode_carries_the_step_size_over_and_official_mode_restarts(mode: str) -> None:
+    """With ``target_acceptance=1.0`` no rate exceeds the target, so each of the 11 iterations
+    after the first of a 12-iteration search multiplies the step by 0.99: a search started at
+    eta ends at ``eta * 0.99**11``. The paper mode starts the second search from the first one's
+    final step (0.05 * 0.99**22 after it); the official mode restarts from 0.05."""
+    module = GaussianMeanSampler()
+    cb = make_callback(
+        batch_size=8, step_size=0.05, target_acceptance=1.0, local_search_mode=mode
+    )
+    x = torch.randn(16, 2, generator=gen(0))
+    cb.buffer.add(x, module.log_reward(x))
+    steps: list[float] = []
+    for _ in range(2):
+        cb.local_search(module)
+        steps.append(cb.step_size)
+    second = 0.05 * 0.99**22 if mode == "paper" else 0.05 * 0.99**11
+    assert steps == pytest.approx([0.05 * 0.99**11, second], rel=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log")
+def test_paper_local_search_replaces_distinct_entries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The paper mode draws its batch without replacement: a batch as large as the buffer
+    (16 of 16) is a permutation of all storage positions, so every entry is searched once."""
+    module = GaussianMeanSampler()
+    cb = make_callback(batch_size=16)
+    x = torch.randn(16, 2, generator=gen(0))
+    cb.buffer.add(x, module.log_reward(x))
+    replaced: list[Tensor] = []
+    replace = cb.buffer.replace
+
+    def recording_replace(idx: Tensor, x: Tensor, log_r: Tensor) -> None:
+        replaced.append(idx.clone())
+        replace(idx, x, log_r)
+
+    monkeypatch.setattr(cb.buffer, "replace", recording_replace)
+    cb.local_search(module)
+    assert len(replaced) == 1 and sorted(replaced[0].tolist()) == list(range(16))
 
 
 class GaussianMeanSampler(L.LightningModule):
@@ -401,6 +487,38 @@ def test_epoch_draws_store_each_buffers_first_batch_twice(draws: str) -> None:
     later, _ = cb.ls_buffer.contents()
     added = later[len(found) :]
     assert len(added) > 0 and not torch.equal(added[: len(added) // 2], added[len(added) // 2 :])
+
+
+@pytest.mark.parametrize(
+    ("backward_every", "every", "max_steps", "expected"),
+    [(2, 4, 12, [1, 5, 9]), (3, 6, 18, [2, 8, 14])],
+)
+def test_local_search_runs_on_the_first_backward_step_of_each_window(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    backward_every: int,
+    every: int,
+    max_steps: int,
+    expected: list[int],
+) -> None:
+    """Backward steps are s with ``s % backward_every == backward_every - 1`` (1, 3, 5, ... for
+    2; 2, 5, 8, ... for 3); local search runs on the first of them in each window of ``every``
+    batches [0, every), [every, 2 every), ...: s = 1, 5, 9 and s = 2, 8, 14. The buffer holds a
+    batch from step 0 on, so no backward step is skipped."""
+    module = GaussianMeanSampler()
+    cb = make_callback(backward_every=backward_every, local_search_every=every)
+    searched: list[int] = []
+    local_search = cb.local_search
+
+    def recording_local_search(pl_module: L.LightningModule) -> None:
+        searched.append(pl_module.global_step)
+        local_search(pl_module)
+
+    monkeypatch.setattr(cb, "local_search", recording_local_search)
+    fit(module, cb, max_steps, tmp_path)
+    assert searched == expected
+    backward_steps = [s for s in range(max_steps) if s % backward_every == backward_every - 1]
+    assert module.received == [(s, (16, 2)) for s in backward_steps]
 
 
 @LIGHTNING_RESUME_WARNINGS
