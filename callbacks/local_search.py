@@ -474,6 +474,8 @@ class LocalSearchReplay(L.Callback):
       device; that training step then trains on backward trajectories from them and sets it back
       to None. When it is None the step is an ordinary forward step. The callback clears it after
       every step in case the module did not.
+    - optionally ``accepts_backward_batches: bool``: when False (a configuration that trains
+      on-policy only, e.g. a reverse-KL loss), the callback refuses to start.
 
     Schedule, counted in training batches ``s = 0, 1, 2, ...`` (the callback's own counter, saved
     with its state): step ``s`` is a backward step when ``s % backward_every ==
@@ -667,6 +669,12 @@ class LocalSearchReplay(L.Callback):
                     f"LocalSearchReplay needs the module to define `{name}` (see the callback's "
                     "docstring for the protocol)"
                 )
+        if not getattr(pl_module, "accepts_backward_batches", True):
+            raise ValueError(
+                f"LocalSearchReplay trains on backward (replay) batches, which this {type(pl_module).__name__} "
+                "cannot use in its configuration (it trains on-policy only, e.g. with a reverse-KL loss): "
+                "remove the callback or choose an off-policy loss"
+            )
         self._ensure_device(pl_module.device)
 
     def _is_backward_step(self) -> bool:

@@ -30,7 +30,6 @@ __all__ = [
     "eubo",
     "log_z_importance",
     "logmeanexp",
-    "mean_log_likelihood",
     "modes_hit",
     "rbf_mmd2",
     "wasserstein1",
@@ -114,8 +113,9 @@ def eubo(log_weights_from_target: Tensor) -> Tensor:
     """Evidence upper bound on ``log Z`` from backward trajectories of target samples.
 
     ``EUBO = mean_i log w(tau_i)`` with ``x_T^i ~ p* = R / Z`` and ``tau_i ~ P_B(. | x_T^i)``.
-    ``E[EUBO] = log Z + KL(P_B-trajectory law || P_F) >= log Z``. The official code reports a
-    related quantity on the same backward trajectories, see :func:`mean_log_likelihood`.
+    ``E[EUBO] = log Z + KL(P_B-trajectory law || P_F) >= log Z``. The official code also logs a
+    ``mean_log_likelihood``, ``mean_i logmeanexp_k (log P_F - log P_B)`` over ``K = 10`` backward
+    trajectories per target sample; with ``K = 1`` it is ``mean_i log R(x_T^i) - EUBO``.
 
     Args:
         log_weights_from_target: [B] log weights ``log R(x_T) + log P_B(tau | x_T) - log P_F(tau)``.
@@ -125,28 +125,6 @@ def eubo(log_weights_from_target: Tensor) -> Tensor:
     """
     _check_log_weights(log_weights_from_target)
     return log_weights_from_target.to(torch.float64).mean().to(_out_dtype(log_weights_from_target))
-
-
-def mean_log_likelihood(log_pf_minus_log_pb: Tensor) -> Tensor:
-    """Mean estimated log-likelihood of target samples under the sampler.
-
-    For each target sample ``x^b`` with ``K`` backward trajectories ``tau_{b,k} ~ P_B(. | x^b)``,
-    ``log p_hat(x^b) = logmeanexp_k [log P_F(tau_{b,k}) - log P_B(tau_{b,k} | x^b)]`` (a lower
-    bound on ``log p_F(x^b)`` in expectation); returns ``mean_b log p_hat(x^b)``. Official:
-    ``evaluations.py::mean_log_likelihood`` (``K = num_evals = 10``), logged as
-    ``mean_log_likelihood``. Note ``EUBO = mean_b log R(x^b) - (this with K = 1)``.
-
-    Args:
-        log_pf_minus_log_pb: [B, K] per-trajectory ``log P_F(tau) - log P_B(tau | x)``.
-
-    Returns:
-        Scalar tensor.
-    """
-    if log_pf_minus_log_pb.ndim != 2 or log_pf_minus_log_pb.numel() == 0:
-        raise ValueError(f"expected shape [B, K], got {tuple(log_pf_minus_log_pb.shape)}")
-    per_sample = torch.logsumexp(log_pf_minus_log_pb.to(torch.float64), dim=1)
-    per_sample = per_sample - math.log(log_pf_minus_log_pb.shape[1])
-    return per_sample.mean().to(_out_dtype(log_pf_minus_log_pb))
 
 
 def delta_log_z(estimate: Tensor | float, log_z: float) -> Tensor:

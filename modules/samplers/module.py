@@ -41,10 +41,20 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from modules.samplers import losses
-from modules.samplers.metrics import delta_log_z, elbo, eubo, log_z_importance, modes_hit, wasserstein2
+from modules.samplers.metrics import (
+    delta_log_z,
+    elbo,
+    eubo,
+    log_z_importance,
+    modes_hit,
+    rbf_mmd2,
+    wasserstein1,
+    wasserstein2,
+)
 from modules.samplers.nets import SamplerNets
 from modules.samplers.reference import BrownianReference, OUReference, ReferenceProcess, gaussian_log_prob
 
@@ -151,6 +161,11 @@ class DiffusionSampler(L.LightningModule):
             raise ValueError(f"loss={loss} needs the fixed-start Brownian reference: set reference=brownian")
         if loss in FLOW_LOSSES and net.flow is None:
             raise ValueError(f"loss={loss} needs a flow network: build the net with conditional_flow=True")
+        if exploration_std < 0 or exploration_decay_steps < 0:
+            raise ValueError(
+                f"exploration_std ({exploration_std}) and exploration_decay_steps ({exploration_decay_steps}) must be "
+                ">= 0 (0: no exploration, and no decay)"
+            )
         if exploration_std > 0 and loss in KL_LOSSES:
             raise ValueError(f"exploration is off-policy: loss={loss} trains on-policy; set exploration_std=0")
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "energy"])
@@ -172,7 +187,7 @@ class DiffusionSampler(L.LightningModule):
         self.register_buffer("subtb_weights", losses.subtrajectory_weights(num_steps, subtb_lambda), persistent=False)
         self.backward_batch: Tensor | None = None
         self._generator: torch.Generator | None = None
-        self._pending_rng_state: Tensor | None = None
+        self._pending_rng_state: tuple[Tensor, str] | None = None
         self._evaluation_seed: int | None = None
 
     def _check_energy(self, energy: nn.Module) -> None:
@@ -201,8 +216,16 @@ class DiffusionSampler(L.LightningModule):
             base = self.hparams.rng_seed if self.hparams.rng_seed is not None else torch.initial_seed()
             generator.manual_seed(int(base) + 1_000_003 * self.global_rank)
             if self._pending_rng_state is not None:
-                generator.set_state(self._pending_rng_state)
+                state, saved_device_type = self._pending_rng_state
                 self._pending_rng_state = None
+                if saved_device_type == generator.device.type:
+                    generator.set_state(state)
+                else:
+                    rank_zero_warn(
+                        f"DiffusionSampler: the random stream in the checkpoint was saved on {saved_device_type} "
+                        f"and cannot be restored on {generator.device.type}; continuing with a fresh stream "
+                        f"(seeded from rng_seed or torch.initial_seed()): the run will not repeat the saved one"
+                    )
                 world_size = self.trainer.world_size if self._trainer is not None else 1
                 if world_size > 1:
                     derived = torch.randint(2**62, (1,), generator=generator, device=self.device).item()
@@ -211,11 +234,17 @@ class DiffusionSampler(L.LightningModule):
         return self._generator
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["sampler_rng_state"] = self._rng().get_state()
+        generator = self._rng()
+        checkpoint["sampler_rng_state"] = generator.get_state()
+        checkpoint["sampler_rng_device"] = generator.device.type
         checkpoint["sampler_evaluation_seed"] = self._evaluation_base_seed()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._pending_rng_state = checkpoint.get("sampler_rng_state")
+        state = checkpoint.get("sampler_rng_state")
+        saved_device_type = checkpoint.get("sampler_rng_device")
+        if saved_device_type is None and state is not None:  # checkpoints from before the device was stored
+            saved_device_type = "cpu" if state.numel() == torch.default_generator.get_state().numel() else "cuda"
+        self._pending_rng_state = None if state is None else (state, saved_device_type)
         self._generator = None
         self._evaluation_seed = checkpoint.get("sampler_evaluation_seed")
 
@@ -419,6 +448,12 @@ class DiffusionSampler(L.LightningModule):
             return losses.detailed_balance(trajectories.log_pf, trajectories.log_pb, log_flow)
         return losses.subtrajectory_balance(trajectories.log_pf, trajectories.log_pb, log_flow, self.subtb_weights)
 
+    @property
+    def accepts_backward_batches(self) -> bool:
+        """Whether the loss can train on backward (replay) trajectories, i.e. is not a reverse KL
+        (part of :class:`~callbacks.LocalSearchReplay`'s protocol)."""
+        return self.loss_name not in KL_LOSSES
+
     def exploration_std(self) -> float:
         """Current exploration std: ``exploration_std`` decayed linearly over ``exploration_decay_steps``."""
         std, decay = self.hparams.exploration_std, self.hparams.exploration_decay_steps
@@ -466,8 +501,9 @@ class DiffusionSampler(L.LightningModule):
         ``elbo`` and ``log_z_is`` (importance-weighted) estimates of ``log Z`` from forward
         trajectories; ``delta_log_z`` = ``|log Z - elbo|`` and ``delta_log_z_rw`` =
         ``|log Z - log_z_is|`` where ``log Z`` is known; with target samples, ``eubo`` (backward
-        trajectories from them) and ``w2`` (2-Wasserstein distance of the samples); for targets
-        with known modes, ``modes_hit``. Noise from ``generator`` (default: the module's training
+        trajectories from them), ``w2`` and ``w1`` (2- and 1-Wasserstein distances of the samples)
+        and ``mmd2`` (squared RBF MMD with the official code's five bandwidths); for targets with
+        known modes, ``modes_hit``. Noise from ``generator`` (default: the module's training
         stream; the validation and test steps pass :meth:`evaluation_generator`).
         """
         trajectories = self.simulate(batch["x0"], generator=generator)
@@ -482,7 +518,10 @@ class DiffusionSampler(L.LightningModule):
         target = batch.get("target_samples")
         if target is not None:
             metrics["eubo"] = eubo(self.simulate_backward(target, generator).log_weights())
-            metrics["w2"] = torch.tensor(wasserstein2(trajectories.terminal, target.float()))
+            samples, target = trajectories.terminal, target.float()
+            metrics["w2"] = torch.tensor(wasserstein2(samples, target))
+            metrics["w1"] = torch.tensor(wasserstein1(samples, target))
+            metrics["mmd2"] = rbf_mmd2(samples, target).float()
         modes = getattr(self.energy, "modes", None)
         if modes is not None:
             hit = modes_hit(trajectories.terminal, modes, self.hparams.mode_radius)

@@ -35,9 +35,11 @@ class SamplerNets(nn.Module):
         langevin_grad_clip: clip ``grad log R`` elementwise to this magnitude (None: no clip).
         drift_clip: clip the drift network's output elementwise (None: no clip).
         conditional_flow: create the state-flow network ``log F(x, t)`` (DB, SubTB, FL-SubTB).
-        learned_backward: create the backward network, whose outputs ``(m, v)`` correct the
-            reference's backward mean and variance by factors ``1 + tanh(m) r`` and
-            ``1 + tanh(v) r`` with ``r = backward_scale_range``.
+        learned_backward: create the backward network, whose outputs ``(m, v)`` scale the
+            reference's backward step by factors ``1 + tanh(m) r`` and ``1 + tanh(v) r`` with
+            ``r = backward_scale_range``: the first multiplies the mean's shrink toward the origin
+            (Brownian: ``x_{i+1} - x_{i+1} / (i + 1) * factor``, as the official ``gfn.py``), the
+            second the variance.
         log_z_init: initial value of the learned ``log Z``.
 
     Shapes: states ``[*, D]``, times broadcastable to ``[*]``.

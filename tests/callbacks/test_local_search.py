@@ -558,3 +558,33 @@ def test_cuda_buffer_generator_and_resume(tmp_path: Path) -> None:
     cpu.load_state_dict(checkpoint["callbacks"][cb.state_key])
     with pytest.warns(UserWarning, match="cannot be restored"):
         assert cpu.generator.device.type == "cpu"
+
+
+@pytest.mark.parametrize("loss", ["pis", "tb"])
+def test_diffusion_sampler_takes_backward_batches_unless_its_loss_is_on_policy(loss: str, tmp_path: Path) -> None:
+    # The real module through the protocol: a reverse-KL loss (pis) is refused before any
+    # optimizer step; TB trains its backward step (step 1) on the buffer's samples.
+    from datamodules.samplers.datamodule import EnergyDataModule
+    from datamodules.samplers.energies import GMM25
+    from modules.samplers import DiffusionSampler, SamplerNets
+
+    sampler = DiffusionSampler(SamplerNets(2, hidden_dim=8), torch.optim.Adam, loss=loss, num_steps=4, rng_seed=0)
+    data = EnergyDataModule(GMM25(), batch_size=16, steps_per_epoch=2, eval_batch_size=16)
+    callback = make_callback(local_search_every=0)
+    trainer = L.Trainer(
+        max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, limit_val_batches=0, callbacks=[callback], default_root_dir=tmp_path,
+    )
+    if loss == "pis":
+        with pytest.raises(ValueError, match="choose an off-policy loss"):
+            trainer.fit(sampler, datamodule=data)
+        assert trainer.global_step == 0
+        return
+    received = []
+    original = sampler.simulate_backward
+    sampler.simulate_backward = lambda terminal, *args: received.append(terminal.clone()) or original(terminal, *args)
+    trainer.fit(sampler, datamodule=data)
+    assert trainer.global_step == 2 and len(received) == 1
+    # the backward batch comes from the buffer, which holds the forward step's terminal states
+    stored = set(map(tuple, callback.buffer.contents()[0].tolist()))
+    assert received[0].shape == (16, 2) and set(map(tuple, received[0].tolist())) <= stored

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import math
 from functools import partial
+from unittest.mock import PropertyMock, patch
 
 import pytest
 import torch
 from torch import Tensor, nn
 
 from modules.samplers import LOSSES, DiffusionSampler, SamplerNets
-from modules.samplers.metrics import wasserstein2
+from modules.samplers.metrics import rbf_mmd2, wasserstein2
 from modules.samplers.reference import BrownianReference, OUReference
 
 torch.set_num_threads(1)
@@ -118,13 +119,80 @@ def test_log_probabilities_match_hand_computation_for_two_steps() -> None:
     torch.testing.assert_close(backward.log_pb[:, 1], log_normal(y1, x2 / 2, dt / 2))
 
 
+def test_learned_variance_and_backward_corrections_match_hand_computation() -> None:
+    """T = 3, sigma2 = 1.5, dt = 1/3, with non-zero output biases (output weights stay zero, so
+    the networks are constant): the drift network outputs (f, v), the backward network (m, w).
+
+    Forward (nets.py, module.py ``_noise_std``): log_var = 4 tanh(v), x_{i+1} ~ N(x_i + dt f,
+    sigma2 dt exp(log_var)). Backward (reference.py Brownian bridge, corrections as in
+    nets.py ``backward_corrections`` and the official ``back_mean_correction``: the correction
+    scales the shrink towards the origin): for i >= 1,
+    p_B(x_i | x_{i+1}) = N(x_{i+1} (1 - (1 + 0.1 tanh m) / (i + 1)), sigma2 dt i / (i + 1) (1 + 0.1 tanh w)),
+    and the step to x_0 = 0 is deterministic (log p_B = 0)."""
+    sigma2, dt = 1.5, 1 / 3
+    sampler = make_sampler(
+        "tb", sigma2=sigma2, num_steps=3, net_kwargs=dict(learned_variance=True, learned_backward=True)
+    )
+    f, v = torch.tensor([0.7, -1.3]), torch.tensor([0.3, -0.2])
+    m, w = torch.tensor([1.0, -2.0]), torch.tensor([-0.5, 1.5])
+    with torch.no_grad():
+        sampler.net.drift.head[-1][-1].bias.copy_(torch.cat([f, v]))
+        sampler.net.backward_policy.head[-1][-1].bias.copy_(torch.cat([m, w]))
+    forward_var = sigma2 * dt * torch.exp(4.0 * torch.tanh(v))
+    mean_correction, var_correction = 1 + 0.1 * torch.tanh(m), 1 + 0.1 * torch.tanh(w)
+
+    def expected_log_probs(states: Tensor) -> tuple[Tensor, Tensor]:
+        log_pf = [log_normal(states[:, i + 1], states[:, i] + dt * f, forward_var) for i in range(3)]
+        log_pb = [torch.zeros(states.shape[0])] + [
+            log_normal(
+                states[:, i],
+                states[:, i + 1] * (1 - mean_correction / (i + 1)),
+                sigma2 * dt * i / (i + 1) * var_correction,
+            )
+            for i in (1, 2)
+        ]
+        return torch.stack(log_pf, dim=1), torch.stack(log_pb, dim=1)
+
+    forward = sampler.simulate(torch.zeros(6, 2))
+    backward = sampler.simulate_backward(forward.terminal)
+    for traj in (forward, backward):
+        expected_pf, expected_pb = expected_log_probs(traj.states)
+        torch.testing.assert_close(traj.log_pf, expected_pf)
+        torch.testing.assert_close(traj.log_pb, expected_pb)
+
+
+def test_ou_reference_with_a_constant_drift_matches_hand_computation() -> None:
+    """DDS, T = 2, sigma2 = 2, beta = 2, a constant drift f. reference.py's OU discretization:
+    alpha = 1 - exp(-beta dt) = 1 - e^-1, x_0 ~ N(0, sigma2), x_{i+1} ~ N(a x_i + b f, c^2) with
+    a = sqrt(1 - alpha) = e^-1/2, b = 2 sigma2 (1 - a), c^2 = sigma2 alpha; backward
+    p_B(x_i | x_{i+1}) = N(a x_{i+1}, sigma2 alpha) at every step (no fixed start)."""
+    sigma2 = 2.0
+    sampler = make_sampler("dds", sigma2=sigma2, num_steps=2, ou_beta=2.0)
+    f = torch.tensor([0.8, -1.6])
+    with torch.no_grad():
+        sampler.net.drift.head[-1][-1].bias.copy_(f)
+    alpha = 1 - math.exp(-1.0)
+    a, b, c2 = math.exp(-0.5), 2 * sigma2 * (1 - math.exp(-0.5)), sigma2 * alpha
+    traj = sampler.simulate(torch.zeros(4000, 2), generator=torch.Generator().manual_seed(0))
+    x0, x1, x2 = traj.states.unbind(1)
+    torch.testing.assert_close(traj.log_start, log_normal(x0, 0.0, sigma2))
+    expected_pf = torch.stack([log_normal(x1, a * x0 + b * f, c2), log_normal(x2, a * x1 + b * f, c2)], dim=1)
+    torch.testing.assert_close(traj.log_pf, expected_pf)
+    expected_pb = torch.stack([log_normal(x0, a * x1, c2), log_normal(x1, a * x2, c2)], dim=1)
+    torch.testing.assert_close(traj.log_pb, expected_pb)
+    # the states are sampled around that mean: x_{i+1} - a x_i has mean b f (standard error c / sqrt(4000))
+    for x, x_next in ((x0, x1), (x1, x2)):
+        assert ((x_next - a * x).mean(0) - b * f).abs().max() < 4 * math.sqrt(c2 / 4000)
+
+
 def test_ou_reference_keeps_its_stationary_law() -> None:
     """The OU backward kernel composed with the stationary law N(0, sigma2) gives N(0, sigma2)."""
     reference = OUReference(num_steps=4, sigma2=3.0, beta=5.0)
-    x = math.sqrt(3.0) * torch.randn(200_000, 1, 1)
+    generator = torch.Generator().manual_seed(0)
+    x = math.sqrt(3.0) * torch.randn(200_000, 1, 1, generator=generator)
     mean, var = reference.backward_mean_var(x, torch.tensor([1]), None, None)
-    y = mean + var.sqrt() * torch.randn_like(mean)
-    assert abs(y.var().item() - 3.0) < 0.05
+    y = mean + var.sqrt() * torch.randn(mean.shape, generator=generator)
+    assert abs(y.var().item() - 3.0) < 0.05  # standard error 3 sqrt(2 / 200000) = 0.0095
     a, b, c = reference.forward_coefficients()
     assert abs(a**2 + c**2 / 3.0 - 1.0) < 1e-12
 
@@ -166,12 +234,59 @@ def test_seeded_determinism_and_rng_checkpoint_roundtrip() -> None:
     assert torch.equal(restored.simulate(torch.zeros(8, 2)).states, continuation)
 
 
-def test_exploration_widens_samples_and_decays() -> None:
-    sampler = make_sampler("tb", exploration_std=1.0, exploration_decay_steps=10)
-    plain = sampler.simulate(torch.zeros(2000, 2)).terminal.var()
-    explored = sampler.simulate(torch.zeros(2000, 2), exploration_std=1.0).terminal.var()
-    assert explored > plain + 5.0  # variance 2 -> 2 + 10 * 1
-    assert sampler.exploration_std() == 1.0
+@pytest.mark.parametrize("stored_device", [True, False], ids=["device_stored", "older_checkpoint"])
+def test_a_stream_saved_on_another_device_type_is_reseeded_with_a_warning(stored_device: bool) -> None:
+    # A CUDA generator state (16 bytes) cannot be set on a CPU generator (torch raises an opaque
+    # size error): the sampler warns and continues with its seeded stream instead.
+    checkpoint: dict = {"sampler_rng_state": torch.zeros(16, dtype=torch.uint8)}
+    if stored_device:
+        checkpoint["sampler_rng_device"] = "cuda"
+    restored = make_sampler("tb")
+    restored.on_load_checkpoint(checkpoint)
+    with pytest.warns(UserWarning, match="saved on cuda and cannot be restored on cpu"):
+        states = restored.simulate(torch.zeros(8, 2)).states
+    assert torch.equal(states, make_sampler("tb").simulate(torch.zeros(8, 2)).states)
+
+
+@pytest.mark.parametrize(
+    ("decay_steps", "step", "expected"),
+    [(10, 0, 0.8), (10, 5, 0.4), (10, 8, 0.16), (10, 10, 0.0), (10, 25, 0.0), (0, 1000, 0.8)],
+)
+def test_exploration_std_decays_linearly_with_the_global_step(decay_steps: int, step: int, expected: float) -> None:
+    """Docstring: ``exploration_std`` decays linearly to 0 over ``exploration_decay_steps``
+    optimizer steps (0: constant): ``e(step) = e max(0, 1 - step / decay)``, here with e = 0.8."""
+    sampler = make_sampler("tb", exploration_std=0.8, exploration_decay_steps=decay_steps)
+    with patch.object(type(sampler), "global_step", new_callable=PropertyMock, return_value=step):
+        assert sampler.exploration_std() == pytest.approx(expected, abs=1e-12)
+
+
+def test_exploration_adds_its_variance_to_every_step() -> None:
+    """Zero drift, Brownian reference: each step adds independent noise of variance
+    sigma2 dt + e^2 (``sqrt(std^2 + e^2)``), so x_T ~ N(0, sigma2 + T e^2) = N(0, 2 + 10 * 0.25).
+    The terminal mean is exactly 0, so the variance estimate is mean(x_T^2) over N D = 8000
+    independent coordinates, with standard error 4.5 sqrt(2 / 8000) = 0.071."""
+    sampler = make_sampler("tb", sigma2=2.0, num_steps=10)
+    generator = torch.Generator().manual_seed(0)
+    terminal = sampler.simulate(torch.zeros(4000, 2), exploration_std=0.5, generator=generator).terminal
+    expected_var = 2.0 + 10 * 0.5**2
+    standard_error = expected_var * math.sqrt(2 / terminal.numel())
+    assert abs(terminal.pow(2).mean().item() - expected_var) < 4 * standard_error
+
+
+def test_explored_trajectories_are_scored_by_the_policy_itself() -> None:
+    """T = 2, sigma2 = 1, constant drift f, exploration e = 1.5: the states are sampled with the
+    widened noise, but log p_F is the policy's own N(x_i + dt f, sigma2 dt) and log p_B the
+    bridge N(x_2 / 2, dt / 2) (as in the unexplored hand computation above)."""
+    sampler = make_sampler("tb", sigma2=1.0, num_steps=2)
+    drift = torch.tensor([0.7, -1.3])
+    with torch.no_grad():
+        sampler.net.drift.head[-1][-1].bias.copy_(drift)
+    traj = sampler.simulate(torch.zeros(5, 2), exploration_std=1.5)
+    x0, x1, x2 = traj.states.unbind(1)
+    dt = 0.5
+    expected_pf = torch.stack([log_normal(x1, x0 + dt * drift, dt), log_normal(x2, x1 + dt * drift, dt)], dim=1)
+    torch.testing.assert_close(traj.log_pf, expected_pf)
+    torch.testing.assert_close(traj.log_pb, torch.stack([torch.zeros(5), log_normal(x1, x2 / 2, dt / 2)], dim=1))
 
 
 def test_invalid_configurations_are_explained() -> None:
@@ -183,13 +298,17 @@ def test_invalid_configurations_are_explained() -> None:
         DiffusionSampler(SamplerNets(2, hidden_dim=8), partial(torch.optim.Adam), loss="db")
     with pytest.raises(ValueError, match="dimension 3"):
         make_sampler("tb", energy=Gaussian(3))
+    with pytest.raises(ValueError, match="must be >= 0"):
+        make_sampler("tb", exploration_std=-0.1)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        make_sampler("tb", exploration_std=0.1, exploration_decay_steps=-5)
     with pytest.raises(ValueError, match="off-policy"):
         make_sampler("pis", exploration_std=0.1)
 
 
 def test_evaluation_metrics_are_exact_for_the_exact_sampler() -> None:
-    """The exact sampler's log-Z estimates are exact, and its W2 to target samples is of the size
-    of the W2 between two independent target samples (finite-sample noise only)."""
+    """The exact sampler's log-Z estimates are exact, and its W2, W1 and MMD^2 to target samples
+    are of the size of those between two independent target samples (finite-sample noise only)."""
     sampler = make_sampler("tb")
     generator = torch.Generator().manual_seed(0)
     target, other = Gaussian(2, var=2.0).sample(256, generator), Gaussian(2, var=2.0).sample(256, generator)
@@ -197,6 +316,11 @@ def test_evaluation_metrics_are_exact_for_the_exact_sampler() -> None:
     for name in ("elbo", "log_z_is", "eubo", "delta_log_z", "delta_log_z_rw"):
         assert abs(metrics[name].item()) < 1e-4, name
     assert 0 < metrics["w2"].item() < 1.5 * wasserstein2(other, target)
+    assert 0 < metrics["w1"].item() <= metrics["w2"].item()  # W1 <= W2 (Jensen)
+    assert 0 < metrics["mmd2"].item() < 1.5 * rbf_mmd2(other, target).item()
+    # far from a distant target sample
+    shifted = sampler.evaluate({"x0": torch.zeros(256, 2), "target_samples": target + 3.0})
+    assert shifted["w1"] > 2.0 and shifted["mmd2"] > 10 * metrics["mmd2"]
 
 
 def test_validation_uses_the_same_noise_every_time_and_not_the_training_stream() -> None:
@@ -218,14 +342,49 @@ def test_validation_uses_the_same_noise_every_time_and_not_the_training_stream()
     assert batches[0] != batches[1]
 
 
+@pytest.mark.parametrize("per_dimension", [True, False])
+@pytest.mark.parametrize("grad_clip", [2.0, None])
+def test_langevin_drift_is_network_plus_scaled_clipped_gradient(per_dimension: bool, grad_clip: float | None) -> None:
+    """nets.py: f(x, t) = NN(x, t) + s(t) * clip(grad log R, -clip, clip) elementwise; at
+    initialization NN = 0 (zero output layer) and s = 0.01 (``init_bias``), one scale per
+    dimension or one for all. Then with the scaling's output bias set to c (its output weight is
+    zero, so s = c) and a random drift output layer, f = NN + c * clip(grad)."""
+    dim = 3
+    net = SamplerNets(
+        dim, hidden_dim=16, langevin=True, langevin_scaling_per_dimension=per_dimension, langevin_grad_clip=grad_clip
+    )
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(4, dim, generator=generator)
+    t = torch.tensor(0.3)
+    grad = torch.tensor([[5.0, -7.0, 0.5], [-1.0, 1.9, -2.5], [0.0, 3.0, -0.1], [10.0, -10.0, 1.0]])
+    clipped = grad.clamp(-grad_clip, grad_clip) if grad_clip is not None else grad
+    assert net.langevin_scaling(t).shape == (dim if per_dimension else 1,)
+    drift, log_var = net(x, t, grad)
+    assert log_var is None
+    torch.testing.assert_close(drift, 0.01 * clipped)
+    c = torch.tensor([0.3, -0.5, 2.0] if per_dimension else [0.7])
+    with torch.no_grad():
+        net.langevin_scaling.net.net[-1].bias.copy_(c)
+        net.drift.head[-1][-1].weight.normal_(generator=generator)
+    network_drift = net.drift(x, t)
+    assert network_drift.abs().min() > 0
+    torch.testing.assert_close(net(x, t, grad)[0], network_drift + c * clipped)
+
+
 def test_langevin_parametrization_evaluates_inside_inference_mode() -> None:
     """Lightning validates under torch.inference_mode; the Langevin term still needs grad log R.
-    At initialization the drift is s(t) grad log R with s = 0.01, so against N(0, sigma2) the
-    trajectories are no longer exact: the log weights differ from 0 but stay finite."""
+    At initialization the drift is 0.01 grad log R = -0.01 x / sigma2 for the target N(0, sigma2)
+    (sigma2 = 2), so the trajectories are no longer exact: the log weights are finite and not 0
+    (the exact zero-drift sampler's), and the same as outside inference mode."""
     sampler = make_sampler("tb", net_kwargs=dict(langevin=True))
+    x = torch.randn(8, 2, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
-        metrics = sampler.evaluate({"x0": torch.zeros(32, 2)})
-    assert torch.isfinite(metrics["elbo"]) and metrics["elbo"] < 0
+        drift, _ = sampler._policy(x, torch.tensor(0.5))
+        metrics = sampler.evaluate({"x0": torch.zeros(32, 2)}, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(drift, -0.01 * x / 2.0)
+    assert torch.isfinite(metrics["elbo"]) and metrics["elbo"] != 0
+    outside = sampler.evaluate({"x0": torch.zeros(32, 2)}, torch.Generator().manual_seed(1))
+    assert torch.equal(outside["elbo"], metrics["elbo"])
 
 
 def test_compiled_networks_give_the_eager_loss_gradients_and_checkpoint_keys() -> None:

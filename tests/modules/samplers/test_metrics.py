@@ -11,7 +11,6 @@ from modules.samplers.metrics import (
     eubo,
     log_z_importance,
     logmeanexp,
-    mean_log_likelihood,
     modes_hit,
     rbf_mmd2,
     wasserstein1,
@@ -80,12 +79,6 @@ def test_bounds_on_exact_discrete_toy() -> None:
     assert elbo(from_q).item() == pytest.approx(log_z - kl_qp, abs=1e-12)
     assert eubo(from_p).item() == pytest.approx(log_z + kl_pq, abs=1e-12)
     assert elbo(from_q).item() < log_z < eubo(from_p).item()
-
-
-def test_mean_log_likelihood_by_hand() -> None:
-    x = torch.tensor([[0.0, math.log(3.0)], [1.0, 1.0]])
-    # row 0: log((1 + 3) / 2) = log 2; row 1: 1; mean = (log 2 + 1) / 2
-    assert mean_log_likelihood(x).item() == pytest.approx((math.log(2.0) + 1.0) / 2.0, abs=1e-7)
 
 
 def test_delta_log_z() -> None:
