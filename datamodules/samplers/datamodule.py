@@ -53,7 +53,9 @@ class EnergyDataModule(L.LightningDataModule):
     - ``val_dataloader()`` / ``test_dataloader()``: one batch, a dict with ``"x0"``: zeros
       ``[eval_batch_size, dim]``, and, when ``energy.can_sample``, ``"target_samples"``:
       ``[eval_batch_size, dim]`` exact samples drawn once in :meth:`setup` with a CPU
-      ``torch.Generator`` seeded by ``seed`` (identical every epoch, on every device and rank).
+      ``torch.Generator`` seeded by ``seed`` (identical every epoch, on every device and rank):
+      the validation samples first, then independent test samples from the same generator, so
+      that a checkpoint chosen on validation is not tested on the samples it was chosen on.
 
     Args:
         energy: the target, already built.
@@ -100,7 +102,8 @@ class EnergyDataModule(L.LightningDataModule):
         self.steps_per_epoch = steps_per_epoch
         self.eval_batch_size = eval_batch_size
         self.seed = seed
-        self.target_samples: Tensor | None = None
+        self.val_target_samples: Tensor | None = None
+        self.test_target_samples: Tensor | None = None
 
     @property
     def dim(self) -> int:
@@ -108,11 +111,11 @@ class EnergyDataModule(L.LightningDataModule):
         return self.energy.dim
 
     def setup(self, stage: str | None = None) -> None:
-        """Draw the fixed evaluation target samples ``[eval_batch_size, dim]`` (once, on CPU)."""
-        if self.energy.can_sample and self.target_samples is None:
+        """Draw the fixed validation and test target samples ``[eval_batch_size, dim]`` (once, on CPU)."""
+        if self.energy.can_sample and self.val_target_samples is None:
             generator = torch.Generator().manual_seed(self.seed)
-            samples = self.energy.sample(self.eval_batch_size, generator=generator)
-            self.target_samples = samples.detach().cpu()
+            self.val_target_samples = self.energy.sample(self.eval_batch_size, generator=generator).detach().cpu()
+            self.test_target_samples = self.energy.sample(self.eval_batch_size, generator=generator).detach().cpu()
 
     def train_dataloader(self) -> DataLoader:
         """``steps_per_epoch`` batches of zeros ``[batch_size, dim]``."""
@@ -122,16 +125,17 @@ class EnergyDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         """One batch: ``{"x0": [eval_batch_size, dim], "target_samples": [eval_batch_size, dim]}``
         (``"target_samples"`` only when the energy can sample)."""
-        return self._eval_dataloader()
+        return self._eval_dataloader("val")
 
     def test_dataloader(self) -> DataLoader:
-        """Same as :meth:`val_dataloader`."""
-        return self._eval_dataloader()
+        """As :meth:`val_dataloader`, with the test target samples."""
+        return self._eval_dataloader("test")
 
-    def _eval_dataloader(self) -> DataLoader:
-        if self.energy.can_sample and self.target_samples is None:
+    def _eval_dataloader(self, stage: str) -> DataLoader:
+        if self.energy.can_sample and self.val_target_samples is None:
             self.setup()
         batch: dict[str, Tensor] = {"x0": torch.zeros(self.eval_batch_size, self.dim)}
-        if self.target_samples is not None:
-            batch["target_samples"] = self.target_samples
+        samples = self.val_target_samples if stage == "val" else self.test_target_samples
+        if samples is not None:
+            batch["target_samples"] = samples
         return DataLoader(_RepeatedBatches(1, batch), batch_size=None)

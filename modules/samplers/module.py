@@ -61,6 +61,7 @@ from modules.samplers.reference import BrownianReference, OUReference, Reference
 LOSSES = ("pis", "dds", "tb", "vargrad", "db", "subtb", "fl_subtb")
 KL_LOSSES = ("pis", "dds")
 FLOW_LOSSES = ("db", "subtb", "fl_subtb")
+_EVALUATION_STAGES = ("val", "test")
 
 
 @dataclass
@@ -259,11 +260,16 @@ class DiffusionSampler(L.LightningModule):
             self._evaluation_seed = torch.initial_seed()
         return self._evaluation_seed
 
-    def evaluation_generator(self, batch_idx: int = 0) -> torch.Generator:
-        """The random stream of evaluation batch ``batch_idx``: seeded afresh at every evaluation
-        (from the run's evaluation seed, the rank and ``batch_idx``), so that every evaluation of a
-        run, resumed or not, uses the same noise and evaluating never advances the training stream."""
-        seed = hash((self._evaluation_base_seed(), 1, self.global_rank, batch_idx)) & (2**63 - 1)
+    def evaluation_generator(self, batch_idx: int = 0, stage: str = "val") -> torch.Generator:
+        """The random stream of evaluation batch ``batch_idx`` of ``stage`` (``"val"`` or
+        ``"test"``): seeded afresh at every evaluation (from the run's evaluation seed, the stage,
+        the rank and ``batch_idx``), so that every evaluation of a run, resumed or not, uses the
+        same noise, tests draw other noise than validations, and evaluating never advances the
+        training stream."""
+        if stage not in _EVALUATION_STAGES:
+            raise ValueError(f"stage must be one of {', '.join(_EVALUATION_STAGES)}, got {stage!r}")
+        stage_code = 1 + _EVALUATION_STAGES.index(stage)
+        seed = hash((self._evaluation_base_seed(), stage_code, self.global_rank, batch_idx)) & (2**63 - 1)
         return torch.Generator(device=self.device).manual_seed(seed)
 
     # ----------------------------------------------------------------------------------------
@@ -529,7 +535,7 @@ class DiffusionSampler(L.LightningModule):
         return {name: value.to(self.device) for name, value in metrics.items()}
 
     def _log_evaluation(self, batch: dict[str, Tensor], batch_idx: int, prefix: str) -> None:
-        metrics = self.evaluate(batch, self.evaluation_generator(batch_idx))
+        metrics = self.evaluate(batch, self.evaluation_generator(batch_idx, prefix))
         self.log_dict(
             {f"{prefix}/{name}": value for name, value in metrics.items()},
             sync_dist=True,

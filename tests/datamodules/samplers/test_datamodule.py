@@ -41,11 +41,16 @@ def test_eval_batch_has_fixed_target_samples():
     assert val["x0"].shape == (64, 2) and torch.count_nonzero(val["x0"]) == 0
     assert val["target_samples"].shape == (64, 2)
     assert torch.equal(val["target_samples"], val_again["target_samples"])
-    assert torch.equal(val["target_samples"], test["target_samples"])
-    expected = energy.sample(64, generator=torch.Generator().manual_seed(3))
+    # validation samples first, then independent test samples, from one generator seeded by seed
+    generator = torch.Generator().manual_seed(3)
+    expected = energy.sample(64, generator=generator)
+    expected_test = energy.sample(64, generator=generator)
     assert torch.equal(val["target_samples"], expected)
+    assert torch.equal(test["target_samples"], expected_test)
+    assert not torch.equal(val["target_samples"], test["target_samples"])
     dm.setup("test")  # a second setup keeps the same samples
     assert torch.equal(next(iter(dm.val_dataloader()))["target_samples"], expected)
+    assert torch.equal(next(iter(dm.test_dataloader()))["target_samples"], expected_test)
 
 
 def test_target_samples_reproducible_across_instances_and_seeds():

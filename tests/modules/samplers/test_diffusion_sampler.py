@@ -337,9 +337,16 @@ def test_validation_uses_the_same_noise_every_time_and_not_the_training_stream()
     second = trainer.validate(sampler, dataloaders=loader, verbose=False)[0]
     assert first == second and first["val/elbo"] != 0.0
     assert torch.equal(sampler._rng().get_state(), training_stream)
-    # each evaluation batch has a stream of its own
-    batches = [sampler.evaluate({"x0": torch.zeros(64, 2)}, sampler.evaluation_generator(i))["elbo"] for i in (0, 1)]
-    assert batches[0] != batches[1]
+    # each evaluation batch and each stage has a stream of its own
+    streams = [sampler.evaluation_generator(i, stage) for i, stage in ((0, "val"), (1, "val"), (0, "test"))]
+    elbos = [sampler.evaluate({"x0": torch.zeros(64, 2)}, stream)["elbo"].item() for stream in streams]
+    assert len(set(elbos)) == 3
+    # the test stage logs the mean over its two batches, each with its test stream
+    second_test_batch = sampler.evaluate({"x0": torch.zeros(64, 2)}, sampler.evaluation_generator(1, "test"))
+    test_elbo = (elbos[2] + second_test_batch["elbo"].item()) / 2
+    assert trainer.test(sampler, dataloaders=loader, verbose=False)[0]["test/elbo"] == pytest.approx(test_elbo, rel=1e-5)
+    with pytest.raises(ValueError, match="stage must be"):
+        sampler.evaluation_generator(0, "train")
 
 
 @pytest.mark.parametrize("per_dimension", [True, False])
