@@ -118,6 +118,8 @@ class TransformerEncoderLayer(nn.Module):
             attention layer (on its weights).
         activation: ``"relu"`` or ``"gelu"``.
         norm_first: pre-norm (``x + f(LN(x))``) instead of post-norm (``LN(x + f(x))``).
+        attention_dropout: dropout on the attention weights and after the attention block
+            instead of ``dropout`` (e.g. 0 for blocks that drop out in the feed-forward only).
 
     Forward: ``x [B, L, E]``, ``attn_mask`` / ``key_padding_mask`` as ``nn.MultiheadAttention``;
     ``is_causal`` without ``attn_mask`` builds the causal mask (MHA itself would reject the hint
@@ -132,13 +134,15 @@ class TransformerEncoderLayer(nn.Module):
         dropout: float = 0.1,
         activation: Activation = "relu",
         norm_first: bool = False,
+        attention_dropout: float | None = None,
     ) -> None:
         super().__init__()
-        self.self_attn = _build_attention(attention, embed_dim, dropout)
+        attention_dropout = dropout if attention_dropout is None else attention_dropout
+        self.self_attn = _build_attention(attention, embed_dim, attention_dropout)
         self.feedforward = _FeedForward(embed_dim, feedforward_dim or 4 * embed_dim, dropout, activation)
         self.norm1 = nn.LayerNorm(embed_dim)
         self.norm2 = nn.LayerNorm(embed_dim)
-        self.dropout1 = nn.Dropout(dropout)
+        self.dropout1 = nn.Dropout(attention_dropout)
         self.dropout2 = nn.Dropout(dropout)
         self.norm_first = norm_first
 
@@ -252,8 +256,9 @@ class TransformerDecoderLayer(nn.Module):
 
 class TransformerEncoder(nn.Module):
     """``num_layers`` :class:`TransformerEncoderLayer` blocks (or one block applied ``num_layers``
-    times with ``share_layers=True``), then a final LayerNorm when ``norm_first`` (pre-norm stacks
-    need it; post-norm stacks end normalized).
+    times with ``share_layers=True``), then a final LayerNorm when ``final_norm`` (default:
+    ``norm_first``; pre-norm stacks usually need it, post-norm stacks end normalized).
+    ``attention_dropout`` as :class:`TransformerEncoderLayer`.
 
     Forward: ``x [B, L, E]`` and the masks of :class:`TransformerEncoderLayer` -> ``[B, L, E]``.
     """
@@ -268,17 +273,22 @@ class TransformerEncoder(nn.Module):
         activation: Activation = "relu",
         norm_first: bool = False,
         share_layers: bool = False,
+        attention_dropout: float | None = None,
+        final_norm: bool | None = None,
     ) -> None:
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"num_layers must be at least 1, got {num_layers}")
         num_blocks = 1 if share_layers else num_layers
         self.layers = nn.ModuleList(
-            TransformerEncoderLayer(embed_dim, attention, feedforward_dim, dropout, activation, norm_first)
+            TransformerEncoderLayer(
+                embed_dim, attention, feedforward_dim, dropout, activation, norm_first, attention_dropout
+            )
             for _ in range(num_blocks)
         )
         self.num_layers = num_layers
-        self.norm = nn.LayerNorm(embed_dim) if norm_first else nn.Identity()
+        final_norm = norm_first if final_norm is None else final_norm
+        self.norm = nn.LayerNorm(embed_dim) if final_norm else nn.Identity()
 
     def forward(
         self,

@@ -150,3 +150,23 @@ def test_sequence_first_attention_is_refused() -> None:
         TransformerEncoder(16, 1, functools.partial(nn.MultiheadAttention, num_heads=2))
     with pytest.raises(ValueError, match="num_layers must be at least 1"):
         TransformerEncoder(16, 0, MHA)
+
+
+@pytest.mark.parametrize("attention", [MHA, COMPOSITIONAL], ids=["multihead", "compositional"])
+def test_attention_dropout_and_final_norm_options(attention) -> None:
+    # With the feed-forward's output layer zeroed (weight and bias), the only randomness left in training mode is the
+    # attention's: none with attention_dropout=0, some with the default (dropout everywhere).
+    outputs = {}
+    for attention_dropout in (0.0, None):
+        encoder = TransformerEncoder(
+            32, 2, attention, dropout=0.5, attention_dropout=attention_dropout, norm_first=True, final_norm=False
+        ).train()
+        for layer in encoder.layers:
+            nn.init.zeros_(layer.feedforward[3].weight)
+            nn.init.zeros_(layer.feedforward[3].bias)
+        x = torch.randn(2, 6, 32)
+        outputs[attention_dropout] = (encoder(x), encoder(x))
+        assert isinstance(encoder.norm, nn.Identity)
+    torch.testing.assert_close(*outputs[0.0])
+    assert not torch.allclose(*outputs[None])
+    assert isinstance(TransformerEncoder(32, 1, attention, norm_first=True).norm, nn.LayerNorm)
