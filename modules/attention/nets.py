@@ -111,6 +111,11 @@ class VisionTransformerNet(nn.Module):
         question_dim: when set, ``batch[question_key]`` (``[B, question_dim]``) is embedded and
             fused into every token as the official Sort-of-CLEVR model does: patches and question
             are each embedded in ``E / 2`` dimensions, concatenated, and mapped by a linear layer.
+        patch_hidden_dim: embed patches with an MLP of this hidden width instead of a linear map,
+            the class tokens then living in patch space and embedded by the same MLP (the
+            official multitask model's ``Encoder``).
+        head_hidden_dim: a shared ``Linear-ReLU`` of this width before the heads (the official
+            multitask model's ``out_layer``, 128).
 
     Output: ``[B, max(num_classes)]``; with several heads, the logits of classes a task does not
     have are ``-inf`` (so cross-entropy and argmax see only the task's own classes).
@@ -127,29 +132,37 @@ class VisionTransformerNet(nn.Module):
         image_key: str = "image",
         question_key: str = "question",
         task_key: str = "task",
+        patch_hidden_dim: int | None = None,
+        head_hidden_dim: int | None = None,
     ) -> None:
         super().__init__()
         embed_dim = encoder.layers[0].norm1.normalized_shape[0]
         token_dim = embed_dim // 2 if question_dim else embed_dim
-        self.patches = PatchEmbedding(image_size, patch_size, in_channels, token_dim)
+        self.patches = PatchEmbedding(image_size, patch_size, in_channels, token_dim, patch_hidden_dim)
         self.positions = SinusoidalPositionalEncoding(token_dim, max_length=self.patches.num_patches)
         self.num_classes = [num_classes] if isinstance(num_classes, int) else [int(k) for k in num_classes]
-        self.class_tokens = nn.Parameter(torch.randn(1, len(self.num_classes), token_dim))
+        class_token_dim = self.patches.patch_dim if patch_hidden_dim else token_dim
+        self.class_tokens = nn.Parameter(torch.randn(1, len(self.num_classes), class_token_dim))
         self.question = nn.Linear(question_dim, embed_dim - token_dim) if question_dim else None
         self.fuse = nn.Linear(embed_dim, embed_dim) if question_dim else None
         self.encoder = encoder
-        self.heads = nn.ModuleList(nn.Linear(embed_dim, k) for k in self.num_classes)
+        self.head_hidden = (
+            nn.Sequential(nn.Linear(embed_dim, head_hidden_dim), nn.ReLU()) if head_hidden_dim else nn.Identity()
+        )
+        self.heads = nn.ModuleList(nn.Linear(head_hidden_dim or embed_dim, k) for k in self.num_classes)
         self.image_key, self.question_key, self.task_key = image_key, question_key, task_key
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         images = batch[self.image_key]
         tokens = self.positions(self.patches(images))
-        class_tokens = self.class_tokens.expand(images.shape[0], -1, -1).to(tokens.dtype)
-        tokens = torch.cat([class_tokens, tokens], dim=1)
+        class_tokens = self.class_tokens.expand(images.shape[0], -1, -1)
+        if hasattr(self.patches, "mlp"):
+            class_tokens = self.patches.mlp(class_tokens)
+        tokens = torch.cat([class_tokens.to(tokens.dtype), tokens], dim=1)
         if self.question is not None:
             question = self.question(batch[self.question_key]).unsqueeze(1).expand(-1, tokens.shape[1], -1)
             tokens = self.fuse(torch.cat([tokens, question], dim=-1))
-        summaries = self.encoder(tokens)[:, : len(self.heads)]
+        summaries = self.head_hidden(self.encoder(tokens)[:, : len(self.heads)])
         if len(self.heads) == 1:
             return self.heads[0](summaries[:, 0])
         task = batch[self.task_key]

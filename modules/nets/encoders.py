@@ -99,22 +99,34 @@ class ContextNorm(nn.Module):
 
 class PatchEmbedding(nn.Module):
     """Vision-Transformer patch embedding (Dosovitskiy et al., 2021): a ``patch_size`` stride
-    convolution, flattened to tokens. Shapes: ``[B, C, H, W] -> [B, (H / p) (W / p), embed_dim]``."""
+    convolution, flattened to tokens; or, with ``hidden_dim``, an MLP ``Linear-ReLU-Linear`` on
+    each flattened patch (``C p^2`` values; the official Compositional Attention multitask model).
+    Shapes: ``[B, C, H, W] -> [B, (H / p) (W / p), embed_dim]``."""
 
-    def __init__(self, image_size: int, patch_size: int, in_channels: int, embed_dim: int) -> None:
+    def __init__(
+        self, image_size: int, patch_size: int, in_channels: int, embed_dim: int, hidden_dim: int | None = None
+    ) -> None:
         super().__init__()
         if image_size % patch_size:
             raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
         self.image_size = image_size
         self.in_channels = in_channels
+        self.patch_size = patch_size
+        self.patch_dim = in_channels * patch_size**2
         self.num_patches = (image_size // patch_size) ** 2
-        self.proj = nn.Conv2d(in_channels, embed_dim, kernel_size=patch_size, stride=patch_size)
+        if hidden_dim is None:
+            self.proj = nn.Conv2d(in_channels, embed_dim, kernel_size=patch_size, stride=patch_size)
+        else:
+            self.mlp = nn.Sequential(nn.Linear(self.patch_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, embed_dim))
 
     def forward(self, images: Tensor) -> Tensor:
         expected = (self.in_channels, self.image_size, self.image_size)
         if images.dim() != 4 or tuple(images.shape[1:]) != expected:
             raise ValueError(f"expected images [B, {expected[0]}, {expected[1]}, {expected[2]}], got {tuple(images.shape)}")
-        return self.proj(images).flatten(2).transpose(1, 2)
+        if hasattr(self, "proj"):
+            return self.proj(images).flatten(2).transpose(1, 2)
+        patches = nn.functional.unfold(images, kernel_size=self.patch_size, stride=self.patch_size)
+        return self.mlp(patches.transpose(1, 2))
 
 
 class ObjectSequenceModel(nn.Module):

@@ -78,6 +78,32 @@ def test_vision_transformer_heads_per_task_read_their_own_class_token() -> None:
     assert torch.isfinite(F.cross_entropy(logits, torch.tensor([2, 1, 3, 0, 0, 1])))
 
 
+def test_vision_transformer_with_the_official_multitask_embedding_and_head_by_hand() -> None:
+    # Official multitask Encoder: each flattened patch (C p^2 values) and each class token (held in
+    # patch space) goes through Linear-ReLU-Linear; the heads read a shared Linear-ReLU (out_layer).
+    net = VisionTransformerNet(
+        image_size=8, in_channels=3, patch_size=4, encoder=small_encoder(), num_classes=[3, 2],
+        patch_hidden_dim=20, head_hidden_dim=12,
+    ).eval()
+    assert net.class_tokens.shape == (1, 2, 48)
+    images = torch.randn(4, 3, 8, 8)
+    task = torch.tensor([0, 1, 1, 0])
+    logits = net({"image": images, "task": task})
+    first, second = net.patches.mlp[0], net.patches.mlp[2]
+
+    def mlp(v: torch.Tensor) -> torch.Tensor:
+        return F.relu(v @ first.weight.T + first.bias) @ second.weight.T + second.bias
+
+    # patch (i, j) of image b holds images[b, :, 4i:4i+4, 4j:4j+4], channel-major, row by row
+    patches = images.reshape(4, 3, 2, 4, 2, 4).permute(0, 2, 4, 1, 3, 5).reshape(4, 4, 48)
+    with torch.no_grad():
+        tokens = torch.cat([mlp(net.class_tokens).expand(4, -1, -1), net.positions(mlp(patches))], dim=1)
+        summaries = F.relu(net.head_hidden[0](net.encoder(tokens)))
+        for row in range(4):
+            index = int(task[row])
+            torch.testing.assert_close(logits[row, : net.num_classes[index]], net.heads[index](summaries[row, index]))
+
+
 def test_vision_transformer_fuses_the_question_into_every_token() -> None:
     net = VisionTransformerNet(
         image_size=15, in_channels=3, patch_size=5, encoder=small_encoder(), num_classes=10, question_dim=18
