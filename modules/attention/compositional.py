@@ -50,8 +50,10 @@ Differences from the official code (sarthmit/Compositional-Attention,
 its ``--concat`` (a projection of the current token joins the output projection, used for
 contextual retrieval) adds a low-rank linear map of the input to the output, which models add
 around any attention layer (see ``modules.attention.nets.ContextualRetrievalNet``); its
-``--nonlinear`` output MLP, Gumbel selection and MLP retrieval scores (the image tasks' default
-without ``--dot``) are not offered: the paper defines the dot-product selection.
+``--nonlinear`` output MLP and Gumbel selection are not offered. Its retrieval scores without
+``--dot`` (a linear layer on ``[retrieval query, retrieved value]``: the argparse default of the
+image tasks, whose run.sh examples pass ``--dot``, and the only scoring that runs in its SCAN code)
+are ``retrieval_scoring="linear"``; the default is the paper's dot-product selection.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ from torch.utils.checkpoint import checkpoint
 __all__ = ["CompositionalAttention", "merge_masks"]
 
 RetrievalSelection = Literal["soft", "fixed"]
+RetrievalScoring = Literal["dot", "linear"]
 SearchBackend = Literal["auto", "sdpa", "explicit", "per_retrieval"]
 
 
@@ -154,6 +157,12 @@ class CompositionalAttention(nn.Module):
         retrieval_qk_dim: ``d_r``, width of the retrieval query and keys per search (default
             ``search_dim / S``; the official image models' ``--qk-dim``).
         separate_retrieval_keys: one retrieval key map per retrieval (official ``--separate``).
+        retrieval_scoring: ``"dot"`` (the paper: ``<Q^r_s, O_{s,r} W^{rk}>`` scaled by
+            ``d_r^-1/2``) or ``"linear"``: a linear layer on ``[Q^r_s, O_{s,r}]`` scores each
+            retrieval, unscaled, as the official SCAN layer (``compositional_attention.py``
+            without ``dot``, the layer of the paper's SCAN table). Under the softmax over
+            retrievals its query term cancels: the selection then depends on the retrieved values
+            only (the retrieval query still exists and gets zero gradients).
         kdim, vdim: key and value input widths (default ``embed_dim``).
         search_backend: how the soft path runs its searches: ``"sdpa"``
             (``scaled_dot_product_attention`` once per search on all retrievals at once),
@@ -189,6 +198,7 @@ class CompositionalAttention(nn.Module):
         retrieval_selection: RetrievalSelection = "soft",
         retrieval_qk_dim: int | None = None,
         separate_retrieval_keys: bool = False,
+        retrieval_scoring: RetrievalScoring = "dot",
         kdim: int | None = None,
         vdim: int | None = None,
         search_backend: SearchBackend = "auto",
@@ -218,6 +228,10 @@ class CompositionalAttention(nn.Module):
                 "search_backend='per_retrieval' would draw one dropout mask per retrieval instead of one per "
                 "search: set dropout=0 or choose search_backend='auto', 'sdpa' or 'explicit'"
             )
+        if retrieval_scoring not in ("dot", "linear"):
+            raise ValueError(f"retrieval_scoring must be 'dot' or 'linear', got {retrieval_scoring!r}")
+        if retrieval_scoring == "linear" and separate_retrieval_keys:
+            raise ValueError("retrieval_scoring='linear' has one score layer; it takes no separate_retrieval_keys")
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
         factory = {"device": device, "dtype": dtype}
@@ -234,6 +248,7 @@ class CompositionalAttention(nn.Module):
         self.temperature = temperature
         self.retrieval_selection = retrieval_selection
         self.separate_retrieval_keys = separate_retrieval_keys
+        self.retrieval_scoring = retrieval_scoring
         self.search_backend = search_backend
         self.query_chunk_size = query_chunk_size
 
@@ -243,16 +258,20 @@ class CompositionalAttention(nn.Module):
         if retrieval_selection == "soft":
             qk_dim = self.retrieval_qk_dim
             self.retrieval_query_proj = nn.Linear(embed_dim, num_searches * qk_dim, bias=bias, **factory)
-            num_key_maps = num_retrievals if separate_retrieval_keys else 1
-            self.retrieval_key_weight = nn.Parameter(
-                torch.empty(num_key_maps, self.retrieval_head_dim, qk_dim, **factory)
-            )
-            self.retrieval_key_bias = nn.Parameter(torch.zeros(num_key_maps, qk_dim, **factory)) if bias else None
+            if retrieval_scoring == "linear":
+                self.retrieval_score = nn.Linear(qk_dim + self.retrieval_head_dim, 1, bias=bias, **factory)
+            else:
+                num_key_maps = num_retrievals if separate_retrieval_keys else 1
+                self.retrieval_key_weight = nn.Parameter(
+                    torch.empty(num_key_maps, self.retrieval_head_dim, qk_dim, **factory)
+                )
+                self.retrieval_key_bias = nn.Parameter(torch.zeros(num_key_maps, qk_dim, **factory)) if bias else None
         self.out_proj = nn.Linear(num_searches * self.retrieval_head_dim, embed_dim, bias=bias, **factory)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Xavier-uniform projections with zero biases, as ``nn.MultiheadAttention``."""
+        """Xavier-uniform projections with zero biases, as ``nn.MultiheadAttention`` (the linear
+        retrieval score keeps ``nn.Linear``'s own initialization, as the official layer)."""
         for linear in (self.q_proj, self.k_proj, self.v_proj):
             nn.init.xavier_uniform_(linear.weight)
             if linear.bias is not None:
@@ -263,6 +282,9 @@ class CompositionalAttention(nn.Module):
             nn.init.xavier_uniform_(self.retrieval_query_proj.weight)
             if self.retrieval_query_proj.bias is not None:
                 nn.init.zeros_(self.retrieval_query_proj.bias)
+            if self.retrieval_scoring == "linear":
+                self.retrieval_score.reset_parameters()
+                return
             bound = math.sqrt(6.0 / (self.retrieval_head_dim + self.retrieval_qk_dim))
             nn.init.uniform_(self.retrieval_key_weight, -bound, bound)
             if self.retrieval_key_bias is not None:
@@ -370,15 +392,7 @@ class CompositionalAttention(nn.Module):
         batch, num_s, query_length, d_s = q.shape
         key_length = k.shape[2]
         scale = d_s**-0.5
-        qk_dim = self.retrieval_qk_dim
-        retrieval_query = self.retrieval_query_proj(query).view(batch, query_length, num_s, qk_dim).transpose(1, 2)
-        retrieval_query = retrieval_query * (qk_dim**-0.5 / self.temperature)
-        # <Q^r, O W^rk + b^rk> = <Q^r W^rk^T, O> + <Q^r, b^rk>: fold the key map into the query.
-        folded_query = torch.einsum("bsnd,kvd->bsnkv", retrieval_query, self.retrieval_key_weight)
-        if self.retrieval_key_bias is not None:
-            folded_bias = torch.einsum("bsnd,kd->bsnk", retrieval_query, self.retrieval_key_bias)
-        else:
-            folded_bias = folded_query.new_zeros(folded_query.shape[:-1])
+        folded_query, folded_bias = self._folded_retrieval_query(query, num_s)
 
         if self._fused_per_retrieval(q, need_weights, dropout_p):
             values = v.view(batch, key_length, self.num_retrievals, self.retrieval_head_dim)
@@ -422,6 +436,32 @@ class CompositionalAttention(nn.Module):
         search_weights = torch.cat(all_weights, dim=2) if need_weights else None
         retrieval_weights = torch.cat(selections, dim=2).transpose(1, 2)
         return torch.cat(heads, dim=2), search_weights, retrieval_weights
+
+    def _folded_retrieval_query(self, query: Tensor, num_s: int) -> tuple[Tensor, Tensor]:
+        """The retrieval logits as ``<folded_query, O_{s,r}> + folded_bias``: the folded query
+        ``[B, S, L_q, K, d_v]`` and bias ``[B, S, L_q, K]`` (``K``: 1, or R separate key maps)
+        from the layer input ``query [B, L_q, E]``, temperature included.
+
+        Dot scoring: ``<Q^r, O W^rk + b^rk> / sqrt(d_r) = <Q^r W^rk^T, O> / sqrt(d_r) + <Q^r, b^rk> /
+        sqrt(d_r)``, so the keys ``O W^rk`` are never formed. Linear scoring: ``w_q . Q^r + w_v . O +
+        b`` with the score layer's weight ``[w_q, w_v]``."""
+        batch, query_length, _ = query.shape
+        qk_dim = self.retrieval_qk_dim
+        retrieval_query = self.retrieval_query_proj(query).view(batch, query_length, num_s, qk_dim).transpose(1, 2)
+        if self.retrieval_scoring == "linear":
+            weight = self.retrieval_score.weight[0] / self.temperature
+            folded_query = weight[qk_dim:].expand(batch, num_s, query_length, 1, self.retrieval_head_dim)
+            folded_bias = (retrieval_query @ weight[:qk_dim]).unsqueeze(-1)
+            if self.retrieval_score.bias is not None:
+                folded_bias = folded_bias + self.retrieval_score.bias / self.temperature
+            return folded_query, folded_bias
+        retrieval_query = retrieval_query * (qk_dim**-0.5 / self.temperature)
+        folded_query = torch.einsum("bsnd,kvd->bsnkv", retrieval_query, self.retrieval_key_weight)
+        if self.retrieval_key_bias is not None:
+            folded_bias = torch.einsum("bsnd,kd->bsnk", retrieval_query, self.retrieval_key_bias)
+        else:
+            folded_bias = folded_query.new_zeros(folded_query.shape[:-1])
+        return folded_query, folded_bias
 
     def _per_search(
         self,

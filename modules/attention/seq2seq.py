@@ -24,8 +24,8 @@ compositional layer applies none there). The official SCAN compositional layer
 (``SCAN/layers/transformer/compositional_attention.py``, built without ``dot``) scores the
 retrievals with one linear layer on ``[retrieval query, retrieved value]``; under the softmax over
 retrievals the query term cancels, so its selection does not depend on the query. The
-compositional layer here uses the paper's dot-product selection (the fairseq language-model runs'
-``--qk-rule``).
+configs use the paper's dot-product selection (the fairseq language-model runs' ``--qk-rule``);
+``model.net.attention.retrieval_scoring=linear`` is the official SCAN layer's.
 
 Greedy decoding is incremental: each step runs the decoder blocks on the new position only, its
 self-attention reading the stored block inputs of the earlier positions (the framework's

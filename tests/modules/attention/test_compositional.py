@@ -131,6 +131,39 @@ def test_soft_selection_matches_the_papers_equations(separate_keys: bool, temper
     assert search_weights.masked_select(masked.expand_as(search_weights)).abs().max() == 0
 
 
+@pytest.mark.parametrize("backend", ["explicit", "sdpa", "per_retrieval"])
+def test_linear_retrieval_scoring_matches_the_official_scan_layer_by_hand(backend: str) -> None:
+    # Official SCAN layer without dot: pi = softmax_r(score([Q^r_s, O_{s,r}])), score a
+    # Linear(d_r + d_v, 1), no scaling; here also divided by the temperature.
+    layer = CompositionalAttention(
+        24, num_searches=3, num_retrievals=4, retrieval_dim=32, retrieval_qk_dim=5,
+        retrieval_scoring="linear", temperature=0.7, search_backend=backend,
+    )
+    x = torch.randn(2, 7, 24)
+    batch, length = 2, 7
+    q = layer.q_proj(x).view(batch, length, 3, 8)
+    k = layer.k_proj(x).view(batch, length, 3, 8)
+    v = layer.v_proj(x).view(batch, length, 4, 8)
+    q_r = layer.retrieval_query_proj(x).view(batch, length, 3, 5)
+    heads, selections = [], []
+    for s in range(3):
+        weights = (q[:, :, s] @ k[:, :, s].transpose(1, 2) / 8**0.5).softmax(-1)
+        retrieved = torch.stack([weights @ v[:, :, r] for r in range(4)], dim=2)  # [B, L, R, d_v]
+        scored = torch.cat([q_r[:, :, s, None].expand(-1, -1, 4, -1), retrieved], dim=-1)
+        selection = (layer.retrieval_score(scored).squeeze(-1) / 0.7).softmax(-1)
+        heads.append((selection.unsqueeze(-1) * retrieved).sum(2))
+        selections.append(selection)
+    expected = layer.out_proj(torch.cat(heads, -1))
+    output, _ = layer(x, x, x, need_weights=False)
+    torch.testing.assert_close(output, expected, rtol=1e-5, atol=1e-5)
+    _, (_, selection) = layer(x, x, x)
+    torch.testing.assert_close(selection, torch.stack(selections, 2), rtol=1e-5, atol=1e-6)
+    # the query term cancels under the softmax: the retrieval query gets no gradient
+    output.square().sum().backward()
+    assert layer.retrieval_query_proj.weight.grad.abs().max() < 1e-6
+    assert layer.retrieval_score.weight.grad[0, 5:].abs().max() > 0
+
+
 def test_one_retrieval_makes_the_selection_trivial() -> None:
     layer = CompositionalAttention(16, num_searches=4, num_retrievals=1)
     assert layer.retrieval_head_dim == 4
@@ -361,6 +394,11 @@ def test_inductor_compiled_layer_matches_eager_with_gradients(num_retrievals: in
         ({"embed_dim": 16, "num_searches": 4, "num_retrievals": 2, "retrieval_selection": "fixed"}, "num_searches == num_retrievals"),
         ({"embed_dim": 16, "num_searches": 4, "num_retrievals": 2, "retrieval_selection": "hard"}, "'soft' or 'fixed'"),
         ({"embed_dim": 16, "num_searches": 4, "num_retrievals": 2, "temperature": 0.0}, "temperature must be positive"),
+        ({"embed_dim": 16, "num_searches": 4, "num_retrievals": 2, "retrieval_scoring": "mlp"}, "'dot' or 'linear'"),
+        (
+            {"embed_dim": 16, "num_searches": 4, "num_retrievals": 2, "retrieval_scoring": "linear", "separate_retrieval_keys": True},
+            "no separate_retrieval_keys",
+        ),
         ({"embed_dim": 16, "num_searches": 4, "num_retrievals": 2, "search_backend": "flash"}, "search_backend must be"),
         (
             {"embed_dim": 16, "num_searches": 4, "num_retrievals": 2, "search_backend": "per_retrieval", "dropout": 0.1},
