@@ -1,4 +1,5 @@
-"""The one entry point of tenfold: fit a method, then test its best checkpoint.
+"""The one entry point of tenfold: fit a method, then test its best checkpoint (or its final
+weights, when the checkpoint monitors no metric).
 
     python train.py experiment=<family>/<task> [key=value ...]
     python train.py experiment=samplers/gmm25_tb trainer=cpu trainer.max_steps=600
@@ -193,8 +194,9 @@ def print_config_tree(cfg: DictConfig) -> None:
 def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fits ``cfg.model`` on ``cfg.data`` (when ``cfg.train``), then tests (when ``cfg.test``).
 
-    Testing uses the best checkpoint of the fit (the current weights, with a warning, when there
-    is none, e.g. under ``fast_dev_run``), or ``cfg.ckpt_path`` when ``train=false``.
+    Testing uses the best checkpoint of the fit when the checkpoint callback monitors a metric
+    (the current weights, with a warning, when none was saved, e.g. under ``fast_dev_run``), the
+    final weights when it monitors none, or ``cfg.ckpt_path`` when ``train=false``.
 
     Returns:
         ``(metric_dict, object_dict)``: every metric logged by the fit and the test (floats), and
@@ -255,8 +257,13 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         if cfg.get("test"):
             if cfg.get("train"):
                 checkpoint = trainer.checkpoint_callback
-                ckpt_path = checkpoint.best_model_path if checkpoint is not None else ""
-                if not ckpt_path:
+                if checkpoint is not None and checkpoint.monitor is None:
+                    # no metric to choose by: the final weights (the newest checkpoint may be older
+                    # when the run did not end on a saving epoch)
+                    ckpt_path = None
+                else:
+                    ckpt_path = checkpoint.best_model_path if checkpoint is not None else ""
+                if ckpt_path == "":
                     _warn("No best checkpoint was saved: testing the current weights")
                     ckpt_path = None
             else:

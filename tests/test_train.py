@@ -102,6 +102,37 @@ def test_ddp_sim_two_processes_log_synchronized_metric_once_per_validation(
     assert _load(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 4
 
 
+def test_a_checkpoint_that_monitors_nothing_tests_the_final_weights(compose_cfg, tmp_path: Path) -> None:
+    # 3 epochs of 2 steps, validating (and so saving) every second epoch: the newest checkpoint is
+    # from step 4, the final weights from step 6; the test must evaluate the latter.
+    cfg = compose_cfg(
+        [
+            "experiment=samplers/gmm25_tb",
+            "trainer=cpu",
+            *TINY,
+            "data.steps_per_epoch=2",
+            "trainer.max_epochs=3",
+            "trainer.check_val_every_n_epoch=2",
+            "callbacks.sample_plots=null",
+            f"paths.log_dir={tmp_path}",
+        ],
+        tmp_path / "run",
+    )
+    assert cfg.callbacks.model_checkpoint.monitor is None
+    metric_dict, object_dict = train_script.train(cfg)
+    model, datamodule = object_dict["model"], object_dict["datamodule"]
+    assert object_dict["trainer"].global_step == 6
+    newest = object_dict["trainer"].checkpoint_callback.best_model_path
+    assert newest.endswith("step_000004.ckpt")
+    # testing did not load the step-4 checkpoint: the model still holds the final weights ...
+    saved = _load(Path(newest))["state_dict"]
+    assert not torch.equal(model.state_dict()["net.drift.head.1.0.weight"], saved["net.drift.head.1.0.weight"])
+    # ... and the test metrics are theirs
+    batch = next(iter(datamodule.test_dataloader()))
+    final = model.evaluate(batch, model.evaluation_generator(0, "test"))
+    assert metric_dict["test/elbo"] == pytest.approx(final["elbo"].item(), rel=1e-6)
+
+
 def test_bf16_mixed_runs_on_cpu(compose_cfg, tmp_path: Path) -> None:
     cfg = compose_cfg(
         [
