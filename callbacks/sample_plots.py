@@ -17,6 +17,7 @@ Figures are ``matplotlib.figure.Figure`` objects built without pyplot (no global
 figure registry); PNGs are rendered by the Agg canvas that ``Figure.savefig`` picks for them.
 """
 
+import inspect
 import math
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,11 @@ class SamplePlots(L.Callback):
 
     def _draw(self, pl_module: L.LightningModule, energy: Any) -> tuple[Tensor, Tensor | None]:
         """Model samples [n, D] and target samples [n, D] (or None), float32 on CPU."""
+        if "generator" not in inspect.signature(pl_module.sample).parameters:
+            raise TypeError(
+                f"SamplePlots calls {type(pl_module).__name__}.sample(n, generator=...): give sample a "
+                "`generator` argument (a torch.Generator on the module's device to draw its noise from)"
+            )
         device = pl_module.device
         fork_devices: list[int] = []
         if device.type == "cuda":

@@ -157,12 +157,6 @@ class CompositionalAttention(nn.Module):
         retrieval_qk_dim: ``d_r``, width of the retrieval query and keys per search (default
             ``search_dim / S``; the official image models' ``--qk-dim``).
         separate_retrieval_keys: one retrieval key map per retrieval (official ``--separate``).
-        retrieval_scoring: ``"dot"`` (the paper: ``<Q^r_s, O_{s,r} W^{rk}>`` scaled by
-            ``d_r^-1/2``) or ``"linear"``: a linear layer on ``[Q^r_s, O_{s,r}]`` scores each
-            retrieval, unscaled, as the official SCAN layer (``compositional_attention.py``
-            without ``dot``, the layer of the paper's SCAN table). Under the softmax over
-            retrievals its query term cancels: the selection then depends on the retrieved values
-            only (the retrieval query still exists and gets zero gradients).
         kdim, vdim: key and value input widths (default ``embed_dim``).
         search_backend: how the soft path runs its searches: ``"sdpa"``
             (``scaled_dot_product_attention`` once per search on all retrievals at once),
@@ -174,6 +168,12 @@ class CompositionalAttention(nn.Module):
             Weights (``need_weights``) are always computed explicitly.
         query_chunk_size: query positions per chunk of the explicit searches; ``None`` chooses
             chunks whose attention matrix and retrievals are about two layer inputs large.
+        retrieval_scoring: ``"dot"`` (the paper: ``<Q^r_s, O_{s,r} W^{rk}>`` scaled by
+            ``d_r^-1/2``) or ``"linear"``: a linear layer on ``[Q^r_s, O_{s,r}]`` scores each
+            retrieval, unscaled, as the official SCAN layer (``compositional_attention.py``
+            without ``dot``, the layer of the paper's SCAN table). Under the softmax over
+            retrievals its query term cancels: the selection then depends on the retrieved values
+            only (the retrieval query still exists and gets zero gradients).
 
     Forward (batch first): ``query [B, L_q, E]``, ``key [B, L_k, kdim]``, ``value [B, L_k, vdim]``
     (unbatched ``[L, E]`` inputs work too), masks as :func:`merge_masks`. Returns
@@ -198,11 +198,11 @@ class CompositionalAttention(nn.Module):
         retrieval_selection: RetrievalSelection = "soft",
         retrieval_qk_dim: int | None = None,
         separate_retrieval_keys: bool = False,
-        retrieval_scoring: RetrievalScoring = "dot",
         kdim: int | None = None,
         vdim: int | None = None,
         search_backend: SearchBackend = "auto",
         query_chunk_size: int | None = None,
+        retrieval_scoring: RetrievalScoring = "dot",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -230,6 +230,8 @@ class CompositionalAttention(nn.Module):
             )
         if retrieval_scoring not in ("dot", "linear"):
             raise ValueError(f"retrieval_scoring must be 'dot' or 'linear', got {retrieval_scoring!r}")
+        if retrieval_scoring == "linear" and retrieval_selection == "fixed":
+            raise ValueError("retrieval_scoring='linear' scores the soft selection; the fixed pairing has none")
         if retrieval_scoring == "linear" and separate_retrieval_keys:
             raise ValueError("retrieval_scoring='linear' has one score layer; it takes no separate_retrieval_keys")
         if temperature <= 0:

@@ -253,11 +253,16 @@ class DiffusionSampler(L.LightningModule):
         return torch.randn(like.shape, generator=generator, device=like.device, dtype=torch.float32)
 
     def _evaluation_base_seed(self) -> int:
-        """``rng_seed``, else ``torch.initial_seed()`` at the first evaluation, kept in checkpoints."""
+        """``rng_seed``, else ``torch.initial_seed()`` of rank 0 at the first evaluation (or the first
+        checkpoint), the same on every rank and kept in checkpoints."""
         if self.hparams.rng_seed is not None:
             return int(self.hparams.rng_seed)
         if self._evaluation_seed is None:
-            self._evaluation_seed = torch.initial_seed()
+            seed = torch.initial_seed()
+            if self._trainer is not None and self.trainer.world_size > 1:
+                # ranks reseed their global streams differently (StepSeed): agree on rank 0's
+                seed = self.trainer.strategy.broadcast(seed, src=0)
+            self._evaluation_seed = int(seed)
         return self._evaluation_seed
 
     def evaluation_generator(self, batch_idx: int = 0, stage: str = "val") -> torch.Generator:

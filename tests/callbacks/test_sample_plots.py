@@ -201,6 +201,15 @@ def test_diffusion_sampler_plots_are_seeded_and_leave_its_training_stream_alone(
     assert torch.equal(sampler._rng().get_state(), training_stream)
 
 
+def test_a_sample_method_without_generator_is_refused_by_name(tmp_path: Path) -> None:
+    class OldProtocol(FakeSampler):
+        def sample(self, n: int) -> Tensor:  # type: ignore[override]
+            return torch.zeros(n, self.energy.dim)
+
+    with pytest.raises(TypeError, match="give sample a `generator` argument"):
+        SamplePlots(n_samples=10).on_validation_epoch_end(_StubTrainer(tmp_path, True), OldProtocol(2))
+
+
 def test_sanity_check_stub_skips(tmp_path: Path) -> None:
     stub = _StubTrainer(tmp_path, True)
     stub.sanity_checking = True

@@ -399,6 +399,10 @@ def test_inductor_compiled_layer_matches_eager_with_gradients(num_retrievals: in
             {"embed_dim": 16, "num_searches": 4, "num_retrievals": 2, "retrieval_scoring": "linear", "separate_retrieval_keys": True},
             "no separate_retrieval_keys",
         ),
+        (
+            {"embed_dim": 16, "num_searches": 4, "num_retrievals": 4, "retrieval_scoring": "linear", "retrieval_selection": "fixed"},
+            "the fixed pairing has none",
+        ),
         ({"embed_dim": 16, "num_searches": 4, "num_retrievals": 2, "search_backend": "flash"}, "search_backend must be"),
         (
             {"embed_dim": 16, "num_searches": 4, "num_retrievals": 2, "search_backend": "per_retrieval", "dropout": 0.1},

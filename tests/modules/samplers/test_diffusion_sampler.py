@@ -234,6 +234,29 @@ def test_seeded_determinism_and_rng_checkpoint_roundtrip() -> None:
     assert torch.equal(restored.simulate(torch.zeros(8, 2)).states, continuation)
 
 
+def test_every_rank_evaluates_with_rank_zeros_seed() -> None:
+    # Without rng_seed the evaluation seed comes from torch.initial_seed(), which differs between
+    # DDP ranks after StepSeed: the sampler takes rank 0's (broadcast) and keeps it.
+    from types import SimpleNamespace
+
+    sampler = DiffusionSampler(SamplerNets(2, hidden_dim=8), partial(torch.optim.Adam), energy=Gaussian(2), rng_seed=None)
+    broadcasts = []
+
+    def broadcast(value: int, src: int) -> int:
+        broadcasts.append((value, src))
+        return 4242
+
+    sampler._trainer = SimpleNamespace(world_size=2, global_rank=1, strategy=SimpleNamespace(broadcast=broadcast))
+    torch.manual_seed(7)
+    first = sampler.evaluation_generator(0, "val").initial_seed()
+    torch.manual_seed(8)
+    assert sampler.evaluation_generator(0, "val").initial_seed() == first
+    assert broadcasts == [(7, 0)] and sampler._evaluation_seed == 4242
+    checkpoint: dict = {}
+    sampler.on_save_checkpoint(checkpoint)
+    assert checkpoint["sampler_evaluation_seed"] == 4242
+
+
 @pytest.mark.parametrize("stored_device", [True, False], ids=["device_stored", "older_checkpoint"])
 def test_a_stream_saved_on_another_device_type_is_reseeded_with_a_warning(stored_device: bool) -> None:
     # A CUDA generator state (16 bytes) cannot be set on a CPU generator (torch raises an opaque
