@@ -174,7 +174,9 @@ OFFICIAL_600: dict[str, dict[str, float]] = {
 # Same source: official iterations per second (CPU, one thread, batch 300, T = 100).
 OFFICIAL_ISSUE_IT_S = {"tb": 2.23, "tb_expl_ls": 2.15}
 
-QUALITY_METRICS = ("delta_log_z", "delta_log_z_rw", "w2", "eubo", "elbo", "log_z_is", "log_z_learned", "modes_hit")
+QUALITY_METRICS = (
+    "delta_log_z", "delta_log_z_rw", "w2", "w1", "mmd2", "eubo", "elbo", "log_z_is", "log_z_learned", "modes_hit",
+)
 
 # The speed setting (issue 4): batch 300, T = 100, PIS networks of width 256, sigma^2 = 5, GMM25.
 SPEED_OVERRIDES = [
@@ -488,6 +490,7 @@ def official_quality(
         "code": CODE, "method": method, "draws": draws, "seed": seed, "steps": steps,
         "elbo": elbo, "log_z_is": log_z_is, "delta_log_z": float(metrics.delta_log_z(elbo, target.log_Z)),
         "delta_log_z_rw": float(metrics.delta_log_z(log_z_is, target.log_Z)), "w2": metrics.wasserstein2(x.cpu(), exact),
+        "w1": metrics.wasserstein1(x.cpu(), exact), "mmd2": float(metrics.rbf_mmd2(x.cpu(), exact)),
         "modes_hit": metrics.modes_hit(x.cpu(), target.modes, 1.0), "train_s": train_s,
     }
 
