@@ -3,6 +3,7 @@ hand, masks, equivariance, chunking, autocast, determinism and clear errors."""
 
 from __future__ import annotations
 
+import copy
 from unittest.mock import patch
 
 import pytest
@@ -206,6 +207,13 @@ def _mask_kwargs(mask_kind: str, batch: int, heads: int, length: int) -> dict:
     return {"is_causal": True} if mask_kind == "causal" else {}
 
 
+def _explicit_twin(layer: CompositionalAttention) -> CompositionalAttention:
+    """A copy of ``layer`` (same weights) whose searches run explicitly, in chunks of 3 queries."""
+    twin = copy.deepcopy(layer)
+    twin.search_backend, twin.query_chunk_size = "explicit", 3
+    return twin
+
+
 def _output_and_input_grad(layer: nn.Module, x: Tensor, **mask_kwargs) -> tuple[Tensor, Tensor]:
     """Self-attention output (``need_weights=False``) and the gradient of ``sum(output^2)`` in ``x``."""
     output = layer(x, x, x, need_weights=False, **mask_kwargs)[0]
@@ -224,10 +232,8 @@ def test_sdpa_searches_one_at_a_time_agree_with_explicit_searches(
 ) -> None:
     # S R d_v = 4 * 2 * 4 = 32 <= 8 E keeps every search's retrievals; 4 * 4 * 16 = 256 > 8 E = 128
     # recomputes each search in the backward.
-    kwargs = {"num_retrievals": num_retrievals, "retrieval_dim": retrieval_dim}
-    explicit = CompositionalAttention(16, 4, search_backend="explicit", query_chunk_size=3, **kwargs)
-    sdpa = CompositionalAttention(16, 4, search_backend="sdpa", **kwargs)
-    sdpa.load_state_dict(explicit.state_dict())
+    sdpa = CompositionalAttention(16, 4, num_retrievals, retrieval_dim=retrieval_dim, search_backend="sdpa")
+    explicit = _explicit_twin(sdpa)
     x = torch.randn(2, 7, 16, requires_grad=True)
     mask_kwargs = _mask_kwargs(mask_kind, batch=2, heads=4, length=7)
     expected, grad_expected = _output_and_input_grad(explicit, x, **mask_kwargs)
@@ -243,8 +249,7 @@ def test_fused_per_retrieval_path_agrees_with_explicit_chunks(num_retrievals: in
     # R <= 2 retrievals as wide as the search heads: "auto" takes one fused SDPA call per
     # retrieval on the CPU (no chunks, no recomputation).
     fused = CompositionalAttention(16, 4, num_retrievals)
-    explicit = CompositionalAttention(16, 4, num_retrievals, search_backend="explicit", query_chunk_size=3)
-    explicit.load_state_dict(fused.state_dict())
+    explicit = _explicit_twin(fused)
     x = torch.randn(2, 7, 16, requires_grad=True)
     padding = torch.zeros(2, 7, dtype=torch.bool)
     padding[1, -2:] = True
@@ -263,10 +268,8 @@ def test_per_retrieval_backend_agrees_with_explicit_searches(
 ) -> None:
     # Chosen explicitly it runs for any R, also with retrievals wider than the search heads
     # (d_v = 8 against d_s = 4), and with every mask of MHA.
-    kwargs = {"num_retrievals": num_retrievals, "retrieval_dim": retrieval_dim}
-    explicit = CompositionalAttention(16, 4, search_backend="explicit", query_chunk_size=3, **kwargs)
-    per_retrieval = CompositionalAttention(16, 4, search_backend="per_retrieval", **kwargs)
-    per_retrieval.load_state_dict(explicit.state_dict())
+    per_retrieval = CompositionalAttention(16, 4, num_retrievals, retrieval_dim=retrieval_dim, search_backend="per_retrieval")
+    explicit = _explicit_twin(per_retrieval)
     x = torch.randn(2, 7, 16, requires_grad=True)
     mask_kwargs = _mask_kwargs(mask_kind, batch=2, heads=4, length=7)
     assert per_retrieval._fused_per_retrieval(x, need_weights=False, dropout_p=0.0)
