@@ -38,8 +38,9 @@ The official buffer re-ranks its whole content (``argsort``) on every insertion,
 iteration grows with the buffer; timed near the start of training, as here, it is flattered.
 With ``--compile``, ours also runs with ``model.compile_networks=true`` (rows ``ours (Trainer)
 compiled`` and ``ours (loop) compiled``: the per-step policy call under ``torch.compile``; the
-warm-up iterations absorb the compilation). CUDA-graph capture of the whole trajectory is not
-offered.
+warm-up iterations absorb the compilation). With ``--cuda-graph`` (``--device cuda``), ours also
+runs with ``model.cuda_graph=true`` in fp32 (rows ``... cuda graph``: the on-policy step captured
+as CUDA graphs at its first iteration, a warm-up one).
 
 Benchmark-only requirement: ``einops`` (imported by the official code's ``architectures.py``):
 ``.venv/bin/pip install einops``. The official code is read from a scratch copy outside the
@@ -355,13 +356,15 @@ def _autocast(device: str, bf16: bool) -> AbstractContextManager[Any]:
 
 
 NETWORK_FLOOR = "network alone (floor)"
+# Variants of ours, each a row suffix and its Hydra override (``--compile``, ``--cuda-graph``).
+VARIANTS = {"compiled": "model.compile_networks=true", "cuda graph": "model.cuda_graph=true"}
 
 
 @dataclass
 class SpeedConfig:
     """One timed configuration: implementation, method, precision."""
 
-    impl: str  # "ours (Trainer)" | "ours (loop)", optionally + " compiled" | "official" | NETWORK_FLOOR
+    impl: str  # "ours (Trainer)" | "ours (loop)", optionally + a key of VARIANTS | "official" | NETWORK_FLOOR
     method: str  # "tb" | "tb_expl_ls"
     precision: str  # "fp32" | "bf16"
     durations: list[float] = field(default_factory=list)  # seconds per timed iteration
@@ -372,8 +375,9 @@ class SpeedConfig:
         return f"{self.impl} {self.method} {self.precision}"
 
     @property
-    def compiled(self) -> bool:
-        return self.impl.endswith(" compiled")
+    def model_overrides(self) -> list[str]:
+        """The Hydra overrides of this row's variant of ours (none for the plain rows)."""
+        return [override for suffix, override in VARIANTS.items() if self.impl.endswith(f" {suffix}")]
 
 
 class _OfficialStepper:
@@ -530,14 +534,14 @@ class StepTimer(L.Callback):
 
 
 def _speed_cfg(
-    method: str, device: str, seed: int, steps: int, precision: str, output_dir: str, compiled: bool = False
+    method: str, device: str, seed: int, steps: int, precision: str, output_dir: str, overrides: list[str]
 ) -> Any:
     lightning_precision = "bf16-mixed" if precision == "bf16" else "32-true"
     return compose_experiment(
         SPEED_EXPERIMENTS[method],
         SPEED_OVERRIDES
         + [f"trainer.max_steps={steps}", f"trainer.precision={lightning_precision}"]
-        + (["model.compile_networks=true"] if compiled else []),
+        + overrides,
         device,
         output_dir,
         seed,
@@ -553,7 +557,7 @@ def time_ours_trainer(config: SpeedConfig, device: str, warmup: int, iters: int,
     torch.manual_seed(seed)
     with tempfile.TemporaryDirectory(prefix="bench_samplers_") as output_dir:
         cfg = _speed_cfg(
-            config.method, device, seed, warmup + iters + 1, config.precision, output_dir, config.compiled
+            config.method, device, seed, warmup + iters + 1, config.precision, output_dir, config.model_overrides
         )
         L.seed_everything(seed, verbose=False)
         datamodule = instantiate(cfg.data, _convert_="partial")
@@ -566,14 +570,14 @@ def time_ours_trainer(config: SpeedConfig, device: str, warmup: int, iters: int,
 
 
 def _ours_parts(
-    method: str, device: str, seed: int, precision: str, compiled: bool = False
+    method: str, device: str, seed: int, precision: str, overrides: list[str]
 ) -> tuple[Any, Any, Any, Any]:
     from hydra.utils import instantiate
 
     from train import instantiate_group
 
     with tempfile.TemporaryDirectory(prefix="bench_samplers_") as output_dir:
-        cfg = _speed_cfg(method, device, seed, 1, precision, output_dir, compiled)
+        cfg = _speed_cfg(method, device, seed, 1, precision, output_dir, overrides)
     torch.manual_seed(seed)
     datamodule = instantiate(cfg.data, _convert_="partial")
     model = instantiate(cfg.model, _convert_="partial").to(device)
@@ -590,7 +594,7 @@ def _ours_parts(
 def time_ours_loop(config: SpeedConfig, device: str, warmup: int, iters: int, seed: int) -> None:
     """The same step in a plain loop: callback hooks, ``training_step`` (under autocast for bf16),
     backward and Adam step; then one separately timed local search."""
-    model, optimizer, callback, batch = _ours_parts(config.method, device, seed, config.precision, config.compiled)
+    model, optimizer, callback, batch = _ours_parts(config.method, device, seed, config.precision, config.model_overrides)
     sync = _sync_fn(device)
     model.train()
     for i in range(warmup + iters):
@@ -621,7 +625,7 @@ def time_network_floor(config: SpeedConfig, device: str, warmup: int, iters: int
     ``T`` times in sequence at batch ``B`` (time embeddings computed once, each state fed from the
     previous output plus fresh noise) and differentiated once; no log-probabilities, loss or
     optimizer step. Under autocast for bf16."""
-    model, _, _, batch = _ours_parts("tb", device, seed, config.precision)
+    model, _, _, batch = _ours_parts("tb", device, seed, config.precision, [])
     net = model.net
     times = model.reference.times(batch.device)[:-1]
     noises = torch.randn(len(times), *batch.shape, device=batch.device).unbind(0)
@@ -683,7 +687,7 @@ def summarize_speed(configs: list[SpeedConfig], device: str) -> list[dict[str, A
         amortized = seconds + (ls / 100 if c.method == "tb_expl_ls" else 0.0)
         rows.append({
             "code": CODE,
-            "device": device,
+            "device": torch.cuda.get_device_name() if device == "cuda" else device,
             "impl": c.impl,
             "method": c.method,
             "precision": c.precision,
@@ -710,13 +714,16 @@ def run_speed(args: argparse.Namespace) -> list[dict[str, Any]]:
         if official is not None:
             configs.append(SpeedConfig("official", method, "fp32"))
         impls = ["ours (Trainer)", "ours (loop)"]
+        plain = list(impls)
         if args.compile:
-            impls += [f"{impl} compiled" for impl in impls]
+            impls += [f"{impl} compiled" for impl in plain]
         if method == "tb":
             impls.append(NETWORK_FLOOR)
         for impl in impls:
             for precision in ("fp32", "bf16"):
                 configs.append(SpeedConfig(impl, method, precision))
+        if args.cuda_graph:
+            configs += [SpeedConfig(f"{impl} cuda graph", method, "fp32") for impl in plain]
     per_block = max(2, math.ceil(args.speed_iters / args.speed_rounds))
     per_block += per_block % 2
     for round_index in range(args.speed_rounds):
@@ -883,6 +890,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch threads on CPU")
     parser.add_argument("--compile", action="store_true", help="also time ours with model.compile_networks=true")
+    parser.add_argument("--cuda-graph", action="store_true",
+                        help="also time ours with model.cuda_graph=true (fp32; --device cuda)")
     parser.add_argument("--official-quality", nargs="*", choices=("released", "fresh"), default=None,
                         metavar="DRAWS",
                         help="also train and evaluate the official code (--official-methods on 25GMM, --steps, "
@@ -899,6 +908,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.steps, args.seeds, args.eval_size, args.speed_rounds = 100, [0], 1000, 1
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is visible")
+    if args.cuda_graph and args.device != "cuda":
+        parser.error("--cuda-graph times CUDA graphs: add --device cuda")
     return args
 
 

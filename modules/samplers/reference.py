@@ -80,10 +80,8 @@ class ReferenceProcess:
 
     def stochastic_steps(self, device: torch.device | None = None) -> Tensor:
         """Boolean mask ``[T]``: True where ``p_B(x_i | x_{i+1})`` is a proper density."""
-        mask = torch.ones(self.num_steps, dtype=torch.bool, device=device)
-        if self.fixed_start:
-            mask[0] = False
-        return mask
+        # a comparison, not an item assignment: no host-to-device copy (allowed in CUDA-graph capture)
+        return torch.arange(self.num_steps, device=device) >= int(self.fixed_start)
 
 
 def gaussian_log_prob(x: Tensor, mean: Tensor, var: Tensor) -> Tensor:

@@ -8,6 +8,7 @@ import math
 from functools import partial
 from unittest.mock import PropertyMock, patch
 
+import lightning as L
 import pytest
 import torch
 from torch import Tensor, nn
@@ -349,7 +350,6 @@ def test_evaluation_metrics_are_exact_for_the_exact_sampler() -> None:
 def test_validation_uses_the_same_noise_every_time_and_not_the_training_stream() -> None:
     """Evaluating twice gives identical metrics (a fixed evaluation batch: the same start states
     and noise), and however often a run validates, its training stream is where it was."""
-    import lightning as L
     from torch.utils.data import DataLoader
 
     sampler = make_sampler("tb", net_kwargs=dict(langevin=True))
@@ -481,3 +481,137 @@ def test_cuda_stream_is_seeded_and_bf16_autocast_stays_close_to_fp32() -> None:
     torch.testing.assert_close(bf16_loss, loss, rtol=0.1, atol=0.1)
     repeat, _ = _loss_and_grads(_cuda_pair()[0])
     torch.testing.assert_close(repeat, loss, rtol=0, atol=0)
+
+
+def test_cuda_graph_is_exclusive_with_compile_and_a_no_op_with_a_warning_on_cpu(tmp_path) -> None:
+    with pytest.raises(ValueError, match="choose one of compile_networks and cuda_graph"):
+        make_sampler("tb", compile_networks=True, cuda_graph=True)
+    from datamodules.samplers.datamodule import EnergyDataModule
+    from datamodules.samplers.energies import GMM25
+
+    def fit(cuda_graph: bool) -> dict[str, Tensor]:
+        torch.manual_seed(0)
+        sampler = DiffusionSampler(
+            SamplerNets(2, hidden_dim=8), torch.optim.Adam, loss="tb", num_steps=4, rng_seed=0, cuda_graph=cuda_graph
+        )
+        data = EnergyDataModule(GMM25(), batch_size=16, steps_per_epoch=3, eval_batch_size=16)
+        trainer = L.Trainer(
+            max_steps=3, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path,
+        )
+        trainer.fit(sampler, datamodule=data)
+        return {name: p.detach().clone() for name, p in sampler.net.named_parameters()}
+
+    eager = fit(False)
+    with pytest.warns(UserWarning, match="cuda_graph=True captures CUDA work only"):
+        ignored = fit(True)
+    assert any(not torch.equal(p, torch.zeros_like(p)) for p in eager.values())
+    for name, param in eager.items():
+        assert torch.equal(ignored[name], param), name
+
+
+@pytest.mark.parametrize("learned_variance", [False, True])
+@pytest.mark.parametrize("exploration", [0.0, 0.3])
+def test_tensor_exploration_of_the_graph_path_matches_the_float_path(exploration: float, learned_variance: bool) -> None:
+    # The CUDA-graph step feeds exploration as a 0-d tensor, applied even at 0 (no branch in a
+    # graph); on the same drawn noise it gives the float path's trajectories and log-probabilities.
+    sampler = make_sampler("tb", net_kwargs={"learned_variance": learned_variance})
+    with torch.no_grad():
+        sampler.net.drift.head[-1][-1].weight.normal_(generator=torch.Generator().manual_seed(1))
+    start, log_start, noises = sampler._draw_start_and_noise(torch.zeros(16, 2), torch.Generator().manual_seed(3))
+    eager = sampler._simulate_from(start, log_start, noises, exploration, reparametrize=False)
+    graphed = sampler._simulate_from(start, log_start, noises, torch.tensor(exploration), reparametrize=False)
+    torch.testing.assert_close(graphed.states, eager.states, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(graphed.log_pf, eager.log_pf, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(sampler.objective(graphed), sampler.objective(eager), rtol=1e-5, atol=1e-6)
+
+
+def _cuda_graph_pair(loss: str, **kwargs) -> tuple[DiffusionSampler, DiffusionSampler]:
+    """An eager and a ``cuda_graph=True`` sampler on the GPU with the same non-zero weights and stream."""
+    torch.manual_seed(0)
+    net_kwargs = kwargs.pop("net_kwargs", {})
+    eager = make_sampler(loss, num_steps=6, net_kwargs=dict(net_kwargs), **kwargs)
+    graphed = make_sampler(loss, num_steps=6, net_kwargs=dict(net_kwargs), cuda_graph=True, **kwargs)
+    with torch.no_grad():
+        eager.net.drift.head[-1][-1].weight.normal_(generator=torch.Generator().manual_seed(1))
+    graphed.net.load_state_dict(eager.net.state_dict())
+    return eager.to("cuda"), graphed.to("cuda")
+
+
+def _train_by_hand(sampler: DiffusionSampler, steps: int) -> list[tuple[float, Tensor, Tensor]]:
+    """``steps`` on-policy training steps (training_step, backward, Adam); per step the loss and
+    the returned samples and log-rewards."""
+    optimizer = torch.optim.Adam([p for p in sampler.parameters() if p.requires_grad], lr=1e-2)
+    sampler.train()
+    history = []
+    for step in range(steps):
+        out = sampler.training_step(torch.zeros(32, 2, device="cuda"), step)
+        optimizer.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        optimizer.step()
+        history.append((out["loss"].item(), out["samples"], out["log_reward"]))
+    return history
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize(
+    ("loss", "kwargs"),
+    [
+        ("tb", {"net_kwargs": {"langevin": True}, "exploration_std": 0.3}),
+        ("vargrad", {"net_kwargs": {"learned_variance": True}}),
+        ("pis", {}),
+        ("dds", {}),
+    ],
+)
+def test_cuda_graph_trains_as_the_eager_step(loss: str, kwargs: dict) -> None:
+    # the same trajectories (noise drawn in the same order), losses, updates and returned samples;
+    # the samples are copies, not the graph's output buffers, which the next replay overwrites
+    eager, graphed = _cuda_graph_pair(loss, **kwargs)
+    eager_history = _train_by_hand(eager, 5)
+    graphed_history = _train_by_hand(graphed, 5)
+    for (loss_e, samples_e, log_r_e), (loss_g, samples_g, log_r_g) in zip(eager_history, graphed_history):
+        assert loss_g == pytest.approx(loss_e, rel=1e-4, abs=1e-5)
+        torch.testing.assert_close(samples_g, samples_e, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(log_r_g, log_r_e, rtol=1e-4, atol=1e-4)
+    assert not torch.equal(graphed_history[0][1], graphed_history[-1][1])
+    for (name, p_eager), p_graphed in zip(eager.net.named_parameters(), graphed.net.parameters()):
+        torch.testing.assert_close(p_graphed, p_eager, rtol=1e-4, atol=1e-5, msg=name)
+    assert torch.equal(graphed._rng().get_state(), eager._rng().get_state())
+
+
+@pytest.mark.cuda
+def test_cuda_graph_refuses_autocast_with_the_fix() -> None:
+    _, graphed = _cuda_graph_pair("tb")
+    with torch.autocast("cuda", dtype=torch.bfloat16), pytest.raises(ValueError, match="precision=32-true"):
+        graphed.training_step(torch.zeros(32, 2, device="cuda"), 0)
+
+
+@pytest.mark.cuda
+def test_cuda_graph_through_the_trainer_with_local_search(tmp_path) -> None:
+    # forward steps replay the graphs, backward (replay-buffer) steps run eagerly in between
+    from callbacks import LocalSearchReplay
+    from datamodules.samplers.datamodule import EnergyDataModule
+    from datamodules.samplers.energies import GMM25
+
+    def fit(cuda_graph: bool) -> tuple[DiffusionSampler, LocalSearchReplay]:
+        torch.manual_seed(0)
+        sampler = DiffusionSampler(
+            SamplerNets(2, hidden_dim=16), partial(torch.optim.Adam, lr=1e-2), loss="tb", num_steps=8, sigma2=5.0,
+            exploration_std=0.5, rng_seed=0, cuda_graph=cuda_graph,
+        )
+        callback = LocalSearchReplay(capacity=200, local_search_every=4, local_search_steps=5, burn_in=2, seed=1)
+        data = EnergyDataModule(GMM25(), batch_size=32, steps_per_epoch=8, eval_batch_size=32)
+        trainer = L.Trainer(
+            max_steps=8, accelerator="gpu", devices=1, logger=False, enable_checkpointing=False,
+            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[callback],
+            default_root_dir=tmp_path,
+        )
+        trainer.fit(sampler, datamodule=data)
+        return sampler, callback
+
+    eager, eager_buffer = fit(False)
+    graphed, graphed_buffer = fit(True)
+    assert graphed._graphed_objective is not None
+    torch.testing.assert_close(graphed_buffer.buffer.contents()[0], eager_buffer.buffer.contents()[0], rtol=1e-3, atol=1e-4)
+    for (name, p_eager), p_graphed in zip(eager.net.named_parameters(), graphed.net.parameters()):
+        torch.testing.assert_close(p_graphed, p_eager, rtol=1e-3, atol=1e-5, msg=name)
