@@ -253,12 +253,12 @@ def test_fused_per_retrieval_path_agrees_with_explicit_chunks(num_retrievals: in
     x = torch.randn(2, 7, 16, requires_grad=True)
     padding = torch.zeros(2, 7, dtype=torch.bool)
     padding[1, -2:] = True
-    assert fused._fused_per_retrieval(x, need_weights=False, dropout_p=0.0)
+    assert fused._fused_per_retrieval(x.unsqueeze(1), x.unsqueeze(1), need_weights=False, dropout_p=0.0)
     expected, grad_expected = _output_and_input_grad(explicit, x, key_padding_mask=padding)
     output, grad = _output_and_input_grad(fused, x, key_padding_mask=padding)
     torch.testing.assert_close(output, expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(grad, grad_expected, rtol=1e-5, atol=1e-5)
-    assert not CompositionalAttention(16, 4, 4)._fused_per_retrieval(x, need_weights=False, dropout_p=0.0)
+    assert not CompositionalAttention(16, 4, 4)._fused_per_retrieval(x.unsqueeze(1), x.unsqueeze(1), need_weights=False, dropout_p=0.0)
 
 
 @pytest.mark.parametrize("mask_kind", ["none", "padding", "causal", "per_head"])
@@ -272,7 +272,7 @@ def test_per_retrieval_backend_agrees_with_explicit_searches(
     explicit = _explicit_twin(per_retrieval)
     x = torch.randn(2, 7, 16, requires_grad=True)
     mask_kwargs = _mask_kwargs(mask_kind, batch=2, heads=4, length=7)
-    assert per_retrieval._fused_per_retrieval(x, need_weights=False, dropout_p=0.0)
+    assert per_retrieval._fused_per_retrieval(x.unsqueeze(1), x.unsqueeze(1), need_weights=False, dropout_p=0.0)
     expected, grad_expected = _output_and_input_grad(explicit, x, **mask_kwargs)
     sdpa = F.scaled_dot_product_attention
     with patch("modules.attention.compositional.F.scaled_dot_product_attention", wraps=sdpa) as fused:
@@ -368,6 +368,27 @@ def test_dropout_acts_in_training_only_on_every_search_path(backend: str, need_w
         torch.testing.assert_close(draws.mean(0), clean, rtol=0, atol=0.03)
 
 
+def test_one_retrieval_runs_per_retrieval_with_dropout_and_keeps_the_mean() -> None:
+    # With R = 1 the selection is 1 and the output is linear in the dropped-out search weights:
+    # "auto" runs one fused call (one mask per search, as the paper's) and the mean over draws is
+    # the clean output.
+    layer = CompositionalAttention(16, 4, 1, dropout=0.5)
+    x = torch.randn(2, 5, 16)
+    assert layer._fused_per_retrieval(x.unsqueeze(1), x.unsqueeze(1), need_weights=False, dropout_p=0.5)
+    assert not CompositionalAttention(16, 4, 2)._fused_per_retrieval(
+        x.unsqueeze(1), x.unsqueeze(1), need_weights=False, dropout_p=0.5
+    )
+    layer.eval()
+    clean = layer(x, x, x, need_weights=False)[0]
+    layer.train()
+    sdpa = F.scaled_dot_product_attention
+    with torch.no_grad(), patch("modules.attention.compositional.F.scaled_dot_product_attention", wraps=sdpa) as fused:
+        draws = torch.stack([layer(x, x, x, need_weights=False)[0] for _ in range(2000)])
+    assert fused.call_count == 2000 and fused.call_args.kwargs["dropout_p"] == 0.5
+    assert not torch.allclose(draws[0], draws[1])
+    torch.testing.assert_close(draws.mean(0), clean, rtol=0, atol=0.03)
+
+
 def test_traces_under_torch_compile() -> None:
     layer = CompositionalAttention(16, 4, 2)
     x = torch.randn(2, 5, 16)
@@ -459,7 +480,7 @@ def _padding(batch: int, length: int, device: torch.device) -> Tensor:
 @pytest.mark.parametrize("num_retrievals", [1, 2, 4])
 def test_cuda_fused_searches_match_explicit_searches_and_the_cpu(num_retrievals: int, mask_kind: str) -> None:
     cpu = CompositionalAttention(32, 4, num_retrievals, query_chunk_size=16)
-    sdpa = CompositionalAttention(32, 4, num_retrievals, query_chunk_size=16).to(CUDA)
+    sdpa = CompositionalAttention(32, 4, num_retrievals, query_chunk_size=16, search_backend="sdpa").to(CUDA)
     explicit = CompositionalAttention(32, 4, num_retrievals, query_chunk_size=16, search_backend="explicit").to(CUDA)
     per_retrieval = CompositionalAttention(32, 4, num_retrievals, search_backend="per_retrieval").to(CUDA)
     for layer in (sdpa, explicit, per_retrieval):
@@ -534,3 +555,26 @@ def test_cuda_fixed_pairing_is_multihead_attention() -> None:
     for kwargs in ({}, {"key_padding_mask": padding}, {"is_causal": True, "attn_mask": nn.Transformer.generate_square_subsequent_mask(50, device=CUDA)}):
         expected = mha(x, x, x, need_weights=False, **kwargs)[0]
         torch.testing.assert_close(layer(x, x, x, need_weights=False, **kwargs)[0], expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize(
+    ("num_retrievals", "length", "dropout", "expected_calls"),
+    [(1, 700, 0.0, 1), (1, 64, 0.1, 1), (2, 64, 0.0, 2), (2, 600, 0.0, 8), (2, 64, 0.1, 8), (8, 64, 0.0, 8)],
+)
+def test_cuda_auto_backend_runs_per_retrieval_for_one_retrieval_and_short_pairs(
+    num_retrievals: int, length: int, dropout: float, expected_calls: int
+) -> None:
+    # One SDPA call per retrieval (R calls) or per search (S = 8 calls); the fused output
+    # agrees with the per-search one.
+    layer = CompositionalAttention(64, 8, num_retrievals, dropout=dropout).to(CUDA)
+    x = torch.randn(2, length, 64, device=CUDA)
+    layer.train(dropout > 0)
+    sdpa = F.scaled_dot_product_attention
+    with patch("modules.attention.compositional.F.scaled_dot_product_attention", wraps=sdpa) as fused:
+        output = layer(x, x, x, need_weights=False)[0]
+    assert fused.call_count == expected_calls
+    if dropout == 0.0:
+        per_search = CompositionalAttention(64, 8, num_retrievals, search_backend="sdpa").to(CUDA)
+        per_search.load_state_dict(layer.state_dict())
+        torch.testing.assert_close(output, per_search(x, x, x, need_weights=False)[0], rtol=1e-4, atol=1e-5)
