@@ -43,9 +43,10 @@ ways:
   repeats each search's query-key product and softmax ``R`` times (``2 R`` attention products per
   search against ``1 + R``) but launches ``R`` kernels instead of ``S``. The automatic choice for
   ``R = 1`` (the same products in one call) and for ``R = 2`` on the CPU, and on a GPU while the
-  sequences are short (launch-bound). On an NVIDIA H100 (same benchmark) it took ``R = 1`` from
-  3.0x / 2.3x / 1.35x / 1.08x MHA's time per search to 1.30x / 1.23x / 1.03x / 1.01x at
-  L = 64 / 256 / 1024 / 4096.
+  sequences are short (launch-bound). On an NVIDIA H100 (same benchmark,
+  ``benchmarks/results/attention_cuda_h100.csv``) ``R = 1`` took 1.14x / 1.18x / 1.11x / 1.01x
+  MHA's time at L = 64 / 256 / 1024 / 4096 against 3.28x / 2.15x / 1.60x / 1.08x per search
+  (launch-bound timings there vary by up to 20 % between runs of the same path).
 
 Differences from the official code (sarthmit/Compositional-Attention,
 ``Contextual_Retrieval_Task/model.py``): the official layer materializes ``[B, S, R, L, L]``;
@@ -166,11 +167,11 @@ class CompositionalAttention(nn.Module):
             (``scaled_dot_product_attention`` once per search on all retrievals at once),
             ``"explicit"`` (per chunk of queries, softmax of the logits, then one matmul with the
             values shared by all searches), ``"per_retrieval"`` (one SDPA call over all searches
-            per retrieval; needs ``dropout=0``: it would draw a dropout mask per retrieval instead of
-            the paper's one per search) or ``"auto"``: per retrieval for ``R = 1``, and for
-            ``R = 2`` without dropout on the CPU (retrievals as wide as the search heads) or on
-            CUDA with ``L_q L_k <= 512^2``; otherwise SDPA per search on CUDA and explicit chunks
-            on the CPU.
+            per retrieval; with ``R > 1`` it needs ``dropout=0``: it would draw a dropout mask per
+            retrieval instead of the paper's one per search) or ``"auto"``: per retrieval for
+            ``R = 1`` (on the CPU without dropout and with retrievals as wide as the search heads)
+            and for ``R = 2`` without dropout on the CPU (as wide) or on CUDA with
+            ``L_q L_k <= 512^2``; otherwise SDPA per search on CUDA and explicit chunks on the CPU.
             Weights (``need_weights``) are always computed explicitly.
         query_chunk_size: query positions per chunk of the explicit searches; ``None`` chooses
             chunks whose attention matrix and retrievals are about two layer inputs large.
@@ -229,7 +230,7 @@ class CompositionalAttention(nn.Module):
             raise ValueError(
                 f"search_backend must be 'auto', 'sdpa', 'explicit' or 'per_retrieval', got {search_backend!r}"
             )
-        if search_backend == "per_retrieval" and dropout > 0:
+        if search_backend == "per_retrieval" and dropout > 0 and num_retrievals > 1:
             raise ValueError(
                 "search_backend='per_retrieval' would draw one dropout mask per retrieval instead of one per "
                 "search: set dropout=0 or choose search_backend='auto', 'sdpa' or 'explicit'"
@@ -520,17 +521,19 @@ class CompositionalAttention(nn.Module):
         times (``2 R`` attention products per search against ``1 + R``) but only ``R`` kernels
         are launched instead of ``S``.
 
-        - ``R = 1``: the same products in one call instead of ``S``, on any device (on the CPU
-          when the retrievals are as wide as the search heads: its fused kernel needs values as
-          wide as the queries). Also with dropout: with one retrieval, one mask per retrieval is
-          the paper's one mask per search.
+        - ``R = 1``: the same products in one call instead of ``S``. On CUDA also with dropout
+          (with one retrieval, one mask per retrieval is the paper's one mask per search); on the
+          CPU without dropout and with retrievals as wide as the search heads, the cases its
+          fused kernel takes (otherwise it falls back to materializing the whole attention
+          matrix, where the explicit path works in chunks).
         - ``R = 2``, without dropout (it would draw a mask per retrieval): on the CPU when the
           retrievals are as wide as the search heads (no attention matrix is kept and nothing is
           recomputed, unlike the explicit chunks); on CUDA while the sequences are short enough
           (``L_q L_k <= 512^2``) that kernel launches, not the extra products, set the time.
-          Measured on an NVIDIA H100 (``benchmarks/attention.py``, E = 256, S = 8, B = 16, fp32):
-          1.32-1.36x MHA's SDPA path per retrieval against 2.43-2.74x per search at L = 64-256,
-          1.73x against 1.48x at L = 1024.
+          Measured on an NVIDIA H100 (``benchmarks/results/attention_cuda_h100.csv``, E = 256,
+          S = 8, B = 16, fp32): 1.80x / 1.41x / 1.40x MHA's SDPA time per retrieval against
+          3.73x / 2.31x / 3.00x per search at L = 64 / 256 / 512, about even at L = 1024 (1.85x
+          against 1.93x), 1.91x against 1.15x at L = 4096.
         """
         if self.search_backend == "per_retrieval":
             return not need_weights
@@ -538,7 +541,7 @@ class CompositionalAttention(nn.Module):
             return False
         as_wide = self.retrieval_head_dim == self.search_head_dim
         if self.num_retrievals == 1:
-            return q.is_cuda or as_wide
+            return q.is_cuda or (as_wide and dropout_p == 0.0)
         if self.num_retrievals != 2 or dropout_p > 0.0:
             return False
         if q.is_cuda:

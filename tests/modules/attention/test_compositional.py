@@ -370,14 +370,17 @@ def test_dropout_acts_in_training_only_on_every_search_path(backend: str, need_w
 
 def test_one_retrieval_runs_per_retrieval_with_dropout_and_keeps_the_mean() -> None:
     # With R = 1 the selection is 1 and the output is linear in the dropped-out search weights:
-    # "auto" runs one fused call (one mask per search, as the paper's) and the mean over draws is
-    # the clean output.
-    layer = CompositionalAttention(16, 4, 1, dropout=0.5)
+    # per retrieval, one fused call draws one mask per search, as the paper, and the mean over
+    # draws is the clean output. "auto" takes this path on CUDA only: the CPU's fused kernel has
+    # no dropout (its fallback would hold the whole attention matrix), so there it stays chunked.
+    layer = CompositionalAttention(16, 4, 1, dropout=0.5, search_backend="per_retrieval")
     x = torch.randn(2, 5, 16)
     assert layer._fused_per_retrieval(x.unsqueeze(1), x.unsqueeze(1), need_weights=False, dropout_p=0.5)
-    assert not CompositionalAttention(16, 4, 2)._fused_per_retrieval(
-        x.unsqueeze(1), x.unsqueeze(1), need_weights=False, dropout_p=0.5
-    )
+    automatic = CompositionalAttention(16, 4, 1, dropout=0.5)
+    assert not automatic._fused_per_retrieval(x.unsqueeze(1), x.unsqueeze(1), need_weights=False, dropout_p=0.5)
+    assert automatic._fused_per_retrieval(x.unsqueeze(1), x.unsqueeze(1), need_weights=False, dropout_p=0.0)
+    with pytest.raises(ValueError, match="one dropout mask per retrieval"):
+        CompositionalAttention(16, 4, 2, dropout=0.5, search_backend="per_retrieval")
     layer.eval()
     clean = layer(x, x, x, need_weights=False)[0]
     layer.train()
