@@ -130,9 +130,13 @@ class DiffusionSampler(L.LightningModule):
             (``torch.cuda.make_graphed_callables``), captured at the first training step and
             replayed afterwards: the step is otherwise bound by kernel launches at the paper's
             sizes. The noise is drawn outside the graphs from the module's stream, in the eager
-            order, so both paths see the same trajectories. Needs a constant batch size,
-            ``trainer.precision=32-true`` and one process (no DDP); backward (replay) steps and
-            evaluation stay eager. Ignored, with a warning, on a CPU. Measured on an NVIDIA H100
+            order, so both paths see the same trajectories (to rounding). Needs
+            ``trainer.precision=32-true``, one process (no DDP) and gradients cleared to None
+            between optimizer steps (no ``accumulate_grad_batches``; in a loop of one's own,
+            ``zero_grad(set_to_none=True)``: the graphed backward hands out its own gradient
+            buffers, which become the parameters' ``.grad``); a new batch shape or moved
+            parameters are captured anew.
+            Backward (replay) steps and evaluation stay eager. Ignored, with a warning, on a CPU. Measured on an NVIDIA H100
             (torch 2.11, GMM25 TB, batch 300, T = 100, fp32, through the Trainer): 54 it/s
             against 11.8 eager and 3.4 for the official code.
 
@@ -203,8 +207,9 @@ class DiffusionSampler(L.LightningModule):
         self._generator: torch.Generator | None = None
         self._pending_rng_state: tuple[Tensor, str] | None = None
         self._evaluation_seed: int | None = None
-        # (batch shape, graphed objective), built at the first graphed step; not a submodule
-        self._graphed_objective: tuple[tuple[int, ...], nn.Module] | None = None
+        # (capture key: batch shape and parameter addresses, graphed objective), built at the
+        # first graphed step; not a submodule
+        self._graphed_objective: tuple[tuple[Any, ...], nn.Module] | None = None
 
     def _check_energy(self, energy: nn.Module) -> None:
         if energy.dim != self.net.dim:
@@ -225,8 +230,20 @@ class DiffusionSampler(L.LightningModule):
             self.energy = energy
 
     def on_fit_start(self) -> None:
-        if self.hparams.cuda_graph and self.device.type != "cuda":
+        if not self.hparams.cuda_graph:
+            return
+        if self.device.type != "cuda":
             rank_zero_warn(f"cuda_graph=True captures CUDA work only: training eagerly on {self.device.type}")
+        elif self.trainer.accumulate_grad_batches > 1:
+            # the graphed backward hands out its own gradient buffers, which become the parameters'
+            # .grad and are overwritten by the next replay before it accumulates into them
+            raise ValueError(
+                "cuda_graph=True cannot accumulate gradients: set trainer.accumulate_grad_batches=1 "
+                "(or a larger data.batch_size), or model.cuda_graph=false"
+            )
+
+    def teardown(self, stage: str) -> None:
+        self._graphed_objective = None  # frees the graphs' memory; Lightning moves the weights off the GPU
 
     # ----------------------------------------------------------------------------------------
     # randomness: one stream per module and rank, restored from checkpoints
@@ -546,13 +563,15 @@ class DiffusionSampler(L.LightningModule):
             )
         start, log_start, noises = self._draw_start_and_noise(batch, self._rng())
         args = (start, log_start, noises, torch.full((), exploration, device=start.device))
-        if self._graphed_objective is None or self._graphed_objective[0] != tuple(batch.shape):
+        read = [*self.net.parameters(), *self.energy.buffers()]
+        key = (tuple(batch.shape), tuple(t.data_ptr() for t in read))
+        if self._graphed_objective is None or self._graphed_objective[0] != key:
             graphed = torch.cuda.make_graphed_callables(
                 _OnPolicyObjective(self), tuple(arg.clone() for arg in args), allow_unused_input=True
             )
-            self._graphed_objective = (tuple(batch.shape), graphed)
+            self._graphed_objective = (key, graphed)
         loss, log_reward, terminal = self._graphed_objective[1](*args)
-        return loss, log_reward.clone(), terminal.clone()
+        return loss, log_reward.detach().clone(), terminal.detach().clone()
 
     # ----------------------------------------------------------------------------------------
     # evaluation

@@ -529,9 +529,10 @@ def test_tensor_exploration_of_the_graph_path_matches_the_float_path(exploration
 def _cuda_graph_pair(loss: str, **kwargs) -> tuple[DiffusionSampler, DiffusionSampler]:
     """An eager and a ``cuda_graph=True`` sampler on the GPU with the same non-zero weights and stream."""
     torch.manual_seed(0)
-    net_kwargs = kwargs.pop("net_kwargs", {})
-    eager = make_sampler(loss, num_steps=6, net_kwargs=dict(net_kwargs), **kwargs)
-    graphed = make_sampler(loss, num_steps=6, net_kwargs=dict(net_kwargs), cuda_graph=True, **kwargs)
+    net_kwargs = kwargs.pop("net_kwargs", None)
+    nets = {"net_kwargs": net_kwargs} if net_kwargs else {}
+    eager = make_sampler(loss, num_steps=6, **nets, **kwargs)
+    graphed = make_sampler(loss, num_steps=6, **nets, cuda_graph=True, **kwargs)
     with torch.no_grad():
         eager.net.drift.head[-1][-1].weight.normal_(generator=torch.Generator().manual_seed(1))
     graphed.net.load_state_dict(eager.net.state_dict())
@@ -549,6 +550,7 @@ def _train_by_hand(sampler: DiffusionSampler, steps: int) -> list[tuple[float, T
         optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
         optimizer.step()
+        assert not out["samples"].requires_grad and not out["log_reward"].requires_grad
         history.append((out["loss"].item(), out["samples"], out["log_reward"]))
     return history
 
@@ -558,7 +560,9 @@ def _train_by_hand(sampler: DiffusionSampler, steps: int) -> list[tuple[float, T
     ("loss", "kwargs"),
     [
         ("tb", {"net_kwargs": {"langevin": True}, "exploration_std": 0.3}),
+        ("tb", {"net_kwargs": {"learned_backward": True}}),
         ("vargrad", {"net_kwargs": {"learned_variance": True}}),
+        ("subtb", {}),
         ("pis", {}),
         ("dds", {}),
     ],
@@ -610,8 +614,27 @@ def test_cuda_graph_through_the_trainer_with_local_search(tmp_path) -> None:
         return sampler, callback
 
     eager, eager_buffer = fit(False)
-    graphed, graphed_buffer = fit(True)
-    assert graphed._graphed_objective is not None
+    capture = torch.cuda.make_graphed_callables
+    with patch("modules.samplers.module.torch.cuda.make_graphed_callables", wraps=capture) as captured:
+        graphed, graphed_buffer = fit(True)
+    assert captured.call_count == 1 and graphed._graphed_objective is None  # released at teardown
     torch.testing.assert_close(graphed_buffer.buffer.contents()[0], eager_buffer.buffer.contents()[0], rtol=1e-3, atol=1e-4)
     for (name, p_eager), p_graphed in zip(eager.net.named_parameters(), graphed.net.parameters()):
         torch.testing.assert_close(p_graphed, p_eager, rtol=1e-3, atol=1e-5, msg=name)
+
+
+@pytest.mark.cuda
+def test_cuda_graph_refuses_gradient_accumulation_before_the_first_step(tmp_path) -> None:
+    from datamodules.samplers.datamodule import EnergyDataModule
+    from datamodules.samplers.energies import GMM25
+
+    sampler = DiffusionSampler(SamplerNets(2, hidden_dim=8), torch.optim.Adam, loss="tb", num_steps=4, cuda_graph=True)
+    data = EnergyDataModule(GMM25(), batch_size=16, steps_per_epoch=4, eval_batch_size=16)
+    trainer = L.Trainer(
+        max_steps=2, accelerator="gpu", devices=1, accumulate_grad_batches=2, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+        default_root_dir=tmp_path,
+    )
+    with pytest.raises(ValueError, match="accumulate_grad_batches=1"):
+        trainer.fit(sampler, datamodule=data)
+    assert trainer.global_step == 0
