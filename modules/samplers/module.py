@@ -135,10 +135,10 @@ class DiffusionSampler(L.LightningModule):
             between optimizer steps (no ``accumulate_grad_batches``; in a loop of one's own,
             ``zero_grad(set_to_none=True)``: the graphed backward hands out its own gradient
             buffers, which become the parameters' ``.grad``); a new batch shape or moved
-            parameters are captured anew.
-            Backward (replay) steps and evaluation stay eager. Ignored, with a warning, on a CPU. Measured on an NVIDIA H100
-            (torch 2.11, GMM25 TB, batch 300, T = 100, fp32, through the Trainer): 54 it/s
-            against 11.8 eager and 3.4 for the official code.
+            parameters are captured anew. Backward (replay) steps and evaluation stay eager.
+            Ignored, with a warning, on a CPU. Measured on an NVIDIA H100 (torch 2.11, GMM25 TB,
+            batch 300, T = 100, fp32, through the Trainer): 54 it/s against 11.8 eager and 3.4
+            for the official code.
 
     Shapes: training batches are start states ``[B, D]`` (zeros); evaluation batches are dicts with
     ``"x0"`` ``[N, D]`` and optionally ``"target_samples"`` ``[N, D]``.
