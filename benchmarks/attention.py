@@ -12,13 +12,17 @@ encoder ``E -> E -> E``, one attention layer (self-attention over ``L`` tokens),
   ``R`` retrievals, every head of width ``d = E / h`` (``retrieval_dim = R d``;
   ``need_weights=False``; the layer's automatic ``search_backend``);
 - ``comp_{backend}_R{R}``: the same with ``search_backend=backend``, one row per name given to
-  ``--comp-backends`` besides ``auto`` (e.g. ``per_retrieval``, ``sdpa``, ``explicit``);
+  ``--comp-backends`` besides ``auto`` (``batched``, ``sdpa``, ``per_retrieval``, ``explicit``);
 - ``official_R{R}``: the official ``Compositional_dot_Transformer`` (without ``--concat``),
   imported from ``--official-dir`` (a scratch copy of its ``Contextual_Retrieval_Task`` folder),
   up to ``--official-max-length`` (it materializes ``[B, S, R, L, L]``).
 
 Each row runs in a fresh subprocess (``--worker``), or in this process with ``--in-process``. Time: the fastest of ``--repeats`` calls after
-one warm-up (the least disturbed by other processes on a shared machine). Peak memory: the most bytes held at once by live tensors (parameters, gradients, inputs,
+one warm-up (the least disturbed by other processes on a shared machine). With ``--cuda-graph``
+(CUDA only) the forward + backward is captured as one CUDA graph and the time is per replay, the
+fastest of ``--repeats`` blocks of 20 back-to-back replays: the GPU's work alone. A single layer
+at short ``L`` launches more kernels than the GPU needs time for, so eager GPU timings there
+measure the launch rate of the host (and vary by up to 20 % between runs), not the kernels. Peak memory: the most bytes held at once by live tensors (parameters, gradients, inputs,
 activations saved for backward and temporaries) during one forward + backward, counted by
 ``torch.distributed._tools.mem_tracker.MemTracker`` (exact and the same on CPU and CUDA, unlike
 resident-set sizes, which the allocator's caching blurs). FLOP ratio (``flop_ratio`` column): the attention
@@ -33,6 +37,7 @@ Usage (from the repository root)::
     python benchmarks/attention.py --lengths 64 256 1024 4096 --official-dir PATH/Contextual_Retrieval_Task
     python benchmarks/attention.py --device cuda --in-process --lengths 64 256 1024 4096 --official-dir PATH
     python benchmarks/attention.py --comp-backends auto per_retrieval --retrievals 1 2   # backends side by side
+    python benchmarks/attention.py --device cuda --in-process --cuda-graph --lengths 64 256 1024 4096   # GPU work only
 
 Results: ``--out`` (default ``benchmarks/results/attention_<device>.csv``).
 """
@@ -48,7 +53,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -130,18 +135,54 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     step()
     sync()
-    times = []
-    for _ in range(spec["repeats"]):
-        start = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - start)
+    times = time_graph_replays(step, spec["repeats"]) if spec.get("cuda_graph") else time_calls(step, sync, spec["repeats"])
     tracker = MemTracker()
     tracker.track_external(model, x, y)
     with tracker:
         step()
     peak = sum(sum(by_type.values()) for by_type in tracker.get_tracker_snapshot("peak").values())
     return {"ms": 1000 * min(times), "peak_mib": peak / 2**20}
+
+
+def time_calls(step: Callable[[], None], sync: Callable[[], None], repeats: int) -> list[float]:
+    """Seconds of ``repeats`` eager calls of ``step``, each from launch to ``sync``."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def time_graph_replays(step: Callable[[], None], repeats: int, replays_per_repeat: int = 20) -> list[float]:
+    """Seconds per replay of ``step`` captured as one CUDA graph, over ``repeats`` blocks of replays.
+
+    ``step`` (forward and backward) is warmed up on a side stream, as capture requires, then
+    captured once; each block times ``replays_per_repeat`` back-to-back replays between two CUDA
+    events, so the figure is the GPU's work without Python or kernel-launch overhead.
+    """
+    side_stream = torch.cuda.Stream()
+    side_stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side_stream):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(side_stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    graph.replay()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(replays_per_repeat):
+            graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1000 / replays_per_repeat)
+    return times
 
 
 def run_row(spec: dict[str, Any], timeout: float) -> dict[str, Any] | None:
@@ -185,7 +226,7 @@ def main() -> None:
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--retrievals", type=int, nargs="+", default=[8, 1, 2], help="R of the compositional rows")
     parser.add_argument("--comp-backends", nargs="+", default=["auto"],
-                        choices=["auto", "sdpa", "explicit", "per_retrieval"],
+                        choices=["auto", "sdpa", "batched", "explicit", "per_retrieval"],
                         help="search_backend of the compositional rows (auto: rows comp_R{R}; others: comp_{backend}_R{R})")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
@@ -195,6 +236,9 @@ def main() -> None:
     parser.add_argument("--in-process", action="store_true",
                         help="time every row in this process (saves an interpreter start per row; on CUDA the timings "
                              "do not depend on it, on a CPU the fresh subprocess per row is the cleaner measurement)")
+    parser.add_argument("--cuda-graph", action="store_true",
+                        help="on CUDA, time each row's forward + backward captured as one CUDA graph (GPU work "
+                             "without launch overhead; eager timings of one layer at short L are launch-bound)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if args.worker:
@@ -202,6 +246,8 @@ def main() -> None:
         return
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is visible")
+    if args.cuda_graph and args.device != "cuda":
+        parser.error("--cuda-graph needs --device cuda")
 
     rows = ["mha", "mha_sdpa"]
     for backend in args.comp_backends:
@@ -209,7 +255,9 @@ def main() -> None:
     if args.official_dir:
         rows += [f"official_R{r}" for r in args.retrievals if r == args.heads]
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu"
-    print(f"device: {device_name}, threads: {args.threads}, E={args.embed_dim}, h=S={args.heads}, torch {torch.__version__}")
+    timing = "one CUDA graph per row, time per replay" if args.cuda_graph else "eager calls"
+    print(f"device: {device_name}, threads: {args.threads}, E={args.embed_dim}, h=S={args.heads}, "
+          f"torch {torch.__version__}, {timing}")
     results: list[dict[str, Any]] = []
     for batch in args.batch_sizes:
         for length in args.lengths:
@@ -220,7 +268,7 @@ def main() -> None:
                 spec = {
                     "row": row, "device": args.device, "length": length, "batch": batch,
                     "embed_dim": args.embed_dim, "heads": args.heads, "repeats": args.repeats,
-                    "threads": args.threads, "official_dir": args.official_dir,
+                    "threads": args.threads, "official_dir": args.official_dir, "cuda_graph": args.cuda_graph,
                 }
                 measured = run_in_process(spec) if args.in_process else run_row(spec, args.timeout)
                 if measured is None:
@@ -229,7 +277,8 @@ def main() -> None:
                     baseline = measured
                 retrievals = int(row.rsplit("_R", 1)[1]) if "_R" in row else args.heads
                 result = {
-                    "device": device_name, "row": row, "batch": batch, "length": length, **measured,
+                    "device": device_name, "row": row, "batch": batch, "length": length,
+                    "cuda_graph": args.cuda_graph, **measured,
                     "time_vs_sdpa": measured["ms"] / baseline["ms"] if baseline else float("nan"),
                     "memory_vs_sdpa": measured["peak_mib"] / baseline["peak_mib"] if baseline and baseline["peak_mib"] else float("nan"),
                     "flop_ratio": flop_ratio(args.heads, retrievals) if "_R" in row else 1.0,

@@ -1,9 +1,10 @@
 #!/bin/bash
 # The GPU checks of the open issues in one pass, for a single lent GPU with a short time budget:
-# the CUDA tests, the attention benchmark with the search backends side by side, the sampler speed
+# the CUDA tests, the attention benchmark (CUDA graphs) with the search backends side by side, the sampler speed
 # benchmark with the CUDA-graph rows, and 600 training steps of GMM25 TB + Expl. + LS through
 # train.py, eager and with model.cuda_graph=true. Each step has its own time limit; results and
-# logs go to $OUT (default gpu_results/). On an H100 the whole pass took about 4 minutes.
+# logs go to $OUT (default gpu_results/). On an H100 the pass took about 4 minutes with eager attention
+# timings; timing the attention rows as CUDA graphs (this version) adds about a minute.
 #
 #   bash scripts/gpu_checks.sh                 # with the project's .venv (pip install -e '.[dev]')
 #   OUT=/tmp/gpu bash scripts/gpu_checks.sh
@@ -47,8 +48,8 @@ step CUDA tests
 timeout 150 "$PY" -m pytest -q -p no:cacheprovider "${workers[@]}" -m cuda > "$OUT/pytest_cuda.txt" 2>&1
 echo "rc=$?"; tail -n 5 "$OUT/pytest_cuda.txt"
 step attention benchmark
-timeout 180 "$PY" benchmarks/attention.py --device cuda --in-process --lengths 64 256 512 1024 4096 \
-    --retrievals 8 1 2 --comp-backends auto sdpa per_retrieval "${attention_official[@]}" \
+timeout 200 "$PY" benchmarks/attention.py --device cuda --in-process --cuda-graph --lengths 64 256 512 1024 4096 \
+    --retrievals 8 1 2 4 --comp-backends auto sdpa "${attention_official[@]}" \
     --out "$OUT/attention_cuda.csv" > "$OUT/attention_cuda.txt" 2>&1
 echo "rc=$?"; grep -E "^B=|failed" "$OUT/attention_cuda.txt" | cut -c1-110
 step sampler speed

@@ -19,34 +19,48 @@ layer *is* multi-head attention: same parameters, same output as ``nn.MultiheadA
 Implementation. The retrieval key is linear, so the retrieval logits are
 ``<Q^r_s W^{rk T}, O_{s,r}> + <Q^r_s, b^{rk}>``: the keys ``O_{s,r} W^{rk}`` are never formed.
 Nothing of size ``L x L x R`` is ever formed. The retrievals ``O`` (``[B, S, L_q, R * d_v]``,
-``S R d_v / E`` layer inputs large: 8 at ``S = R = 8``, ``d_v = E / S``) are computed in one of two
+``S R d_v / E`` layer inputs large: 8 at ``S = R = 8``, ``d_v = E / S``) are computed in one of four
 ways:
 
-- SDPA searches (CUDA): one ``torch.nn.functional.scaled_dot_product_attention`` call per search,
-  its query and key ``[B, 1, L, d_s]`` against all retrievals at once, values ``[B, 1, L_k, R d_v]``
-  shared by the searches (the memory-efficient kernel takes a value width different from the query
-  width). One call per search rather than one call over ``S`` heads: the batched call needs the
-  values expanded over searches, whose gradient the kernel then writes as ``S`` full copies. Each
-  search's ``O`` is kept for the backward unless all searches' ``O`` exceed eight layer inputs;
-  then each search is recomputed (activation checkpointing). Measured on an NVIDIA H200
-  (``benchmarks/attention.py``, E = 256, S = R = 8, B = 16, fp32; peak memory of live tensors):
-  2.4-2.9x the time and 1.8-1.9x the memory of ``nn.MultiheadAttention``'s SDPA path at
-  L = 64-4096, against 1.5-2.3x the time but 2.9-3.3x the memory for one batched call over all
-  searches, and 3.1-5.7x the time, 1.4x the memory with every search recomputed.
+- one batched SDPA call (CUDA, up to four retrievals of the default width): all ``S`` searches in
+  one ``torch.nn.functional.scaled_dot_product_attention`` call, queries and keys
+  ``[B, S, L, d_s]``, the values ``[B, L_k, R d_v]`` expanded over the searches without a copy (the
+  memory-efficient kernel takes a value width different from the query width). Its backward
+  writes the values' gradient once per search before summing, ``S R d_v / E`` layer inputs, so it
+  is the automatic choice only while that is at most 4. It does exactly the method's attention
+  products (``S L^2 d_s + S R L^2 d_v``), with one dropout mask per search shared by its
+  retrievals, as the paper.
+- SDPA searches one at a time (CUDA, more retrievals): one SDPA call per search, its query and key
+  ``[B, 1, L, d_s]`` against all retrievals at once, values ``[B, 1, L_k, R * d_v]`` shared by the
+  searches. Each search's ``O`` is kept for the backward unless all searches' ``O`` exceed eight
+  layer inputs; then each search is recomputed (activation checkpointing).
 - explicit searches (CPU): per chunk of query positions, one softmax per search and one batched
   matmul with the values shared by all searches; when the sequence is long enough that a chunk's
   attention matrix matters, the chunk is recomputed in the backward pass. PyTorch's fused CPU kernel
-  needs values as wide as the queries, so with ``R <= 2`` retrievals as wide as the search heads the
-  CPU instead runs one fused call per retrieval.
+  needs values as wide as the queries, so with ``R <= 2`` retrievals as wide as the search heads
+  (and no dropout, which that kernel lacks) the CPU instead runs the batched call (``R = 1``) or
+  one fused call per retrieval (``R = 2``).
 - per-retrieval searches (``search_backend="per_retrieval"``, any device): one SDPA call over all
   ``S`` searches per retrieval, i.e. ``R`` calls shaped exactly like multi-head attention's. It
   repeats each search's query-key product and softmax ``R`` times (``2 R`` attention products per
-  search against ``1 + R``) but launches ``R`` kernels instead of ``S``. The automatic choice for
-  ``R = 1`` (the same products in one call) and for ``R = 2`` on the CPU, and on a GPU while the
-  sequences are short (launch-bound). On an NVIDIA H100 (same benchmark,
-  ``benchmarks/results/attention_cuda_h100.csv``) ``R = 1`` took 1.14x / 1.18x / 1.11x / 1.01x
-  MHA's time at L = 64 / 256 / 1024 / 4096 against 3.28x / 2.15x / 1.60x / 1.08x per search
-  (launch-bound timings there vary by up to 20 % between runs of the same path).
+  search against ``1 + R``) but needs values only as wide as the queries.
+
+Measured on an NVIDIA H100 (``benchmarks/attention.py --device cuda --cuda-graph``: E = 256,
+S = 8, B = 16, fp32, forward + backward of the contextual-retrieval model captured as one CUDA
+graph, so that the time is the GPU's work and not the host's launch rate; peak memory of live
+tensors), as multiples of ``nn.MultiheadAttention``'s SDPA path at L = 64 / 256 / 1024 / 4096:
+
+- batched, R = 1: 1.29 / 1.16 / 1.03 / 1.01 time, 1.05-1.09 memory; R = 2: 1.44 / 1.25 / 1.12 /
+  1.08, 1.29-1.34; R = 4: 1.55 / 1.51 / 1.52 / 1.50, 1.84-1.97;
+- one call per search, R = 2: 3.03 / 2.44 / 1.32 / 1.15 time, 1.22-1.26 memory; R = 4: 3.34 /
+  2.54 / 1.69 / 1.59, 1.36-1.41; R = 8 (the automatic choice there): 3.80 / 3.10 / 2.48 / 2.46,
+  1.76-1.88;
+- per retrieval, R = 2: 1.60 / 1.58 / 1.72 / 1.90, 1.42-1.49; batched over all searches at R = 8
+  (an H200, eager): 2.9-3.3x the memory.
+
+``benchmarks/results/attention_cuda_graph_h100.csv`` holds the per-search and per-retrieval rows;
+the batched rows come from ``attention_cuda_graph_h100_batched_probe.txt``, the same computation
+timed in a subclass of this layer before it became a backend.
 
 Differences from the official code (sarthmit/Compositional-Attention,
 ``Contextual_Retrieval_Task/model.py``): the official layer materializes ``[B, S, R, L, L]``;
@@ -74,9 +88,11 @@ __all__ = ["CompositionalAttention", "merge_masks"]
 
 RetrievalSelection = Literal["soft", "fixed"]
 RetrievalScoring = Literal["dot", "linear"]
-SearchBackend = Literal["auto", "sdpa", "explicit", "per_retrieval"]
-# L_q * L_k up to which two retrievals run per retrieval on CUDA (launch-bound; see _fused_per_retrieval)
-_CUDA_PER_RETRIEVAL_MAX_ATTENTION_ENTRIES = 512 * 512
+SearchBackend = Literal["auto", "sdpa", "batched", "explicit", "per_retrieval"]
+SearchPath = Literal["batched", "per_search", "per_retrieval", "explicit"]
+# the most layer inputs [B, L, E] that the gradient of the values expanded over the searches may
+# hold for the automatic backend to run all searches in one batched call
+_BATCHED_MAX_EXPANDED_INPUTS = 4
 
 
 def merge_masks(
@@ -163,16 +179,17 @@ class CompositionalAttention(nn.Module):
             ``search_dim / S``; the official image models' ``--qk-dim``).
         separate_retrieval_keys: one retrieval key map per retrieval (official ``--separate``).
         kdim, vdim: key and value input widths (default ``embed_dim``).
-        search_backend: how the soft path runs its searches: ``"sdpa"``
-            (``scaled_dot_product_attention`` once per search on all retrievals at once),
+        search_backend: how the soft path runs its searches: ``"batched"`` (one
+            ``scaled_dot_product_attention`` call over all searches, the values expanded over
+            them), ``"sdpa"`` (one SDPA call per search on all retrievals at once),
             ``"explicit"`` (per chunk of queries, softmax of the logits, then one matmul with the
             values shared by all searches), ``"per_retrieval"`` (one SDPA call over all searches
             per retrieval; with ``R > 1`` it needs ``dropout=0``: it would draw a dropout mask per
-            retrieval instead of the paper's one per search) or ``"auto"``: per retrieval for
-            ``R = 1`` (on the CPU without dropout and with retrievals as wide as the search heads)
-            and for ``R = 2`` without dropout on the CPU (as wide) or on CUDA with
-            ``L_q L_k <= 512^2``; otherwise SDPA per search on CUDA and explicit chunks on the CPU.
-            Weights (``need_weights``) are always computed explicitly.
+            retrieval instead of the paper's one per search) or ``"auto"``: on CUDA batched while
+            ``S R d_v <= 4 E`` (up to four retrievals of the default width), else per search; on
+            the CPU without dropout and with retrievals as wide as the search heads batched for
+            ``R = 1`` and per retrieval for ``R = 2``, else explicit chunks. Weights
+            (``need_weights``) are always computed explicitly.
         query_chunk_size: query positions per chunk of the explicit searches; ``None`` chooses
             chunks whose attention matrix and retrievals are about two layer inputs large.
         retrieval_scoring: ``"dot"`` (the paper: ``<Q^r_s, O_{s,r} W^{rk}>`` scaled by
@@ -226,14 +243,15 @@ class CompositionalAttention(nn.Module):
             raise ValueError(
                 f"the fixed pairing needs num_searches == num_retrievals, got {num_searches} and {num_retrievals}"
             )
-        if search_backend not in ("auto", "sdpa", "explicit", "per_retrieval"):
+        if search_backend not in ("auto", "sdpa", "batched", "explicit", "per_retrieval"):
             raise ValueError(
-                f"search_backend must be 'auto', 'sdpa', 'explicit' or 'per_retrieval', got {search_backend!r}"
+                "search_backend must be 'auto', 'sdpa', 'batched', 'explicit' or 'per_retrieval', "
+                f"got {search_backend!r}"
             )
         if search_backend == "per_retrieval" and dropout > 0 and num_retrievals > 1:
             raise ValueError(
                 "search_backend='per_retrieval' would draw one dropout mask per retrieval instead of one per "
-                "search: set dropout=0 or choose search_backend='auto', 'sdpa' or 'explicit'"
+                "search: set dropout=0 or choose search_backend='auto', 'batched', 'sdpa' or 'explicit'"
             )
         if retrieval_scoring not in ("dot", "linear"):
             raise ValueError(f"retrieval_scoring must be 'dot' or 'linear', got {retrieval_scoring!r}")
@@ -403,7 +421,11 @@ class CompositionalAttention(nn.Module):
         scale = d_s**-0.5
         folded_query, folded_bias = self._folded_retrieval_query(query, num_s)
 
-        if self._fused_per_retrieval(q, k, need_weights, dropout_p):
+        path = self._search_path(q, need_weights, dropout_p)
+        if path == "batched":
+            heads, selection = self._search_one(q, k, v.unsqueeze(1).expand(-1, num_s, -1, -1), folded_query, folded_bias, mask, dropout_p)
+            return heads, None, selection.transpose(1, 2)
+        if path == "per_retrieval":
             values = v.view(batch, key_length, self.num_retrievals, self.retrieval_head_dim)
             retrieved = torch.stack(
                 [
@@ -416,8 +438,7 @@ class CompositionalAttention(nn.Module):
             )
             heads, selection = self._select(retrieved, folded_query, folded_bias)
             return heads, None, selection.transpose(1, 2)
-
-        if not need_weights and (self.search_backend == "sdpa" or (self.search_backend == "auto" and q.is_cuda)):
+        if path == "per_search":
             heads, selection = self._per_search(q, k, v, folded_query, folded_bias, mask, dropout_p)
             return heads, None, selection.transpose(1, 2)
 
@@ -509,44 +530,44 @@ class CompositionalAttention(nn.Module):
     def _search_one(
         self, q: Tensor, k: Tensor, values: Tensor, folded_query: Tensor, folded_bias: Tensor, mask: Tensor | None, dropout_p: float
     ) -> tuple[Tensor, Tensor]:
-        """One search ``q, k [B, 1, L, d_s]`` over the shared values ``[B, 1, L_k, R * d_v]``."""
+        """Searches ``q, k [B, n, L, d_s]`` (one search, or all ``n = S``) in one SDPA call over the
+        values ``[B, 1 | n, L_k, R * d_v]`` (one set, broadcast or expanded over the searches);
+        returns the selected retrievals ``[B, n, L_q, d_v]`` and ``pi`` ``[B, n, L_q, R]``."""
         retrieved = F.scaled_dot_product_attention(q, k, values, attn_mask=mask, dropout_p=dropout_p)
-        batch, _, length, _ = retrieved.shape
-        return self._select(retrieved.view(batch, 1, length, self.num_retrievals, self.retrieval_head_dim), folded_query, folded_bias)
+        batch, num_s, length, _ = retrieved.shape
+        return self._select(
+            retrieved.view(batch, num_s, length, self.num_retrievals, self.retrieval_head_dim), folded_query, folded_bias
+        )
 
-    def _fused_per_retrieval(self, q: Tensor, k: Tensor, need_weights: bool, dropout_p: float) -> bool:
-        """Whether the searches run as one fused SDPA call per retrieval: always with
-        ``search_backend="per_retrieval"`` (unless weights are asked for), automatically in the
-        cases below. Per retrieval, each search's query-key product and softmax is repeated ``R``
-        times (``2 R`` attention products per search against ``1 + R``) but only ``R`` kernels
-        are launched instead of ``S``.
+    def _search_path(self, q: Tensor, need_weights: bool, dropout_p: float) -> SearchPath:
+        """How the searches run (see the module docstring): the forced ``search_backend``, or the
+        automatic choice; with ``need_weights`` always explicitly (the fused kernels return no
+        weights).
 
-        - ``R = 1``: the same products in one call instead of ``S``. On CUDA also with dropout
-          (with one retrieval, one mask per retrieval is the paper's one mask per search); on the
-          CPU without dropout and with retrievals as wide as the search heads, the cases its
-          fused kernel takes (otherwise it falls back to materializing the whole attention
-          matrix, where the explicit path works in chunks).
-        - ``R = 2``, without dropout (it would draw a mask per retrieval): on the CPU when the
-          retrievals are as wide as the search heads (no attention matrix is kept and nothing is
-          recomputed, unlike the explicit chunks); on CUDA while the sequences are short enough
-          (``L_q L_k <= 512^2``) that kernel launches, not the extra products, set the time.
-          Measured on an NVIDIA H100 (``benchmarks/results/attention_cuda_h100.csv``, E = 256,
-          S = 8, B = 16, fp32): 1.80x / 1.41x / 1.40x MHA's SDPA time per retrieval against
-          3.73x / 2.31x / 3.00x per search at L = 64 / 256 / 512, about even at L = 1024 (1.85x
-          against 1.93x), 1.91x against 1.15x at L = 4096.
+        Automatic, on CUDA: all searches in one batched call while the gradient of the values
+        expanded over the searches holds at most four layer inputs (``S R d_v <= 4 E``: up to four
+        retrievals of the default width), else one call per search. On the CPU, without dropout
+        (the fused CPU kernel has none; its fallback would hold the whole attention matrix) and with
+        retrievals as wide as the search heads (the fused CPU kernel's condition): the batched call
+        for ``R = 1``, one call per retrieval for ``R = 2`` (nothing kept or recomputed, unlike the
+        explicit chunks); otherwise the explicit chunks.
         """
-        if self.search_backend == "per_retrieval":
-            return not need_weights
-        if self.search_backend != "auto" or need_weights:
-            return False
-        as_wide = self.retrieval_head_dim == self.search_head_dim
-        if self.num_retrievals == 1:
-            return q.is_cuda or (as_wide and dropout_p == 0.0)
-        if self.num_retrievals != 2 or dropout_p > 0.0:
-            return False
+        if need_weights:
+            return "explicit"
+        forced: dict[str, SearchPath] = {
+            "sdpa": "per_search", "batched": "batched", "per_retrieval": "per_retrieval", "explicit": "explicit"
+        }
+        if self.search_backend in forced:
+            return forced[self.search_backend]
         if q.is_cuda:
-            return q.shape[2] * k.shape[2] <= _CUDA_PER_RETRIEVAL_MAX_ATTENTION_ENTRIES
-        return as_wide
+            expanded_inputs = self.num_searches * self.num_retrievals * self.retrieval_head_dim / self.embed_dim
+            return "batched" if expanded_inputs <= _BATCHED_MAX_EXPANDED_INPUTS else "per_search"
+        if self.retrieval_head_dim == self.search_head_dim and dropout_p == 0.0:
+            if self.num_retrievals == 1:
+                return "batched"
+            if self.num_retrievals == 2:
+                return "per_retrieval"
+        return "explicit"
 
     def _select(self, retrieved: Tensor, folded_query: Tensor, folded_bias: Tensor) -> tuple[Tensor, Tensor]:
         """The retrieval selection: ``retrieved [B, S, n, R, d_v]``, the folded retrieval query

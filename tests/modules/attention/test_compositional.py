@@ -132,7 +132,7 @@ def test_soft_selection_matches_the_papers_equations(separate_keys: bool, temper
     assert search_weights.masked_select(masked.expand_as(search_weights)).abs().max() == 0
 
 
-@pytest.mark.parametrize("backend", ["explicit", "sdpa", "per_retrieval"])
+@pytest.mark.parametrize("backend", ["explicit", "sdpa", "batched", "per_retrieval"])
 def test_linear_retrieval_scoring_matches_the_official_scan_layer_by_hand(backend: str) -> None:
     # Official SCAN layer without dot: pi = softmax_r(score([Q^r_s, O_{s,r}])), score a
     # Linear(d_r + d_v, 1), no scaling; here also divided by the temperature.
@@ -244,48 +244,88 @@ def test_sdpa_searches_one_at_a_time_agree_with_explicit_searches(
     assert checkpointed.call_count == (4 if recomputed else 0)
 
 
-@pytest.mark.parametrize("num_retrievals", [1, 2])
-def test_fused_per_retrieval_path_agrees_with_explicit_chunks(num_retrievals: int) -> None:
-    # R <= 2 retrievals as wide as the search heads: "auto" takes one fused SDPA call per
-    # retrieval on the CPU (no chunks, no recomputation).
+@pytest.mark.parametrize(("num_retrievals", "path"), [(1, "batched"), (2, "per_retrieval")])
+def test_cpu_auto_backend_fuses_one_or_two_retrievals_and_agrees_with_explicit_chunks(
+    num_retrievals: int, path: str
+) -> None:
+    # R <= 2 retrievals as wide as the search heads: "auto" takes fused SDPA calls on the CPU (no
+    # chunks, no recomputation); with dropout, weights asked for, or R = 4, the explicit chunks.
     fused = CompositionalAttention(16, 4, num_retrievals)
     explicit = _explicit_twin(fused)
     x = torch.randn(2, 7, 16, requires_grad=True)
     padding = torch.zeros(2, 7, dtype=torch.bool)
     padding[1, -2:] = True
-    assert fused._fused_per_retrieval(x.unsqueeze(1), x.unsqueeze(1), need_weights=False, dropout_p=0.0)
+    assert fused._search_path(x.unsqueeze(1), need_weights=False, dropout_p=0.0) == path
+    assert fused._search_path(x.unsqueeze(1), need_weights=False, dropout_p=0.1) == "explicit"
+    assert fused._search_path(x.unsqueeze(1), need_weights=True, dropout_p=0.0) == "explicit"
     expected, grad_expected = _output_and_input_grad(explicit, x, key_padding_mask=padding)
     output, grad = _output_and_input_grad(fused, x, key_padding_mask=padding)
     torch.testing.assert_close(output, expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(grad, grad_expected, rtol=1e-5, atol=1e-5)
-    assert not CompositionalAttention(16, 4, 4)._fused_per_retrieval(x.unsqueeze(1), x.unsqueeze(1), need_weights=False, dropout_p=0.0)
+    assert CompositionalAttention(16, 4, 4)._search_path(x.unsqueeze(1), need_weights=False, dropout_p=0.0) == "explicit"
 
 
 @pytest.mark.parametrize("mask_kind", ["none", "padding", "causal", "per_head"])
 @pytest.mark.parametrize(("num_retrievals", "retrieval_dim"), [(4, None), (3, 24)], ids=["R4", "R3_wide"])
-def test_per_retrieval_backend_agrees_with_explicit_searches(
-    mask_kind: str, num_retrievals: int, retrieval_dim: int | None
+@pytest.mark.parametrize("backend", ["per_retrieval", "batched"])
+def test_fused_backends_agree_with_explicit_searches(
+    backend: str, mask_kind: str, num_retrievals: int, retrieval_dim: int | None
 ) -> None:
-    # Chosen explicitly it runs for any R, also with retrievals wider than the search heads
-    # (d_v = 8 against d_s = 4), and with every mask of MHA.
-    per_retrieval = CompositionalAttention(16, 4, num_retrievals, retrieval_dim=retrieval_dim, search_backend="per_retrieval")
-    explicit = _explicit_twin(per_retrieval)
+    # Chosen explicitly they run for any R, also with retrievals wider than the search heads
+    # (d_v = 8 against d_s = 4), and with every mask of MHA: per retrieval R SDPA calls over all
+    # searches; batched one call, the values [B, L, R d_v] expanded over the searches.
+    fused_layer = CompositionalAttention(16, 4, num_retrievals, retrieval_dim=retrieval_dim, search_backend=backend)
+    explicit = _explicit_twin(fused_layer)
     x = torch.randn(2, 7, 16, requires_grad=True)
     mask_kwargs = _mask_kwargs(mask_kind, batch=2, heads=4, length=7)
-    assert per_retrieval._fused_per_retrieval(x.unsqueeze(1), x.unsqueeze(1), need_weights=False, dropout_p=0.0)
+    assert fused_layer._search_path(x.unsqueeze(1), need_weights=False, dropout_p=0.0) == backend
     expected, grad_expected = _output_and_input_grad(explicit, x, **mask_kwargs)
     sdpa = F.scaled_dot_product_attention
     with patch("modules.attention.compositional.F.scaled_dot_product_attention", wraps=sdpa) as fused:
-        output, grad = _output_and_input_grad(per_retrieval, x, **mask_kwargs)
+        output, grad = _output_and_input_grad(fused_layer, x, **mask_kwargs)
     torch.testing.assert_close(output, expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(grad, grad_expected, rtol=1e-5, atol=1e-5)
-    assert fused.call_count == num_retrievals
+    if backend == "per_retrieval":
+        assert fused.call_count == num_retrievals
+    else:
+        assert fused.call_count == 1
+        queries, _, values = fused.call_args.args
+        value_width = fused_layer.num_retrievals * fused_layer.retrieval_head_dim
+        assert queries.shape == (2, 4, 7, 4) and values.shape == (2, 4, 7, value_width)
+        assert values.stride(1) == 0
     # weights asked for: computed explicitly, the same numbers
-    output_with_weights, (search_weights, retrieval_weights) = per_retrieval(x, x, x, **mask_kwargs)
+    output_with_weights, (search_weights, retrieval_weights) = fused_layer(x, x, x, **mask_kwargs)
     expected_weights = explicit(x, x, x, **mask_kwargs)[1]
     torch.testing.assert_close(output_with_weights, expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(search_weights, expected_weights[0])
     torch.testing.assert_close(retrieval_weights, expected_weights[1])
+
+
+def test_batched_backend_draws_one_dropout_mask_per_search_shared_by_its_retrievals() -> None:
+    # Two retrievals with the same value projection: under dropout their retrieved values are
+    # equal exactly when both read the same dropped-out search weights (the paper's one mask per
+    # search); independent masks would make them differ.
+    layer = CompositionalAttention(16, 4, 2, dropout=0.5, search_backend="batched")
+    with torch.no_grad():
+        by_retrieval = layer.v_proj.weight.view(2, 4, 16)  # value feature r * d_v + j
+        by_retrieval[1] = by_retrieval[0]
+        layer.v_proj.bias.zero_()
+    x = torch.randn(2, 9, 16)
+    captured = []
+    select = layer._select
+
+    def capture(retrieved: Tensor, *args: Tensor) -> tuple[Tensor, Tensor]:
+        captured.append(retrieved)
+        return select(retrieved, *args)
+
+    with patch.object(layer, "_select", side_effect=capture):
+        layer.train()
+        dropped = layer(x, x, x, need_weights=False)[0]
+        layer.eval()
+        clean = layer(x, x, x, need_weights=False)[0]
+    assert not torch.allclose(dropped, clean)
+    for retrieved in captured:
+        torch.testing.assert_close(retrieved[..., 0, :], retrieved[..., 1, :], rtol=0, atol=0)
 
 
 def test_gradients_reach_every_parameter() -> None:
@@ -349,7 +389,9 @@ def test_same_seed_same_layer_and_output() -> None:
 
 
 @pytest.mark.parametrize(
-    ("backend", "need_weights"), [("explicit", True), ("explicit", False), ("sdpa", False)], ids=["weights", "explicit", "sdpa"]
+    ("backend", "need_weights"),
+    [("explicit", True), ("explicit", False), ("sdpa", False), ("batched", False)],
+    ids=["weights", "explicit", "sdpa", "batched"],
 )
 @pytest.mark.parametrize("selection", ["soft", "fixed"])
 def test_dropout_acts_in_training_only_on_every_search_path(backend: str, need_weights: bool, selection: str) -> None:
@@ -371,14 +413,14 @@ def test_dropout_acts_in_training_only_on_every_search_path(backend: str, need_w
 def test_one_retrieval_runs_per_retrieval_with_dropout_and_keeps_the_mean() -> None:
     # With R = 1 the selection is 1 and the output is linear in the dropped-out search weights:
     # per retrieval, one fused call draws one mask per search, as the paper, and the mean over
-    # draws is the clean output. "auto" takes this path on CUDA only: the CPU's fused kernel has
-    # no dropout (its fallback would hold the whole attention matrix), so there it stays chunked.
+    # draws is the clean output. With dropout "auto" fuses on CUDA only: the CPU's fused kernel
+    # has no dropout (its fallback would hold the whole attention matrix), so there it stays chunked.
     layer = CompositionalAttention(16, 4, 1, dropout=0.5, search_backend="per_retrieval")
     x = torch.randn(2, 5, 16)
-    assert layer._fused_per_retrieval(x.unsqueeze(1), x.unsqueeze(1), need_weights=False, dropout_p=0.5)
+    assert layer._search_path(x.unsqueeze(1), need_weights=False, dropout_p=0.5) == "per_retrieval"
     automatic = CompositionalAttention(16, 4, 1, dropout=0.5)
-    assert not automatic._fused_per_retrieval(x.unsqueeze(1), x.unsqueeze(1), need_weights=False, dropout_p=0.5)
-    assert automatic._fused_per_retrieval(x.unsqueeze(1), x.unsqueeze(1), need_weights=False, dropout_p=0.0)
+    assert automatic._search_path(x.unsqueeze(1), need_weights=False, dropout_p=0.5) == "explicit"
+    assert automatic._search_path(x.unsqueeze(1), need_weights=False, dropout_p=0.0) == "batched"
     with pytest.raises(ValueError, match="one dropout mask per retrieval"):
         CompositionalAttention(16, 4, 2, dropout=0.5, search_backend="per_retrieval")
     layer.eval()
@@ -486,31 +528,38 @@ def test_cuda_fused_searches_match_explicit_searches_and_the_cpu(num_retrievals:
     sdpa = CompositionalAttention(32, 4, num_retrievals, query_chunk_size=16, search_backend="sdpa").to(CUDA)
     explicit = CompositionalAttention(32, 4, num_retrievals, query_chunk_size=16, search_backend="explicit").to(CUDA)
     per_retrieval = CompositionalAttention(32, 4, num_retrievals, search_backend="per_retrieval").to(CUDA)
-    for layer in (sdpa, explicit, per_retrieval):
+    batched = CompositionalAttention(32, 4, num_retrievals, search_backend="batched").to(CUDA)
+    for layer in (sdpa, explicit, per_retrieval, batched):
         layer.load_state_dict(cpu.state_dict())
     x = torch.randn(2, 37, 32)
     results = {}
-    layers = (("sdpa", sdpa, CUDA), ("per_retrieval", per_retrieval, CUDA), ("explicit", explicit, CUDA), ("cpu", cpu, torch.device("cpu")))
+    layers = (
+        ("sdpa", sdpa, CUDA), ("per_retrieval", per_retrieval, CUDA), ("batched", batched, CUDA),
+        ("explicit", explicit, CUDA), ("cpu", cpu, torch.device("cpu")),
+    )
     for name, layer, device in layers:
         kwargs = {"none": {}, "padding": {"key_padding_mask": _padding(2, 37, device)}, "causal": {"is_causal": True}}[mask_kind]
         output, grad, parameter_grads = _output_and_grads(layer, x.to(device).requires_grad_(), **kwargs)
         results[name] = [output.cpu(), grad.cpu(), *(g.cpu() for g in parameter_grads)]
-    for fused in ("sdpa", "per_retrieval"):
+    for fused in ("sdpa", "per_retrieval", "batched"):
         for reference in ("explicit", "cpu"):
             for value, expected in zip(results[fused], results[reference]):
                 torch.testing.assert_close(value, expected, rtol=1e-4, atol=1e-4, msg=f"{fused} vs {reference}")
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("retrieval_dim", [None, 512], ids=["kept", "recomputed"])
+@pytest.mark.parametrize(
+    ("num_retrievals", "retrieval_dim"), [(8, None), (8, 512), (2, None)], ids=["kept", "recomputed", "batched"]
+)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-def test_cuda_fused_kernels_take_the_search_shapes(dtype: torch.dtype, retrieval_dim: int | None) -> None:
-    # Values R * d_v = 256 (or 512) wide against 32-wide queries: without the math fallback a
-    # fused kernel (memory-efficient, flash or cuDNN) must run forward and backward, also when
-    # each search is recomputed in the backward (S R d_v = 4096 > 8 E).
+def test_cuda_fused_kernels_take_the_search_shapes(dtype: torch.dtype, num_retrievals: int, retrieval_dim: int | None) -> None:
+    # Values R * d_v = 256 (or 512) wide against 32-wide queries, one search per call: without the
+    # math fallback a fused kernel (memory-efficient, flash or cuDNN) must run forward and
+    # backward, also when each search is recomputed in the backward (S R d_v = 4096 > 8 E); and
+    # with R = 2 for all searches in one call, the 64-wide values expanded over them (stride 0).
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    layer = CompositionalAttention(256, 8, 8, retrieval_dim=retrieval_dim).to(CUDA)
+    layer = CompositionalAttention(256, 8, num_retrievals, retrieval_dim=retrieval_dim).to(CUDA)
     x = torch.randn(4, 300, 256, device=CUDA)
     fused = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION]
     with sdpa_kernel(fused), torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32):
@@ -562,16 +611,16 @@ def test_cuda_fixed_pairing_is_multihead_attention() -> None:
 
 @pytest.mark.cuda
 @pytest.mark.parametrize(
-    ("num_retrievals", "length", "dropout", "expected_calls"),
-    [(1, 700, 0.0, 1), (1, 64, 0.1, 1), (2, 64, 0.0, 2), (2, 600, 0.0, 8), (2, 64, 0.1, 8), (8, 64, 0.0, 8)],
+    ("num_retrievals", "dropout", "expected_calls"),
+    [(1, 0.0, 1), (1, 0.1, 1), (2, 0.0, 1), (2, 0.1, 1), (4, 0.0, 1), (8, 0.0, 8)],
 )
-def test_cuda_auto_backend_runs_per_retrieval_for_one_retrieval_and_short_pairs(
-    num_retrievals: int, length: int, dropout: float, expected_calls: int
+def test_cuda_auto_backend_runs_up_to_four_retrievals_in_one_batched_call(
+    num_retrievals: int, dropout: float, expected_calls: int
 ) -> None:
-    # One SDPA call per retrieval (R calls) or per search (S = 8 calls); the fused output
-    # agrees with the per-search one.
+    # S R d_v <= 4 E (R <= 4 at the default width): one SDPA call over all searches, with dropout
+    # too; R = 8: one call per search (S = 8 calls). The batched output agrees with the per-search one.
     layer = CompositionalAttention(64, 8, num_retrievals, dropout=dropout).to(CUDA)
-    x = torch.randn(2, length, 64, device=CUDA)
+    x = torch.randn(2, 300, 64, device=CUDA)
     layer.train(dropout > 0)
     sdpa = F.scaled_dot_product_attention
     with patch("modules.attention.compositional.F.scaled_dot_product_attention", wraps=sdpa) as fused:
