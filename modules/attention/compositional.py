@@ -45,13 +45,20 @@ ways:
   repeats each search's query-key product and softmax ``R`` times (``2 R`` attention products per
   search against ``1 + R``) but needs values only as wide as the queries.
 
+With one retrieval the selection is a softmax over one logit: identically 1, with gradient 0.
+The fused paths then skip it (no retrieval query projection) and give the selection's parameters
+exact zero gradients, so that they still count as used (DDP without ``find_unused_parameters``);
+the explicit path computes it. Outputs and gradients are the same either way (tested).
+
 Measured on an NVIDIA H100 (``benchmarks/attention.py --device cuda --cuda-graph``: E = 256,
 S = 8, B = 16, fp32, forward + backward of the contextual-retrieval model captured as one CUDA
 graph, so that the time is the GPU's work and not the host's launch rate; peak memory of live
 tensors), as multiples of ``nn.MultiheadAttention``'s SDPA path at L = 64 / 256 / 1024 / 4096:
 
-- batched, R = 1: 1.29 / 1.16 / 1.03 / 1.01 time, 1.05-1.09 memory; R = 2: 1.44 / 1.25 / 1.12 /
-  1.08, 1.29-1.34; R = 4: 1.55 / 1.51 / 1.52 / 1.50, 1.84-1.97;
+- batched, R = 2: 1.44 / 1.25 / 1.12 / 1.08 time, 1.29-1.34 memory; R = 4: 1.55 / 1.51 / 1.52 /
+  1.50, 1.84-1.97; R = 1 with the selection computed: 1.29 / 1.16 / 1.03 / 1.01, 1.05-1.09, and
+  without it (as this layer now runs R = 1, see :meth:`_soft`): 0.91 / 0.89 / 0.90 / 0.96,
+  0.78-0.82;
 - one call per search, R = 2: 3.03 / 2.44 / 1.32 / 1.15 time, 1.22-1.26 memory; R = 4: 3.34 /
   2.54 / 1.69 / 1.59, 1.36-1.41; R = 8 (the automatic choice there): 3.80 / 3.10 / 2.48 / 2.46,
   1.76-1.88;
@@ -155,6 +162,22 @@ def _as_additive(mask: Tensor, dtype: torch.dtype) -> Tensor:
     if mask.dtype == torch.bool:
         return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(mask, float("-inf"))
     return mask.to(dtype)
+
+
+class _IdentityWithZeroGradients(torch.autograd.Function):
+    """``x`` unchanged; its backward passes ``x``'s gradient through and gives each parameter
+    after it an exact zero gradient. For parameters that the output provably does not depend on
+    (their true gradient is 0), so that they still receive one without the computation."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor, *parameters: Tensor) -> Tensor:
+        ctx.parameter_layouts = [(p.shape, p.dtype, p.device) for p in parameters]
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> tuple[Tensor, ...]:
+        zeros = (torch.zeros(shape, dtype=dtype, device=device) for shape, dtype, device in ctx.parameter_layouts)
+        return (grad, *zeros)
 
 
 class CompositionalAttention(nn.Module):
@@ -419,9 +442,17 @@ class CompositionalAttention(nn.Module):
         batch, num_s, query_length, d_s = q.shape
         key_length = k.shape[2]
         scale = d_s**-0.5
+        path = self._search_path(q, need_weights, dropout_p)
+        if self.num_retrievals == 1 and path in ("batched", "per_retrieval"):
+            # One retrieval: the selection is a softmax over one logit, identically 1, and its
+            # gradient identically 0, so neither is computed; the selection's parameters get those
+            # exact zero gradients (they stay "used" for DDP and optimizers).
+            values = v.unsqueeze(1).expand(-1, num_s, -1, -1)
+            heads = F.scaled_dot_product_attention(q, k, values, attn_mask=mask, dropout_p=dropout_p)
+            heads = _IdentityWithZeroGradients.apply(heads, *self._selection_parameters())
+            return heads, None, heads.new_ones(batch, query_length, num_s, 1)
         folded_query, folded_bias = self._folded_retrieval_query(query, num_s)
 
-        path = self._search_path(q, need_weights, dropout_p)
         if path == "batched":
             heads, selection = self._search_one(q, k, v.unsqueeze(1).expand(-1, num_s, -1, -1), folded_query, folded_bias, mask, dropout_p)
             return heads, None, selection.transpose(1, 2)
@@ -468,6 +499,11 @@ class CompositionalAttention(nn.Module):
         search_weights = torch.cat(all_weights, dim=2) if need_weights else None
         retrieval_weights = torch.cat(selections, dim=2).transpose(1, 2)
         return torch.cat(heads, dim=2), search_weights, retrieval_weights
+
+    def _selection_parameters(self) -> list[nn.Parameter]:
+        """The parameters of the soft retrieval selection (retrieval query, keys or score)."""
+        prefixes = ("retrieval_query_proj.", "retrieval_score.", "retrieval_key_")
+        return [parameter for name, parameter in self.named_parameters() if name.startswith(prefixes)]
 
     def _folded_retrieval_query(self, query: Tensor, num_s: int) -> tuple[Tensor, Tensor]:
         """The retrieval logits as ``<folded_query, O_{s,r}> + folded_bias``: the folded query

@@ -328,6 +328,34 @@ def test_batched_backend_draws_one_dropout_mask_per_search_shared_by_its_retriev
         torch.testing.assert_close(retrieved[..., 0, :], retrieved[..., 1, :], rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("retrieval_scoring", ["dot", "linear"])
+def test_one_retrieval_skips_the_selection_and_gives_its_parameters_exact_zero_gradients(retrieval_scoring: str) -> None:
+    # With R = 1 the selection softmax is identically 1 and its gradient identically 0: the fused
+    # path skips it (the retrieval query projection is never called) and hands its parameters
+    # zero gradients, the explicit path computes it; outputs and every gradient agree, and every
+    # parameter has a gradient (as DDP without find_unused_parameters requires).
+    fused = CompositionalAttention(16, 4, 1, retrieval_scoring=retrieval_scoring)
+    explicit = _explicit_twin(fused)
+    x = torch.randn(2, 7, 16)
+    padding = torch.zeros(2, 7, dtype=torch.bool)
+    padding[0, -2:] = True
+    gradients = {}
+    for name, layer in (("fused", fused), ("explicit", explicit)):
+        with patch.object(layer.retrieval_query_proj, "forward", wraps=layer.retrieval_query_proj.forward) as projected:
+            output = layer(x, x, x, need_weights=False, key_padding_mask=padding)[0]
+        assert projected.call_count == (0 if name == "fused" else 1)
+        output.square().sum().backward()
+        gradients[name] = {key: parameter.grad for key, parameter in layer.named_parameters()}
+    assert set(gradients["fused"]) == {name for name, _ in fused.named_parameters()}
+    for key, grad in gradients["fused"].items():
+        assert grad is not None, key
+        torch.testing.assert_close(grad, gradients["explicit"][key], rtol=1e-5, atol=1e-5, msg=key)
+        if key.startswith(("retrieval_query_proj", "retrieval_key_", "retrieval_score")):
+            assert torch.count_nonzero(grad) == 0, key
+    _, (_, selection) = fused(x, x, x)
+    assert torch.equal(selection, torch.ones(2, 7, 4, 1))
+
+
 def test_gradients_reach_every_parameter() -> None:
     layer = CompositionalAttention(16, 4, 2, separate_retrieval_keys=True)
     x = torch.randn(2, 40, 16)
@@ -434,8 +462,9 @@ def test_one_retrieval_runs_per_retrieval_with_dropout_and_keeps_the_mean() -> N
     torch.testing.assert_close(draws.mean(0), clean, rtol=0, atol=0.03)
 
 
-def test_traces_under_torch_compile() -> None:
-    layer = CompositionalAttention(16, 4, 2)
+@pytest.mark.parametrize("num_retrievals", [1, 2])
+def test_traces_under_torch_compile(num_retrievals: int) -> None:
+    layer = CompositionalAttention(16, 4, num_retrievals)
     x = torch.randn(2, 5, 16)
     compiled = torch.compile(layer, backend="eager", fullgraph=False)
     torch.testing.assert_close(compiled(x, x, x, need_weights=False)[0], layer(x, x, x, need_weights=False)[0])
