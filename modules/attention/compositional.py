@@ -57,8 +57,8 @@ tensors), as multiples of ``nn.MultiheadAttention``'s SDPA path at L = 64 / 256 
 
 - batched, R = 2: 1.44 / 1.25 / 1.12 / 1.08 time, 1.29-1.34 memory; R = 4: 1.55 / 1.51 / 1.52 /
   1.50, 1.84-1.97; R = 1 with the selection computed: 1.29 / 1.16 / 1.03 / 1.01, 1.05-1.09, and
-  without it (as this layer now runs R = 1, see :meth:`_soft`): 0.91 / 0.89 / 0.90 / 0.96,
-  0.78-0.82;
+  without it (the computation this layer now runs for R = 1, see below, timed in the probe
+  subclass, not yet as this layer): 0.91 / 0.89 / 0.90 / 0.96, 0.78-0.82;
 - one call per search, R = 2: 3.03 / 2.44 / 1.32 / 1.15 time, 1.22-1.26 memory; R = 4: 3.34 /
   2.54 / 1.69 / 1.59, 1.36-1.41; R = 8 (the automatic choice there): 3.80 / 3.10 / 2.48 / 2.46,
   1.76-1.88;
@@ -67,7 +67,10 @@ tensors), as multiples of ``nn.MultiheadAttention``'s SDPA path at L = 64 / 256 
 
 ``benchmarks/results/attention_cuda_graph_h100.csv`` holds the per-search and per-retrieval rows;
 the batched rows come from ``attention_cuda_graph_h100_batched_probe.txt``, the same computation
-timed in a subclass of this layer before it became a backend.
+timed in a subclass of this layer before it became a backend. The batched call hands the
+memory-efficient kernel values with stride 0 over the heads; pytorch/pytorch#191937 reports that
+kernel wrong in bf16 with a mask and stride-0 keys and values at key lengths of 1 mod 32, so a
+CUDA test compares this path with the math kernel there.
 
 Differences from the official code (sarthmit/Compositional-Attention,
 ``Contextual_Retrieval_Task/model.py``): the official layer materializes ``[B, S, R, L, L]``;
@@ -167,12 +170,18 @@ def _as_additive(mask: Tensor, dtype: torch.dtype) -> Tensor:
 class _IdentityWithZeroGradients(torch.autograd.Function):
     """``x`` unchanged; its backward passes ``x``'s gradient through and gives each parameter
     after it an exact zero gradient. For parameters that the output provably does not depend on
-    (their true gradient is 0), so that they still receive one without the computation."""
+    (their true gradient is 0), so that they still receive one without the computation. The
+    output is a view of ``x``: modify neither in place."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor, *parameters: Tensor) -> Tensor:
-        ctx.parameter_layouts = [(p.shape, p.dtype, p.device) for p in parameters]
+    def forward(x: Tensor, *parameters: Tensor) -> Tensor:
         return x.view_as(x)
+
+    @staticmethod
+    def setup_context(ctx: torch.autograd.function.FunctionCtx, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        ctx.parameter_layouts = [(p.shape, p.dtype, p.device) for p in inputs[1:]]
 
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> tuple[Tensor, ...]:
@@ -442,13 +451,14 @@ class CompositionalAttention(nn.Module):
         batch, num_s, query_length, d_s = q.shape
         key_length = k.shape[2]
         scale = d_s**-0.5
-        path = self._search_path(q, need_weights, dropout_p)
+        path = self._search_path(q, k, need_weights, dropout_p)
         if self.num_retrievals == 1 and path in ("batched", "per_retrieval"):
             # One retrieval: the selection is a softmax over one logit, identically 1, and its
             # gradient identically 0, so neither is computed; the selection's parameters get those
             # exact zero gradients (they stay "used" for DDP and optimizers).
             values = v.unsqueeze(1).expand(-1, num_s, -1, -1)
             heads = F.scaled_dot_product_attention(q, k, values, attn_mask=mask, dropout_p=dropout_p)
+            # a view of the SDPA output: read only (transposed and reshaped) by the caller
             heads = _IdentityWithZeroGradients.apply(heads, *self._selection_parameters())
             return heads, None, heads.new_ones(batch, query_length, num_s, 1)
         folded_query, folded_bias = self._folded_retrieval_query(query, num_s)
@@ -575,14 +585,15 @@ class CompositionalAttention(nn.Module):
             retrieved.view(batch, num_s, length, self.num_retrievals, self.retrieval_head_dim), folded_query, folded_bias
         )
 
-    def _search_path(self, q: Tensor, need_weights: bool, dropout_p: float) -> SearchPath:
+    def _search_path(self, q: Tensor, k: Tensor, need_weights: bool, dropout_p: float) -> SearchPath:
         """How the searches run (see the module docstring): the forced ``search_backend``, or the
         automatic choice; with ``need_weights`` always explicitly (the fused kernels return no
         weights).
 
         Automatic, on CUDA: all searches in one batched call while the gradient of the values
-        expanded over the searches holds at most four layer inputs (``S R d_v <= 4 E``: up to four
-        retrievals of the default width), else one call per search. On the CPU, without dropout
+        expanded over the searches (``[B, S, L_k, R d_v]``) holds at most four layer inputs
+        ``[B, L_q, E]`` (in self-attention ``S R d_v <= 4 E``: up to four retrievals of the default
+        width), else one call per search. On the CPU, without dropout
         (the fused CPU kernel has none; its fallback would hold the whole attention matrix) and with
         retrievals as wide as the search heads (the fused CPU kernel's condition): the batched call
         for ``R = 1``, one call per retrieval for ``R = 2`` (nothing kept or recomputed, unlike the
@@ -596,8 +607,9 @@ class CompositionalAttention(nn.Module):
         if self.search_backend in forced:
             return forced[self.search_backend]
         if q.is_cuda:
-            expanded_inputs = self.num_searches * self.num_retrievals * self.retrieval_head_dim / self.embed_dim
-            return "batched" if expanded_inputs <= _BATCHED_MAX_EXPANDED_INPUTS else "per_search"
+            expanded_values = self.num_searches * self.num_retrievals * self.retrieval_head_dim * k.shape[2]
+            layer_input = self.embed_dim * q.shape[2]
+            return "batched" if expanded_values <= _BATCHED_MAX_EXPANDED_INPUTS * layer_input else "per_search"
         if self.retrieval_head_dim == self.search_head_dim and dropout_p == 0.0:
             if self.num_retrievals == 1:
                 return "batched"

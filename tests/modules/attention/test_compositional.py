@@ -255,14 +255,14 @@ def test_cpu_auto_backend_fuses_one_or_two_retrievals_and_agrees_with_explicit_c
     x = torch.randn(2, 7, 16, requires_grad=True)
     padding = torch.zeros(2, 7, dtype=torch.bool)
     padding[1, -2:] = True
-    assert fused._search_path(x.unsqueeze(1), need_weights=False, dropout_p=0.0) == path
-    assert fused._search_path(x.unsqueeze(1), need_weights=False, dropout_p=0.1) == "explicit"
-    assert fused._search_path(x.unsqueeze(1), need_weights=True, dropout_p=0.0) == "explicit"
+    assert fused._search_path(x.unsqueeze(1), x.unsqueeze(1), need_weights=False, dropout_p=0.0) == path
+    assert fused._search_path(x.unsqueeze(1), x.unsqueeze(1), need_weights=False, dropout_p=0.1) == "explicit"
+    assert fused._search_path(x.unsqueeze(1), x.unsqueeze(1), need_weights=True, dropout_p=0.0) == "explicit"
     expected, grad_expected = _output_and_input_grad(explicit, x, key_padding_mask=padding)
     output, grad = _output_and_input_grad(fused, x, key_padding_mask=padding)
     torch.testing.assert_close(output, expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(grad, grad_expected, rtol=1e-5, atol=1e-5)
-    assert CompositionalAttention(16, 4, 4)._search_path(x.unsqueeze(1), need_weights=False, dropout_p=0.0) == "explicit"
+    assert CompositionalAttention(16, 4, 4)._search_path(x.unsqueeze(1), x.unsqueeze(1), need_weights=False, dropout_p=0.0) == "explicit"
 
 
 @pytest.mark.parametrize("mask_kind", ["none", "padding", "causal", "per_head"])
@@ -278,7 +278,7 @@ def test_fused_backends_agree_with_explicit_searches(
     explicit = _explicit_twin(fused_layer)
     x = torch.randn(2, 7, 16, requires_grad=True)
     mask_kwargs = _mask_kwargs(mask_kind, batch=2, heads=4, length=7)
-    assert fused_layer._search_path(x.unsqueeze(1), need_weights=False, dropout_p=0.0) == backend
+    assert fused_layer._search_path(x.unsqueeze(1), x.unsqueeze(1), need_weights=False, dropout_p=0.0) == backend
     expected, grad_expected = _output_and_input_grad(explicit, x, **mask_kwargs)
     sdpa = F.scaled_dot_product_attention
     with patch("modules.attention.compositional.F.scaled_dot_product_attention", wraps=sdpa) as fused:
@@ -324,6 +324,7 @@ def test_batched_backend_draws_one_dropout_mask_per_search_shared_by_its_retriev
         layer.eval()
         clean = layer(x, x, x, need_weights=False)[0]
     assert not torch.allclose(dropped, clean)
+    assert len(captured) == 2
     for retrieved in captured:
         torch.testing.assert_close(retrieved[..., 0, :], retrieved[..., 1, :], rtol=0, atol=0)
 
@@ -354,6 +355,27 @@ def test_one_retrieval_skips_the_selection_and_gives_its_parameters_exact_zero_g
             assert torch.count_nonzero(grad) == 0, key
     _, (_, selection) = fused(x, x, x)
     assert torch.equal(selection, torch.ones(2, 7, 4, 1))
+
+
+@pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")
+def test_one_retrieval_works_with_torch_func_gradients() -> None:
+    # torch.func (functional_call + grad, and per-sample gradients with vmap) through the
+    # one-retrieval shortcut and its zero-gradient function: the same gradients as autograd.
+    layer = CompositionalAttention(16, 4, 1)
+    x = torch.randn(3, 5, 16)
+    parameters = dict(layer.named_parameters())
+
+    def loss(params: dict[str, Tensor], inputs: Tensor) -> Tensor:
+        output = torch.func.functional_call(layer, params, (inputs, inputs, inputs), {"need_weights": False})[0]
+        return output.square().sum()
+
+    gradients = torch.func.grad(loss)(parameters, x)
+    loss(parameters, x).backward()
+    for name, parameter in layer.named_parameters():
+        torch.testing.assert_close(gradients[name], parameter.grad, msg=name)
+    per_sample = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0))(parameters, x.unsqueeze(1))
+    torch.testing.assert_close(per_sample["q_proj.weight"].sum(0), layer.q_proj.weight.grad, rtol=1e-5, atol=1e-5)
+    assert torch.count_nonzero(per_sample["retrieval_query_proj.weight"]) == 0
 
 
 def test_gradients_reach_every_parameter() -> None:
@@ -445,10 +467,10 @@ def test_one_retrieval_runs_per_retrieval_with_dropout_and_keeps_the_mean() -> N
     # has no dropout (its fallback would hold the whole attention matrix), so there it stays chunked.
     layer = CompositionalAttention(16, 4, 1, dropout=0.5, search_backend="per_retrieval")
     x = torch.randn(2, 5, 16)
-    assert layer._search_path(x.unsqueeze(1), need_weights=False, dropout_p=0.5) == "per_retrieval"
+    assert layer._search_path(x.unsqueeze(1), x.unsqueeze(1), need_weights=False, dropout_p=0.5) == "per_retrieval"
     automatic = CompositionalAttention(16, 4, 1, dropout=0.5)
-    assert automatic._search_path(x.unsqueeze(1), need_weights=False, dropout_p=0.5) == "explicit"
-    assert automatic._search_path(x.unsqueeze(1), need_weights=False, dropout_p=0.0) == "batched"
+    assert automatic._search_path(x.unsqueeze(1), x.unsqueeze(1), need_weights=False, dropout_p=0.5) == "explicit"
+    assert automatic._search_path(x.unsqueeze(1), x.unsqueeze(1), need_weights=False, dropout_p=0.0) == "batched"
     with pytest.raises(ValueError, match="one dropout mask per retrieval"):
         CompositionalAttention(16, 4, 2, dropout=0.5, search_backend="per_retrieval")
     layer.eval()
@@ -466,7 +488,7 @@ def test_one_retrieval_runs_per_retrieval_with_dropout_and_keeps_the_mean() -> N
 def test_traces_under_torch_compile(num_retrievals: int) -> None:
     layer = CompositionalAttention(16, 4, num_retrievals)
     x = torch.randn(2, 5, 16)
-    compiled = torch.compile(layer, backend="eager", fullgraph=False)
+    compiled = torch.compile(layer, backend="aot_eager", fullgraph=True)
     torch.testing.assert_close(compiled(x, x, x, need_weights=False)[0], layer(x, x, x, need_weights=False)[0])
 
 
@@ -640,22 +662,56 @@ def test_cuda_fixed_pairing_is_multihead_attention() -> None:
 
 @pytest.mark.cuda
 @pytest.mark.parametrize(
-    ("num_retrievals", "dropout", "expected_calls"),
-    [(1, 0.0, 1), (1, 0.1, 1), (2, 0.0, 1), (2, 0.1, 1), (4, 0.0, 1), (8, 0.0, 8)],
+    ("num_retrievals", "dropout", "key_length", "expected_calls"),
+    [(1, 0.0, 300, 1), (1, 0.1, 300, 1), (2, 0.0, 300, 1), (2, 0.1, 300, 1), (4, 0.0, 300, 1), (8, 0.0, 300, 8),
+     (4, 0.0, 1200, 8)],
 )
 def test_cuda_auto_backend_runs_up_to_four_retrievals_in_one_batched_call(
-    num_retrievals: int, dropout: float, expected_calls: int
+    num_retrievals: int, dropout: float, key_length: int, expected_calls: int
 ) -> None:
-    # S R d_v <= 4 E (R <= 4 at the default width): one SDPA call over all searches, with dropout
-    # too; R = 8: one call per search (S = 8 calls). The batched output agrees with the per-search one.
+    # S R d_v L_k <= 4 E L_q (R <= 4 at the default width in self-attention): one SDPA call over
+    # all searches, with dropout too; R = 8, or R = 4 against keys 4x longer than the queries: one
+    # call per search (S = 8 calls). The output agrees with the per-search one.
     layer = CompositionalAttention(64, 8, num_retrievals, dropout=dropout).to(CUDA)
     x = torch.randn(2, 300, 64, device=CUDA)
+    memory = torch.randn(2, key_length, 64, device=CUDA)
     layer.train(dropout > 0)
     sdpa = F.scaled_dot_product_attention
     with patch("modules.attention.compositional.F.scaled_dot_product_attention", wraps=sdpa) as fused:
-        output = layer(x, x, x, need_weights=False)[0]
+        output = layer(x, memory, memory, need_weights=False)[0]
     assert fused.call_count == expected_calls
     if dropout == 0.0:
         per_search = CompositionalAttention(64, 8, num_retrievals, search_backend="sdpa").to(CUDA)
         per_search.load_state_dict(layer.state_dict())
-        torch.testing.assert_close(output, per_search(x, x, x, need_weights=False)[0], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(output, per_search(x, memory, memory, need_weights=False)[0], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("key_length", [33, 65, 300])
+@pytest.mark.parametrize("num_retrievals", [1, 2, 4])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cuda_batched_call_matches_the_math_kernel_in_reduced_precision(
+    dtype: torch.dtype, num_retrievals: int, key_length: int
+) -> None:
+    # The batched call gives the fused kernel values with stride 0 over the heads, with a padding
+    # mask; pytorch/pytorch#191937 reports the memory-efficient kernel wrong for stride-0 keys and
+    # values in bf16 with a mask at key lengths of 1 mod 32. Compared with the math kernel on the
+    # same layer and inputs, forward and backward (bf16 rounding is about 0.01 here).
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    layer = CompositionalAttention(256, 8, num_retrievals).to(CUDA)
+    x = torch.randn(3, 40, 256, device=CUDA)
+    memory = torch.randn(3, key_length, 256, device=CUDA)
+    padding = torch.zeros(3, key_length, dtype=torch.bool, device=CUDA)
+    padding[0, -7:] = True
+    padding[2, key_length // 2 :] = True
+    results = []
+    for backends in ([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION], [SDPBackend.MATH]):
+        layer.zero_grad(set_to_none=True)
+        query, keys = x.clone().requires_grad_(), memory.clone().requires_grad_()
+        with sdpa_kernel(backends), torch.autocast("cuda", dtype=dtype):
+            output = layer(query, keys, keys, need_weights=False, key_padding_mask=padding)[0]
+        output.float().square().mean().backward()
+        results.append([output.float(), query.grad, keys.grad, layer.v_proj.weight.grad, layer.q_proj.weight.grad])
+    for fused, math in zip(*results):
+        torch.testing.assert_close(fused, math, rtol=0.05, atol=0.05)
