@@ -593,11 +593,11 @@ class CompositionalAttention(nn.Module):
         Automatic, on CUDA: all searches in one batched call while the gradient of the values
         expanded over the searches (``[B, S, L_k, R d_v]``) holds at most four layer inputs
         ``[B, L_q, E]`` (in self-attention ``S R d_v <= 4 E``: up to four retrievals of the default
-        width), else one call per search. On the CPU, without dropout
-        (the fused CPU kernel has none; its fallback would hold the whole attention matrix) and with
-        retrievals as wide as the search heads (the fused CPU kernel's condition): the batched call
-        for ``R = 1``, one call per retrieval for ``R = 2`` (nothing kept or recomputed, unlike the
-        explicit chunks); otherwise the explicit chunks.
+        width), else one call per search. On the CPU, without dropout (the fused CPU kernel has
+        none; its fallback would hold the whole attention matrix) and with retrievals as wide as the
+        search heads (the fused CPU kernel's condition): the batched call for ``R = 1``, one call
+        per retrieval for ``R = 2`` (nothing kept or recomputed, unlike the explicit chunks);
+        otherwise the explicit chunks.
         """
         if need_weights:
             return "explicit"
