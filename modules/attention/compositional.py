@@ -100,6 +100,10 @@ RetrievalSelection = Literal["soft", "fixed"]
 RetrievalScoring = Literal["dot", "linear"]
 SearchBackend = Literal["auto", "sdpa", "batched", "explicit", "per_retrieval"]
 SearchPath = Literal["batched", "per_search", "per_retrieval", "explicit"]
+# the search path of each backend other than "auto"
+_FORCED_SEARCH_PATHS: dict[str, SearchPath] = {
+    "sdpa": "per_search", "batched": "batched", "per_retrieval": "per_retrieval", "explicit": "explicit"
+}
 # the most layer inputs [B, L, E] that the gradient of the values expanded over the searches may
 # hold for the automatic backend to run all searches in one batched call
 _BATCHED_MAX_EXPANDED_INPUTS = 4
@@ -275,7 +279,7 @@ class CompositionalAttention(nn.Module):
             raise ValueError(
                 f"the fixed pairing needs num_searches == num_retrievals, got {num_searches} and {num_retrievals}"
             )
-        if search_backend not in ("auto", "sdpa", "batched", "explicit", "per_retrieval"):
+        if search_backend != "auto" and search_backend not in _FORCED_SEARCH_PATHS:
             raise ValueError(
                 "search_backend must be 'auto', 'sdpa', 'batched', 'explicit' or 'per_retrieval', "
                 f"got {search_backend!r}"
@@ -601,11 +605,8 @@ class CompositionalAttention(nn.Module):
         """
         if need_weights:
             return "explicit"
-        forced: dict[str, SearchPath] = {
-            "sdpa": "per_search", "batched": "batched", "per_retrieval": "per_retrieval", "explicit": "explicit"
-        }
-        if self.search_backend in forced:
-            return forced[self.search_backend]
+        if self.search_backend in _FORCED_SEARCH_PATHS:
+            return _FORCED_SEARCH_PATHS[self.search_backend]
         if q.is_cuda:
             expanded_values = self.num_searches * self.num_retrievals * self.retrieval_head_dim * k.shape[2]
             layer_input = self.embed_dim * q.shape[2]
