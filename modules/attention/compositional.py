@@ -55,22 +55,20 @@ S = 8, B = 16, fp32, forward + backward of the contextual-retrieval model captur
 graph, so that the time is the GPU's work and not the host's launch rate; peak memory of live
 tensors), as multiples of ``nn.MultiheadAttention``'s SDPA path at L = 64 / 256 / 1024 / 4096:
 
-- batched, R = 2: 1.44 / 1.25 / 1.12 / 1.08 time, 1.29-1.34 memory; R = 4: 1.55 / 1.51 / 1.52 /
-  1.50, 1.84-1.97; R = 1 with the selection computed: 1.29 / 1.16 / 1.03 / 1.01, 1.05-1.09, and
-  without it (the computation this layer now runs for R = 1, see below, timed in the probe
-  subclass, not yet as this layer): 0.91 / 0.89 / 0.90 / 0.96, 0.78-0.82;
-- one call per search, R = 2: 3.03 / 2.44 / 1.32 / 1.15 time, 1.22-1.26 memory; R = 4: 3.34 /
-  2.54 / 1.69 / 1.59, 1.36-1.41; R = 8 (the automatic choice there): 3.80 / 3.10 / 2.48 / 2.46,
-  1.76-1.88;
+- batched (the automatic choice for R <= 4), R = 2: 1.41 / 1.24 / 1.12 / 1.07 time, 1.29-1.34
+  memory; R = 4: 1.53 / 1.51 / 1.51 / 1.49, 1.84-1.97;
+- R = 1 without the selection: 0.88 / 0.89 / 0.91 / 0.96, 0.78-0.83 (with the selection computed,
+  before the layer skipped it: 1.29 / 1.16 / 1.03 / 1.01);
+- one call per search, R = 2: 2.97 / 2.44 / 1.32 / 1.15 time, 1.22-1.26 memory; R = 8 (the
+  automatic choice there): 3.78 / 3.08 / 2.49 / 2.45, 1.76-1.88;
 - per retrieval, R = 2: 1.60 / 1.58 / 1.72 / 1.90, 1.42-1.49; batched over all searches at R = 8
   (an H200, eager): 2.9-3.3x the memory.
 
-``benchmarks/results/attention_cuda_graph_h100.csv`` holds the per-search and per-retrieval rows;
-the batched rows come from ``attention_cuda_graph_h100_batched_probe.txt``, the same computation
-timed in a subclass of this layer before it became a backend. The batched call hands the
+``benchmarks/results/attention_cuda_graph_h100.csv`` holds the layer's rows; the per-retrieval
+rows come from ``attention_cuda_graph_h100_batched_probe.txt``. The batched call hands the
 memory-efficient kernel values with stride 0 over the heads; pytorch/pytorch#191937 reports that
 kernel wrong in bf16 with a mask and stride-0 keys and values at key lengths of 1 mod 32, so a
-CUDA test compares this path with the math kernel there.
+CUDA test compares this path with the math kernel there (passed on an H100, torch 2.11).
 
 Differences from the official code (sarthmit/Compositional-Attention,
 ``Contextual_Retrieval_Task/model.py``): the official layer materializes ``[B, S, R, L, L]``;
