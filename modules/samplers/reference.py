@@ -18,8 +18,15 @@ reference's mean and variance, optionally corrected by a learned backward networ
   step ``N(sqrt(1 - alpha) x_{i+1}, sigma^2 alpha)`` with ``alpha = 1 - exp(-beta dt)``, which
   keeps ``N(0, sigma^2 I)`` invariant; the forward update is DDS's exponential integrator,
   ``a = sqrt(1 - alpha)``, ``b = 2 sigma^2 (1 - sqrt(1 - alpha))``, ``c^2 = sigma^2 alpha``.
-  DDS uses a cosine schedule for ``alpha``; here it is constant (``beta`` sets the total
+  The DDS paper uses a cosine schedule for ``alpha``; here it is constant (``beta`` sets the total
   contraction ``exp(-beta / 2)`` of the reference), which keeps the reference exactly stationary.
+  The released DDS code (franciscovargas/denoising_diffusion_samplers, ``dds/configs/config.py``)
+  runs an OU rate ``alpha = 0.5`` over ``t in [0, tfinal = 5]`` (64 uniform steps); with its
+  exponential parametrization each step keeps ``exp(-alpha dt)`` of the mean, a total
+  contraction ``exp(-alpha tfinal)``, which is ``beta = 2 alpha tfinal = 5`` on the unit time grid
+  here; its funnel sweep of ``tfinal`` over 0.4-12.8 spans ``beta`` 0.4-12.8. The default
+  ``beta = 10`` (``ou_beta`` of the configs) lies in that range (the benchmark's code,
+  GFNOrg/gfn-diffusion, has no DDS).
 """
 
 from __future__ import annotations
