@@ -4,6 +4,7 @@ hand, masks, equivariance, chunking, autocast, determinism and clear errors."""
 from __future__ import annotations
 
 import copy
+from types import SimpleNamespace
 from unittest.mock import patch
 
 import pytest
@@ -104,6 +105,62 @@ def test_fixed_pairing_matches_mha_on_cross_attention_and_unbatched_and_sequence
     query, memory = torch.randn(5, 2, 16), torch.randn(7, 2, 16)
     torch.testing.assert_close(layer(query, memory, memory)[0], mha(query, memory, memory)[0])
     torch.testing.assert_close(layer(query[:, 0], memory[:, 0], memory[:, 0])[0], mha(query[:, 0], memory[:, 0], memory[:, 0])[0])
+
+
+def test_fixed_pairing_matches_mha_with_other_key_and_value_widths() -> None:
+    # kdim and vdim size the key and value projections' inputs, as MHA's separate projections
+    layer = CompositionalAttention(16, 4, 4, retrieval_selection="fixed", kdim=10, vdim=6)
+    mha = nn.MultiheadAttention(16, 4, kdim=10, vdim=6, batch_first=True)
+    with torch.no_grad():
+        mha.q_proj_weight.copy_(layer.q_proj.weight)
+        mha.k_proj_weight.copy_(layer.k_proj.weight)
+        mha.v_proj_weight.copy_(layer.v_proj.weight)
+        mha.in_proj_bias.copy_(torch.cat([layer.q_proj.bias, layer.k_proj.bias, layer.v_proj.bias]))
+        mha.out_proj.load_state_dict(layer.out_proj.state_dict())
+    query, keys, values = torch.randn(2, 5, 16), torch.randn(2, 7, 10), torch.randn(2, 7, 6)
+    for need_weights in (True, False):
+        output = layer(query, keys, values, need_weights=need_weights)[0]
+        torch.testing.assert_close(output, mha(query, keys, values, need_weights=need_weights)[0])
+    soft = CompositionalAttention(16, 4, 2, kdim=10, vdim=6)
+    soft(query, keys, values, need_weights=False)[0].sum().backward()
+    assert soft.k_proj.weight.shape[1] == 10 and soft.v_proj.weight.shape[1] == 6
+    assert soft.k_proj.weight.grad.abs().sum() > 0 and soft.v_proj.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="kdim=10, vdim=6"):
+        soft(query, values, keys)
+
+
+@pytest.mark.parametrize("need_weights", [True, False])
+def test_unbatched_and_sequence_first_inputs_give_the_batched_results(need_weights: bool) -> None:
+    # The soft selection too: outputs and both weights as for a batch of one, squeezed
+    layer = CompositionalAttention(16, 4, 3)
+    sequence_first = CompositionalAttention(16, 4, 3, batch_first=False)
+    sequence_first.load_state_dict(layer.state_dict())
+    x = torch.randn(1, 6, 16)
+    output, weights = layer(x, x, x, need_weights=need_weights)
+    single, single_weights = layer(x[0], x[0], x[0], need_weights=need_weights)
+    torch.testing.assert_close(single, output[0])
+    transposed, transposed_weights = sequence_first(x.transpose(0, 1), x.transpose(0, 1), x.transpose(0, 1), need_weights=need_weights)
+    torch.testing.assert_close(transposed.transpose(0, 1), output)
+    if need_weights:
+        assert single_weights[0].shape == (6, 6) and single_weights[1].shape == (6, 4, 3)
+        torch.testing.assert_close(single_weights[0], weights[0][0])
+        torch.testing.assert_close(single_weights[1], weights[1][0])
+        torch.testing.assert_close(transposed_weights[1], weights[1])
+    else:
+        assert single_weights is None and transposed_weights is None
+
+
+@pytest.mark.parametrize("need_weights", [True, False])
+def test_is_causal_with_a_mask_is_only_a_hint(need_weights: bool) -> None:
+    # With attn_mask given, is_causal does not replace it (the documented hint semantics): a
+    # mask that is not causal keeps its meaning
+    layer = CompositionalAttention(16, 4, 2)
+    x = torch.randn(2, 6, 16)
+    not_causal = torch.zeros(6, 6, dtype=torch.bool)
+    not_causal[:, 0] = True
+    expected = layer(x, x, x, attn_mask=not_causal, need_weights=need_weights)[0]
+    torch.testing.assert_close(layer(x, x, x, attn_mask=not_causal, is_causal=True, need_weights=need_weights)[0], expected)
+    assert not torch.allclose(layer(x, x, x, is_causal=True, need_weights=need_weights)[0], expected)
 
 
 @pytest.mark.parametrize("float_mask", [False, True], ids=["bool_mask", "float_mask"])
@@ -265,6 +322,22 @@ def test_cpu_auto_backend_fuses_one_or_two_retrievals_and_agrees_with_explicit_c
     assert CompositionalAttention(16, 4, 4)._search_path(x.unsqueeze(1), x.unsqueeze(1), need_weights=False, dropout_p=0.0) == "explicit"
 
 
+@pytest.mark.parametrize(
+    ("num_retrievals", "key_length", "expected"),
+    [(1, 1200, "batched"), (4, 300, "batched"), (4, 301, "per_search"), (8, 150, "batched"), (8, 151, "per_search")],
+)
+def test_cuda_automatic_choice_counts_the_expanded_values_against_four_layer_inputs(
+    num_retrievals: int, key_length: int, expected: str
+) -> None:
+    # The rule itself, without a GPU (it reads only the device flag and the lengths): the batched
+    # call while S R d_v L_k <= 4 E L_q, here 8 * R * 8 * L_k <= 4 * 64 * 300
+    layer = CompositionalAttention(64, 8, num_retrievals)
+    queries = SimpleNamespace(is_cuda=True, shape=(2, 1, 300, 8))
+    keys = SimpleNamespace(is_cuda=True, shape=(2, 1, key_length, 8))
+    assert layer._search_path(queries, keys, need_weights=False, dropout_p=0.1) == expected
+    assert layer._search_path(queries, keys, need_weights=True, dropout_p=0.1) == "explicit"
+
+
 @pytest.mark.parametrize("mask_kind", ["none", "padding", "causal", "per_head"])
 @pytest.mark.parametrize(("num_retrievals", "retrieval_dim"), [(4, None), (3, 24)], ids=["R4", "R3_wide"])
 @pytest.mark.parametrize("backend", ["per_retrieval", "batched"])
@@ -418,14 +491,25 @@ def test_permutation_equivariance_without_positions() -> None:
 def test_autocast_gives_finite_gradients_close_to_fp32(dtype: torch.dtype, num_retrievals: int) -> None:
     layer = CompositionalAttention(32, 4, num_retrievals)
     x = torch.randn(2, 50, 32)
-    expected = layer(x, x, x, need_weights=False)[0]
+    padding = torch.zeros(2, 50, dtype=torch.bool)
+    padding[0, -9:] = True
+    target = torch.randn(2, 50, 32)
+    expected = layer(x, x, x, need_weights=False, key_padding_mask=padding)[0]
+    (expected * target).sum().backward()
+    expected_grads = {name: parameter.grad.clone() for name, parameter in layer.named_parameters()}
+    layer.zero_grad(set_to_none=True)
     with torch.autocast("cpu", dtype=dtype):
-        output = layer(x, x, x, need_weights=False)[0]
+        output = layer(x, x, x, need_weights=False, key_padding_mask=padding)[0]
     assert output.dtype == dtype
-    output.float().square().mean().backward()
-    for name, parameter in layer.named_parameters():
-        assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), name
+    (output.float() * target).sum().backward()
     torch.testing.assert_close(output.float(), expected, rtol=0.05, atol=0.05)
+    for name, parameter in layer.named_parameters():
+        assert torch.isfinite(parameter.grad).all(), name
+        # within a few per cent of the gradient's own scale (half precision keeps 3 digits); the
+        # gradients are of order 1, and those of the biases that shift every logit of a softmax
+        # alike (k_proj's, the retrieval keys') are 0 in exact arithmetic
+        scale = max(expected_grads[name].abs().max().item(), 1.0)
+        torch.testing.assert_close(parameter.grad, expected_grads[name], rtol=0.05, atol=0.05 * scale, msg=name)
 
 
 def test_same_seed_same_layer_and_output() -> None:
@@ -436,6 +520,9 @@ def test_same_seed_same_layer_and_output() -> None:
         x = torch.randn(2, 5, 16)
         outputs.append(layer(x, x, x)[0])
     torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=0)
+    torch.manual_seed(4)
+    layer = CompositionalAttention(16, 4, 2, dropout=0.3)
+    assert not torch.allclose(layer(x, x, x)[0], outputs[0])
 
 
 @pytest.mark.parametrize(
@@ -446,18 +533,26 @@ def test_same_seed_same_layer_and_output() -> None:
 @pytest.mark.parametrize("selection", ["soft", "fixed"])
 def test_dropout_acts_in_training_only_on_every_search_path(backend: str, need_weights: bool, selection: str) -> None:
     layer = CompositionalAttention(16, 4, 4, dropout=0.5, search_backend=backend, retrieval_selection=selection)
+    if selection == "soft":
+        # zero retrieval keys: the selection is a constant 1 / R, so the output stays linear in the
+        # dropped-out search weights
+        with torch.no_grad():
+            layer.retrieval_key_weight.zero_()
+            layer.retrieval_key_bias.zero_()
     x = torch.randn(2, 5, 16)
     layer.eval()
-    clean = layer(x, x, x, need_weights=need_weights)[0]
+    clean, clean_weights = layer(x, x, x, need_weights=need_weights)
     torch.testing.assert_close(layer(x, x, x, need_weights=need_weights)[0], clean)
     layer.train()
     with torch.no_grad():
         draws = torch.stack([layer(x, x, x, need_weights=need_weights)[0] for _ in range(2000)])
     assert not torch.allclose(draws[0], draws[1])
-    if selection == "fixed":
-        # the output is linear in the dropped-out weights, and inverted dropout keeps their mean:
-        # the mean output is the clean output (standard error about 0.005 here)
-        torch.testing.assert_close(draws.mean(0), clean, rtol=0, atol=0.03)
+    # the output is linear in the dropped-out weights, and inverted dropout keeps their mean: the
+    # mean output is the clean output (standard error about 0.005 here)
+    torch.testing.assert_close(draws.mean(0), clean, rtol=0, atol=0.03)
+    if need_weights:
+        # the weights returned are those before dropout: rows summing to 1, as in eval mode
+        torch.testing.assert_close(layer(x, x, x, need_weights=True)[1][0], clean_weights[0])
 
 
 def test_one_retrieval_runs_per_retrieval_with_dropout_and_keeps_the_mean() -> None:
@@ -681,9 +776,9 @@ def test_cuda_auto_backend_runs_up_to_four_retrievals_in_one_batched_call(
         output = layer(x, memory, memory, need_weights=False)[0]
     assert fused.call_count == expected_calls
     if dropout == 0.0:
-        per_search = CompositionalAttention(64, 8, num_retrievals, search_backend="sdpa").to(CUDA)
-        per_search.load_state_dict(layer.state_dict())
-        torch.testing.assert_close(output, per_search(x, memory, memory, need_weights=False)[0], rtol=1e-4, atol=1e-5)
+        explicit = CompositionalAttention(64, 8, num_retrievals, search_backend="explicit").to(CUDA)
+        explicit.load_state_dict(layer.state_dict())
+        torch.testing.assert_close(output, explicit(x, memory, memory, need_weights=False)[0], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.cuda
@@ -705,13 +800,15 @@ def test_cuda_batched_call_matches_the_math_kernel_in_reduced_precision(
     padding = torch.zeros(3, key_length, dtype=torch.bool, device=CUDA)
     padding[0, -7:] = True
     padding[2, key_length // 2 :] = True
+    target = torch.randn(3, 40, 256, device=CUDA)
     results = []
     for backends in ([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION], [SDPBackend.MATH]):
         layer.zero_grad(set_to_none=True)
         query, keys = x.clone().requires_grad_(), memory.clone().requires_grad_()
         with sdpa_kernel(backends), torch.autocast("cuda", dtype=dtype):
             output = layer(query, keys, keys, need_weights=False, key_padding_mask=padding)[0]
-        output.float().square().mean().backward()
+        # a sum against a fixed target: every gradient of order 1, so that a wrong or missing one shows
+        (output.float() * target).sum().backward()
         results.append([output.float(), query.grad, keys.grad, layer.v_proj.weight.grad, layer.q_proj.weight.grad])
     for fused, math in zip(*results):
-        torch.testing.assert_close(fused, math, rtol=0.05, atol=0.05)
+        torch.testing.assert_close(fused, math, rtol=0.05, atol=0.02 * math.abs().max().item())

@@ -112,6 +112,25 @@ def test_masks_mean_the_same_for_every_attention_in_train_and_eval_mode(attentio
 
 
 @pytest.mark.parametrize("attention", [MHA, COMPOSITIONAL], ids=["multihead", "compositional"])
+def test_decoder_self_padding_mask_hides_padded_targets(attention) -> None:
+    # Without the causal mask every target position sees every other one, so only the padding
+    # mask keeps the padded positions (the last two of the first sequence) out of the real ones.
+    decoder = TransformerDecoder(32, 2, attention, dropout=0.0).eval()
+    target, memory = torch.randn(2, 6, 32), torch.randn(2, 5, 32)
+    padding = torch.zeros(2, 6, dtype=torch.bool)
+    padding[0, 4:] = True
+    changed = target.clone()
+    changed[0, 4:] = torch.randn(2, 32)
+    with torch.no_grad():
+        output = decoder(target, memory, self_padding_mask=padding, causal=False)
+        changed_output = decoder(changed, memory, self_padding_mask=padding, causal=False)
+        torch.testing.assert_close(changed_output[0, :4], output[0, :4])
+        torch.testing.assert_close(changed_output[1], output[1])
+        unmasked = decoder(changed, memory, causal=False)
+        assert not torch.allclose(unmasked[0, :4], decoder(target, memory, causal=False)[0, :4])
+
+
+@pytest.mark.parametrize("attention", [MHA, COMPOSITIONAL], ids=["multihead", "compositional"])
 def test_encoder_without_positions_is_permutation_equivariant(attention) -> None:
     encoder = TransformerEncoder(32, 2, attention, dropout=0.0, norm_first=True).eval()
     x = torch.randn(2, 8, 32)
@@ -169,4 +188,21 @@ def test_attention_dropout_and_final_norm_options(attention) -> None:
         assert isinstance(encoder.norm, nn.Identity)
     torch.testing.assert_close(*outputs[0.0])
     assert not torch.allclose(*outputs[None])
-    assert isinstance(TransformerEncoder(32, 1, attention, norm_first=True).norm, nn.LayerNorm)
+
+
+@pytest.mark.parametrize("attention", [MHA, COMPOSITIONAL], ids=["multihead", "compositional"])
+def test_final_norm_normalizes_the_stacks_output(attention) -> None:
+    # Pre-norm stacks end with a LayerNorm by default: the output is the layers' output normalized
+    # (the norm's affine parameters randomized so that they count), and without it the layers' own.
+    encoder = TransformerEncoder(32, 2, attention, dropout=0.0, norm_first=True).eval()
+    with torch.no_grad():
+        encoder.norm.weight.normal_()
+        encoder.norm.bias.normal_()
+    x = torch.randn(2, 6, 32)
+    stack_output = x
+    for layer in encoder.layers:
+        stack_output = layer(stack_output)
+    torch.testing.assert_close(encoder(x), encoder.norm(stack_output))
+    without = TransformerEncoder(32, 2, attention, dropout=0.0, norm_first=True, final_norm=False).eval()
+    without.layers.load_state_dict(encoder.layers.state_dict())
+    torch.testing.assert_close(without(x), stack_output)
