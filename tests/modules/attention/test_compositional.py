@@ -150,6 +150,18 @@ def test_unbatched_and_sequence_first_inputs_give_the_batched_results(need_weigh
         assert single_weights is None and transposed_weights is None
 
 
+@pytest.mark.parametrize("backend", ["explicit", "sdpa", "batched", "per_retrieval"])
+def test_is_causal_in_cross_attention_aligns_query_and_key_positions_at_the_start(backend: str) -> None:
+    # L_q != L_k: query i sees keys 0..i (top-left alignment, as scaled_dot_product_attention)
+    layer = CompositionalAttention(16, 4, 2, search_backend=backend)
+    query, memory = torch.randn(2, 4, 16), torch.randn(2, 7, 16)
+    top_left = torch.ones(4, 7, dtype=torch.bool).triu(1)
+    expected = layer(query, memory, memory, attn_mask=top_left, need_weights=False)[0]
+    torch.testing.assert_close(layer(query, memory, memory, is_causal=True, need_weights=False)[0], expected)
+    bottom_right = torch.ones(4, 7, dtype=torch.bool).triu(4)
+    assert not torch.allclose(layer(query, memory, memory, attn_mask=bottom_right, need_weights=False)[0], expected)
+
+
 @pytest.mark.parametrize("need_weights", [True, False])
 def test_is_causal_with_a_mask_is_only_a_hint(need_weights: bool) -> None:
     # With attn_mask given, is_causal does not replace it (the documented hint semantics): a
