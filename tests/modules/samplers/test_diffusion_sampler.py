@@ -162,6 +162,78 @@ def test_learned_variance_and_backward_corrections_match_hand_computation() -> N
         torch.testing.assert_close(traj.log_pb, expected_pb)
 
 
+def test_log_probabilities_take_the_networks_at_the_right_states_and_times() -> None:
+    """T = 3, sigma2 = 1.5, with random networks (output weights too), so that where they are
+    evaluated matters: log p_F(x_{i+1} | x_i) uses the drift network at (x_i, t_i), log p_B(x_i |
+    x_{i+1}) the backward network at (x_{i+1}, t_{i+1}) (formulas as in the test above), for
+    forward and backward trajectories alike."""
+    sigma2, num_steps = 1.5, 3
+    dt = 1 / num_steps
+    sampler = make_sampler(
+        "tb", sigma2=sigma2, num_steps=num_steps, net_kwargs=dict(learned_variance=True, learned_backward=True)
+    )
+    with torch.no_grad():
+        for head in (sampler.net.drift.head, sampler.net.backward_policy.head):
+            head[-1][-1].weight.normal_(0.0, 0.3)
+            head[-1][-1].bias.normal_(0.0, 0.3)
+
+    def expected_log_probs(states: Tensor) -> tuple[Tensor, Tensor]:
+        log_pf, log_pb = [], [torch.zeros(states.shape[0])]
+        for i in range(num_steps):
+            drift, log_var = sampler.net(states[:, i], torch.tensor(i * dt))
+            log_pf.append(log_normal(states[:, i + 1], states[:, i] + dt * drift, sigma2 * dt * log_var.exp()))
+        for i in range(1, num_steps):
+            mean_correction, var_correction = sampler.net.backward_corrections(states[:, i + 1], torch.tensor((i + 1) * dt))
+            mean = states[:, i + 1] * (1 - mean_correction / (i + 1))
+            log_pb.append(log_normal(states[:, i], mean, sigma2 * dt * i / (i + 1) * var_correction))
+        return torch.stack(log_pf, dim=1), torch.stack(log_pb, dim=1)
+
+    forward = sampler.simulate(torch.zeros(6, 2))
+    backward = sampler.simulate_backward(forward.terminal)
+    for traj in (forward, backward):
+        expected_pf, expected_pb = expected_log_probs(traj.states)
+        torch.testing.assert_close(traj.log_pf, expected_pf)
+        torch.testing.assert_close(traj.log_pb, expected_pb)
+
+
+def test_backward_trajectories_sample_the_brownian_bridge() -> None:
+    """Without a learned backward policy, x_i given x_T is the Brownian bridge's marginal
+    N(t_i x_T, sigma2 t_i (1 - t_i)), and x_0 = 0; 20,000 draws from one terminal state, checked
+    within 4 standard errors (mean: sqrt(var / N); variance: var sqrt(2 / N))."""
+    sigma2, num_steps, n = 2.0, 4, 20_000
+    sampler = make_sampler("tb", sigma2=sigma2, num_steps=num_steps)
+    terminal = torch.tensor([2.0, -1.0])
+    states = sampler.simulate_backward(terminal.expand(n, 2), torch.Generator().manual_seed(0)).states
+    assert torch.equal(states[:, 0], torch.zeros(n, 2)) and torch.equal(states[:, -1], terminal.expand(n, 2))
+    for i in range(1, num_steps):
+        t = i / num_steps
+        var = sigma2 * t * (1 - t)
+        x = states[:, i]
+        assert (x.mean(0) - t * terminal).abs().max() < 4 * math.sqrt(var / n), i
+        assert (x.var(0) - var).abs().max() < 4 * var * math.sqrt(2 / n), i
+
+
+@pytest.mark.parametrize("loss", ["db", "subtb", "fl_subtb"])
+def test_flow_losses_use_the_flow_network_inside_and_the_reward_at_the_end(loss: str) -> None:
+    """log_flows: the flow network at (x_i, t_i) for i < T (plus the forward-looking term
+    (1 - t) log N(x; 0, sigma2 t) + t log R(x) for FL-SubTB inside), and log R(x_T) at the end."""
+    energy = Gaussian(2, var=2.0, mean=1.0, log_scale=0.5)
+    sampler = DiffusionSampler(
+        SamplerNets(2, hidden_dim=16, conditional_flow=True), partial(torch.optim.Adam), energy=energy, loss=loss,
+        num_steps=4, sigma2=2.0, rng_seed=0,
+    )
+    traj = sampler.simulate(torch.zeros(8, 2))
+    log_flows = sampler.log_flows(traj)
+    times = torch.arange(5) / 4
+    network = sampler.net.log_flow(traj.states[:, :-1], times[:-1])
+    if loss == "fl_subtb":
+        inner, t = traj.states[:, 1:-1], times[1:-1]
+        reference = -0.5 * (inner**2 / (2.0 * t[:, None]) + torch.log(2 * math.pi * 2.0 * t[:, None])).sum(-1)
+        network[:, 1:] += (1 - t) * reference + t * energy.log_reward(inner)
+    torch.testing.assert_close(log_flows[:, :-1], network)
+    torch.testing.assert_close(log_flows[:, -1], energy.log_reward(traj.terminal))
+
+
 def test_ou_reference_with_a_constant_drift_matches_hand_computation() -> None:
     """DDS, T = 2, sigma2 = 2, beta = 2, a constant drift f. reference.py's OU discretization:
     alpha = 1 - exp(-beta dt) = 1 - e^-1, x_0 ~ N(0, sigma2), x_{i+1} ~ N(a x_i + b f, c^2) with
@@ -213,11 +285,11 @@ def test_trajectory_balance_gradient_moves_log_z_towards_the_truth() -> None:
     assert sampler.net.log_z.grad.item() < 0  # log Z = 0 < 3: gradient descent raises it
 
 
-@pytest.mark.parametrize("loss", ["pis", "tb", "vargrad"])
+@pytest.mark.parametrize("loss", LOSSES)
 def test_gradient_pushes_the_drift_towards_a_shifted_target(loss: str) -> None:
     """Target N((1.5, 1.5), sigma2): the descent direction of the drift's output bias points to +."""
     sampler = make_sampler(loss, energy=Gaussian(2, var=2.0, mean=1.5))
-    sampler.objective(sampler.simulate(torch.zeros(256, 2), reparametrize=loss == "pis")).backward()
+    sampler.objective(sampler.simulate(torch.zeros(256, 2), reparametrize=loss in ("pis", "dds"))).backward()
     bias_grad = sampler.net.drift.head[-1][-1].bias.grad
     assert (bias_grad < 0).all(), bias_grad
 
@@ -286,15 +358,16 @@ def test_exploration_std_decays_linearly_with_the_global_step(decay_steps: int, 
 
 def test_exploration_adds_its_variance_to_every_step() -> None:
     """Zero drift, Brownian reference: each step adds independent noise of variance
-    sigma2 dt + e^2 (``sqrt(std^2 + e^2)``), so x_T ~ N(0, sigma2 + T e^2) = N(0, 2 + 10 * 0.25).
-    The terminal mean is exactly 0, so the variance estimate is mean(x_T^2) over N D = 8000
-    independent coordinates, with standard error 4.5 sqrt(2 / 8000) = 0.071."""
+    sigma2 dt + e^2 (``sqrt(std^2 + e^2)``) = 0.2 + 0.25. The increments have mean exactly 0, so
+    each step's variance estimate is the mean of its squared increments over N D = 8000
+    independent coordinates, with standard error 0.45 sqrt(2 / 8000) = 0.0071."""
     sampler = make_sampler("tb", sigma2=2.0, num_steps=10)
     generator = torch.Generator().manual_seed(0)
-    terminal = sampler.simulate(torch.zeros(4000, 2), exploration_std=0.5, generator=generator).terminal
-    expected_var = 2.0 + 10 * 0.5**2
-    standard_error = expected_var * math.sqrt(2 / terminal.numel())
-    assert abs(terminal.pow(2).mean().item() - expected_var) < 4 * standard_error
+    states = sampler.simulate(torch.zeros(4000, 2), exploration_std=0.5, generator=generator).states
+    expected_var = 2.0 / 10 + 0.5**2
+    step_vars = states.diff(dim=1).pow(2).mean(dim=(0, 2))
+    standard_error = expected_var * math.sqrt(2 / (4000 * 2))
+    assert ((step_vars - expected_var).abs() < 4 * standard_error).all(), step_vars
 
 
 def test_explored_trajectories_are_scored_by_the_policy_itself() -> None:
@@ -345,6 +418,38 @@ def test_evaluation_metrics_are_exact_for_the_exact_sampler() -> None:
     # far from a distant target sample
     shifted = sampler.evaluate({"x0": torch.zeros(256, 2), "target_samples": target + 3.0})
     assert shifted["w1"] > 2.0 and shifted["mmd2"] > 10 * metrics["mmd2"]
+
+
+def test_evaluation_metrics_of_an_inexact_sampler_follow_their_definitions() -> None:
+    """A sampler with a constant drift against N(0, 2) scaled by e^0.7 (log Z = 0.7), with modes
+    at (0, 0) and (50, 50): the metrics are the metrics.py estimators of the same forward and
+    backward trajectories (the evaluation's noise replayed from the same seed), |estimate - log Z|
+    for the two Delta log Z, the official MMD bandwidths, and one mode hit of two."""
+    from modules.samplers.metrics import eubo, log_z_importance, wasserstein1
+
+    energy = Gaussian(2, var=2.0, log_scale=0.7)
+    energy.modes = torch.tensor([[0.0, 0.0], [50.0, 50.0]])
+    sampler = make_sampler("tb", energy=energy)
+    with torch.no_grad():
+        sampler.net.drift.head[-1][-1].bias.copy_(torch.tensor([0.8, -0.4]))
+    target = energy.sample(128, torch.Generator().manual_seed(1))
+    batch = {"x0": torch.zeros(128, 2), "target_samples": target}
+    metrics = sampler.evaluate(batch, torch.Generator().manual_seed(2))
+    replay = torch.Generator().manual_seed(2)
+    forward = sampler.simulate(batch["x0"], generator=replay)
+    log_weights = forward.log_weights()
+    assert log_weights.std() > 0.1  # not exact: the estimators differ
+    torch.testing.assert_close(metrics["elbo"], log_weights.mean())
+    torch.testing.assert_close(metrics["log_z_is"], log_z_importance(log_weights))
+    assert metrics["log_z_is"] > metrics["elbo"]  # Jensen, strictly for unequal weights
+    torch.testing.assert_close(metrics["delta_log_z"], (metrics["elbo"] - 0.7).abs())
+    torch.testing.assert_close(metrics["delta_log_z_rw"], (metrics["log_z_is"] - 0.7).abs())
+    torch.testing.assert_close(metrics["eubo"], eubo(sampler.simulate_backward(target, replay).log_weights()))
+    samples = forward.terminal
+    assert metrics["w2"].item() == pytest.approx(wasserstein2(samples, target))
+    assert metrics["w1"].item() == pytest.approx(wasserstein1(samples, target))
+    torch.testing.assert_close(metrics["mmd2"], rbf_mmd2(samples, target, bandwidths=(0.01, 0.1, 1.0, 10.0, 100.0)))
+    assert metrics["modes_hit"].item() == 1.0
 
 
 def test_validation_uses_the_same_noise_every_time_and_not_the_training_stream() -> None:
@@ -499,13 +604,15 @@ def test_cuda_graph_is_exclusive_with_compile_and_a_no_op_with_a_warning_on_cpu(
             max_steps=3, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
             enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path,
         )
+        initial.update({name: p.detach().clone() for name, p in sampler.net.named_parameters()})
         trainer.fit(sampler, datamodule=data)
         return {name: p.detach().clone() for name, p in sampler.net.named_parameters()}
 
+    initial: dict[str, Tensor] = {}
     eager = fit(False)
     with pytest.warns(UserWarning, match="cuda_graph=True captures CUDA work only"):
         ignored = fit(True)
-    assert any(not torch.equal(p, torch.zeros_like(p)) for p in eager.values())
+    assert any(not torch.equal(p, initial[name]) for name, p in eager.items())  # it trained
     for name, param in eager.items():
         assert torch.equal(ignored[name], param), name
 
