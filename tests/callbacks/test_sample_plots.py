@@ -4,9 +4,12 @@ from pathlib import Path
 
 import lightning as L
 import matplotlib.image
+import numpy as np
 import pytest
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
+from matplotlib.collections import PathCollection
+from matplotlib.figure import Figure
 from torch import Tensor
 
 from callbacks import SamplePlots
@@ -36,7 +39,8 @@ class GaussianEnergy(torch.nn.Module):
 
 
 class FakeSampler(L.LightningModule):
-    """Tiny module with the callback's protocol: .energy and .sample(n, generator)."""
+    """Tiny module with the callback's protocol: .energy and .sample(n, generator). Its samples
+    have std 3, so about a fifth of the coordinates fall outside the plot bounds (-4, 4)."""
 
     def __init__(self, dim: int, can_sample: bool = True) -> None:
         super().__init__()
@@ -44,7 +48,7 @@ class FakeSampler(L.LightningModule):
         self.shift = torch.nn.Parameter(torch.zeros(dim))
 
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
-        return torch.randn(n, self.energy.dim, device=self.device, generator=generator) * 1.5 + self.shift
+        return torch.randn(n, self.energy.dim, device=self.device, generator=generator) * 3.0 + self.shift
 
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
         return (batch + self.shift).square().mean()
@@ -81,6 +85,43 @@ def _trainer(tmp_path: Path, max_epochs: int, callback: SamplePlots, logger: obj
     )
 
 
+def _scatter_offsets(fig: Figure) -> dict[str, np.ndarray]:
+    """The points ``[n, 2]`` of each scatter of the figure's first panel, by label ("model", "target")."""
+    scatters = [c for c in fig.axes[0].collections if isinstance(c, PathCollection)]
+    return {c.get_label(): np.asarray(c.get_offsets()) for c in scatters}
+
+
+class RecordingPlots(SamplePlots):
+    """SamplePlots that keeps the scatter points of every figure it builds (the callback clears
+    each figure once it is saved)."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.scatters: list[dict[str, np.ndarray]] = []
+
+    def make_figure(self, energy: GaussianEnergy, samples: Tensor, target: Tensor | None) -> Figure:
+        fig = super().make_figure(energy, samples, target)
+        self.scatters.append(_scatter_offsets(fig))
+        return fig
+
+
+def _assert_scatters_show_clamped_draws(callback: RecordingPlots, model: FakeSampler, pair: tuple[int, int]) -> None:
+    """The one recorded figure scatters the callback's draws in the coordinates ``pair``, clamped
+    onto the bounds (-4, 4): the model's (some of which lie outside the bounds) and, for D > 2,
+    the target's where the energy can sample. Redrawing gives the plotted draws: the callback is
+    seeded."""
+    samples, target = callback._draw(model, model.energy)
+    assert (samples[:, list(pair)].abs() > 4.0).any()
+    expected = {"model": samples}
+    if target is not None and model.energy.dim > 2:
+        expected["target"] = target
+    (scatters,) = callback.scatters
+    assert scatters.keys() == expected.keys()
+    for label, draws in expected.items():
+        clamped = draws[:, list(pair)].clamp(-4.0, 4.0).numpy()
+        np.testing.assert_array_equal(scatters[label], clamped, err_msg=label)
+
+
 def _assert_png(path: Path) -> None:
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
@@ -90,13 +131,14 @@ def _assert_png(path: Path) -> None:
 
 
 @pytest.mark.parametrize(("dim", "can_sample"), [(2, True), (10, True), (10, False)])
-def test_one_epoch_writes_one_png(tmp_path: Path, dim: int, can_sample: bool) -> None:
+def test_one_epoch_writes_one_png_of_the_clamped_samples(tmp_path: Path, dim: int, can_sample: bool) -> None:
     model = FakeSampler(dim, can_sample)
-    callback = SamplePlots(n_samples=200, grid_points=20)
+    callback = RecordingPlots(n_samples=200, grid_points=20, seed=0)
     _trainer(tmp_path, 1, callback).fit(model)  # sanity check runs first and must not plot
     pngs = sorted((tmp_path / "plots").glob("*.png"))
     assert [p.name for p in pngs] == ["val_epoch0000_step00000001.png"]
     _assert_png(pngs[0])
+    _assert_scatters_show_clamped_draws(callback, model, pair=(0, 1))
     # the 2-D plot evaluates log_reward on the grid; the 10-D plot (no slice contours) does not
     assert (model.energy.log_reward_calls > 0) == (dim == 2)
 
@@ -126,12 +168,27 @@ def test_tensorboard_logger_gets_the_figure(tmp_path: Path) -> None:
     assert "samples/val" in events.Tags()["images"]
 
 
-def test_slice_contours_in_high_dim(tmp_path: Path) -> None:
+def test_slice_contours_and_pair_scatter_in_high_dim(tmp_path: Path) -> None:
     model = FakeSampler(5)
-    callback = SamplePlots(n_samples=50, pair=(0, 2), slice_contours=True, grid_points=16, chunk_size=100)
+    callback = RecordingPlots(n_samples=50, pair=(0, 2), slice_contours=True, grid_points=16, chunk_size=100, seed=0)
     _trainer(tmp_path, 1, callback).fit(model)
     assert model.energy.log_reward_calls == 3  # 16 * 16 = 256 grid points in chunks of 100
     _assert_png(next((tmp_path / "plots").glob("*.png")))
+    _assert_scatters_show_clamped_draws(callback, model, pair=(0, 2))
+
+
+@pytest.mark.parametrize(("dim", "pair"), [(2, (0, 1)), (3, (2, 0))])
+def test_scatter_points_are_the_model_samples_clamped_to_the_bounds(dim: int, pair: tuple[int, int]) -> None:
+    # pair (2, 0): the x axis shows coordinate 2, the y axis coordinate 0
+    samples = torch.tensor([[-9.0, 1.0, 0.5], [2.0, 7.0, -4.5], [0.5, -0.25, 3.0]])[:, :dim]
+    expected = {
+        (0, 1): [[-4.0, 1.0], [2.0, 4.0], [0.5, -0.25]],
+        (2, 0): [[0.5, -4.0], [-4.0, 2.0], [3.0, 0.5]],
+    }[pair]
+    fig = SamplePlots(pair=pair, grid_points=8).make_figure(GaussianEnergy(dim), samples, target=None)
+    scatters = _scatter_offsets(fig)
+    assert scatters.keys() == {"model"}
+    np.testing.assert_array_equal(scatters["model"], expected)
 
 
 class _StubTrainer:
