@@ -157,6 +157,23 @@ def test_gradcheck_float64(energy: Energy):
     assert torch.autograd.gradcheck(energy.log_reward, (x,))
 
 
+def test_gmm25_and_funnel_values_and_gradients_at_fixed_points():
+    """Hand values. GMM25 at (1, 0.5): the mode at the origin dominates (the next one, (5, 0), has
+    relative weight exp(-(16.25 - 1.25) / 0.6) = 1.4e-11), so log R = -log 25 - log(2 pi 0.3)
+    - 1.25 / 0.6 and grad = -(1, 0.5) / 0.3. Funnel at x = (1, ..., 1): d/dx0 = -x0 / 9
+    + sum_i (x_i^2 e^-x0 - 1) / 2 = -1/9 + 9 (e^-1 - 1) / 2 and d/dx_i = -x_i e^-x0 = -e^-1."""
+    x = torch.tensor([[1.0, 0.5]], dtype=torch.float64, requires_grad=True)
+    log_r = GMM25().log_reward(x)
+    assert log_r.item() == pytest.approx(-math.log(25) - math.log(2 * math.pi * 0.3) - 1.25 / 0.6, abs=1e-9)
+    (grad,) = torch.autograd.grad(log_r.sum(), x)
+    torch.testing.assert_close(grad, torch.tensor([[-1 / 0.3, -0.5 / 0.3]], dtype=torch.float64), rtol=0, atol=1e-9)
+    x = torch.ones(1, 10, dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(Funnel().log_reward(x).sum(), x)
+    expected = torch.full((1, 10), -math.exp(-1.0), dtype=torch.float64)
+    expected[0, 0] = -1 / 9 + 9 * (math.exp(-1.0) - 1) / 2
+    torch.testing.assert_close(grad, expected, rtol=0, atol=1e-9)
+
+
 def test_many_well_gradient_closed_form():
     energy = ManyWell()
     x = torch.randn(5, 32, generator=torch.Generator().manual_seed(5), requires_grad=True)
