@@ -471,20 +471,37 @@ def test_gradients_reach_every_parameter() -> None:
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
 
 
-def test_masked_keys_do_not_influence_the_output() -> None:
-    layer = CompositionalAttention(16, 4, 2)
+@pytest.mark.parametrize(
+    ("backend", "need_weights"),
+    [("explicit", True), ("explicit", False), ("sdpa", False), ("batched", False), ("per_retrieval", False)],
+    ids=["weights", "explicit", "sdpa", "batched", "per_retrieval"],
+)
+def test_masked_keys_do_not_influence_the_output(backend: str, need_weights: bool) -> None:
+    layer = CompositionalAttention(16, 4, 2, search_backend=backend)
+
+    def attend(inputs: Tensor, **kwargs) -> Tensor:
+        return layer(inputs, inputs, inputs, need_weights=need_weights, **kwargs)[0]
+
     x = torch.randn(2, 6, 16)
     padding = torch.zeros(2, 6, dtype=torch.bool)
     padding[:, 4:] = True
     changed = x.clone()
     changed[:, 4:] = torch.randn(2, 2, 16)
-    output = layer(x, x, x, key_padding_mask=padding)[0]
-    torch.testing.assert_close(layer(changed, changed, changed, key_padding_mask=padding)[0][:, :4], output[:, :4])
-    causal_output = layer(x, x, x, is_causal=True)[0]
+    torch.testing.assert_close(attend(changed, key_padding_mask=padding)[:, :4], attend(x, key_padding_mask=padding)[:, :4])
     changed_future = x.clone()
     changed_future[:, 3:] = torch.randn(2, 3, 16)
-    torch.testing.assert_close(layer(changed_future, changed_future, changed_future, is_causal=True)[0][:, :3], causal_output[:, :3])
-    assert not torch.allclose(layer(changed_future, changed_future, changed_future)[0][:, :3], layer(x, x, x)[0][:, :3])
+    torch.testing.assert_close(attend(changed_future, is_causal=True)[:, :3], attend(x, is_causal=True)[:, :3])
+    assert not torch.allclose(attend(changed_future)[:, :3], attend(x)[:, :3])
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "batched", "per_retrieval"])
+def test_fused_paths_are_permutation_equivariant(backend: str) -> None:
+    layer = CompositionalAttention(16, 4, 3, search_backend=backend)
+    x = torch.randn(2, 9, 16)
+    permutation = torch.randperm(9)
+    output = layer(x, x, x, need_weights=False)[0]
+    permuted = layer(x[:, permutation], x[:, permutation], x[:, permutation], need_weights=False)[0]
+    torch.testing.assert_close(permuted, output[:, permutation], rtol=1e-5, atol=1e-6)
 
 
 def test_permutation_equivariance_without_positions() -> None:
