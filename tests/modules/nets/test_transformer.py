@@ -77,6 +77,28 @@ def test_decoder_layer_equals_torch_decoder_layer(norm_first: bool) -> None:
         torch.testing.assert_close(ours(target, memory, memory_padding_mask=memory_padding), expected, rtol=1e-5, atol=1e-5)
 
 
+def test_decoder_layer_builds_its_cross_attention_from_its_own_factory() -> None:
+    # Self-attention with 2 heads, cross-attention with 4: the same parameter shapes, so only the
+    # outputs tell whether the cross-attention factory was used (torch's layer with its
+    # self-attention swapped for a 2-head one is the reference).
+    torch_layer = nn.TransformerDecoderLayer(32, 4, dim_feedforward=40, dropout=0.0, batch_first=True).eval()
+    torch_layer.self_attn = nn.MultiheadAttention(32, 2, batch_first=True)
+    ours = TransformerDecoderLayer(
+        32, functools.partial(nn.MultiheadAttention, num_heads=2, batch_first=True), cross_attention=MHA,
+        feedforward_dim=40, dropout=0.0,
+    )
+    ours.self_attn.load_state_dict(torch_layer.self_attn.state_dict())
+    ours.cross_attn.load_state_dict(torch_layer.multihead_attn.state_dict())
+    copy_feedforward(ours.feedforward, torch_layer.linear1, torch_layer.linear2)
+    for index, norm in enumerate((torch_layer.norm1, torch_layer.norm2, torch_layer.norm3)):
+        ours.norms[index].load_state_dict(norm.state_dict())
+    assert ours.self_attn.num_heads == 2 and ours.cross_attn.num_heads == 4
+    target, memory = torch.randn(2, 5, 32), torch.randn(2, 6, 32)
+    with torch.no_grad():
+        expected = torch_layer(target, memory, tgt_mask=causal_mask(5), tgt_is_causal=True)
+        torch.testing.assert_close(ours(target, memory), expected, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("attention", [MHA, COMPOSITIONAL], ids=["multihead", "compositional"])
 def test_decoder_is_causal_and_ignores_padded_memory(attention) -> None:
     decoder = TransformerDecoder(32, 2, attention, dropout=0.0).eval()
