@@ -215,6 +215,13 @@ def test_seeded_determinism_and_distinct_splits():
     assert not torch.equal(train["inputs"], val["inputs"])
 
 
+def test_validation_and_test_sets_are_different_draws():
+    # one seed, three streams: the evaluation splits must not repeat each other
+    dm = ContextualRetrievalDataModule(train_size=64, val_size=64, test_size=64, batch_size=32)
+    val, test = _first_batch(dm.val_dataloader()), _first_batch(dm.test_dataloader())
+    assert not torch.equal(val["inputs"], test["inputs"])
+
+
 def test_training_data_are_new_each_epoch_and_evaluation_data_fixed():
     dm = ContextualRetrievalDataModule(train_size=64, val_size=64, test_size=64, batch_size=32)
     train = dm.train_dataloader()

@@ -191,6 +191,25 @@ def test_triangle_images_are_balanced_binary_and_reproducible():
     assert int(fresh_label) == label
 
 
+def test_triangle_label_zero_means_equilateral(monkeypatch):
+    # The official convention: label 0 draws the equilateral triangle. The vertices each image
+    # is drawn from are recorded; their sides agree to truncation (under 2 pixels) exactly for label 0.
+    import datamodules.attention.multitask_images as multitask
+
+    drawn: list[np.ndarray] = []
+
+    def recording(*args, **kwargs) -> np.ndarray:
+        drawn.append(sample_triangle_vertices(*args, **kwargs))
+        return drawn[-1]
+
+    monkeypatch.setattr(multitask, "sample_triangle_vertices", recording)
+    labels = [make_triangle_image(np.random.default_rng(seed))[1] for seed in range(60)]
+    assert set(labels) == {0, 1}
+    for label, vertices in zip(labels, drawn, strict=True):
+        sides = np.linalg.norm(vertices - np.roll(vertices, -1, axis=0), axis=1)
+        assert (sides.max() - sides.min() < 2.0) == (label == 0), (label, sides)
+
+
 def test_sampler_follows_the_official_schedule():
     sizes, batch_size = [10, 6, 9, 5], 4
     sampler = MultitaskBatchSampler(sizes, batch_size, seed=0)

@@ -384,6 +384,27 @@ def test_test_batches_cover_the_test_set_in_order(length_datamodule):
     assert decoded == [command for command, _ in dm.test_set.pairs]
 
 
+def test_validation_batches_are_the_validation_set_and_training_is_shuffled(length_datamodule):
+    dm = length_datamodule
+    decoded = [dm.decode_src(row) for b in dm.val_dataloader() for row in b["src"]]
+    assert decoded == [command for command, _ in dm.val_set.pairs]
+    # the training order is not the set's order, and another epoch gives another one
+    train = dm.train_dataloader()
+    first = [dm.decode_src(row) for row in next(iter(train))["src"]]
+    assert first != [command for command, _ in dm.train_set.pairs[: len(first)]]
+    train.sampler.set_epoch(1)
+    assert [dm.decode_src(row) for row in next(iter(train))["src"]] != first
+
+
+def test_validation_hold_out_depends_on_the_seed():
+    held_out = []
+    for seed in (0, 1):
+        dm = SCANDataModule(split="length", seed=seed)
+        dm.setup("fit")
+        held_out.append(set(dm.val_set.pairs))
+    assert held_out[0] != held_out[1]
+
+
 def test_seeded_shuffle_and_simple_split_are_reproducible():
     def first_batch_and_test(seed: int):
         dm = SCANDataModule(split="simple", batch_size=16, seed=seed)

@@ -293,6 +293,34 @@ def test_seeded_shuffle_and_data():
     assert torch.equal(val["target"], dm.datasets["val"].answers[:16])
 
 
+def test_splits_differ_and_training_batches_are_shuffled():
+    dm = _small()
+    dm.setup()
+    # no scene (its objects' centres) is in two splits
+    scenes = {
+        split: {tuple(c.flatten().tolist()) for b in getattr(dm, f"{split}_dataloader")() for c in b["object_centers"]}
+        for split in ("train", "val", "test")
+    }
+    assert [len(scenes[split]) for split in ("train", "val", "test")] == [30, 6, 4]
+    assert not scenes["train"] & scenes["val"] and not scenes["train"] & scenes["test"] and not scenes["val"] & scenes["test"]
+    # the training loader shuffles (not the dataset's order), and another epoch gives another order
+    train = dm.train_dataloader()
+    first_epoch = torch.cat([batch["question"] for batch in train])
+    train.sampler.set_epoch(1)
+    second_epoch = torch.cat([batch["question"] for batch in train])
+    in_order = torch.stack([dm.datasets["train"][i]["question"] for i in range(len(dm.datasets["train"]))])
+    assert not torch.equal(first_epoch, in_order)
+    assert not torch.equal(first_epoch, second_epoch)
+
+
+def test_cache_name_holds_every_setting_that_changes_the_data(tmp_path):
+    names = {
+        _small(data_dir=str(tmp_path), **kwargs).cache_path.name
+        for kwargs in ({}, {"seed": 1}, {"train_images": 31}, {"include_ternary": False}, {"official_quirks": True})
+    }
+    assert len(names) == 5
+
+
 def test_cache_file_written_once_and_equal_to_memory(tmp_path):
     dm = _small(data_dir=str(tmp_path))
     dm.prepare_data()

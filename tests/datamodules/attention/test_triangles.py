@@ -126,6 +126,12 @@ def test_batch_shapes_and_attributes():
     assert next(iter(small.train_dataloader()))["image"].shape == (8, 1, 16, 16)
 
 
+def test_validation_and_test_sets_are_different_draws():
+    dm = TriangleDataModule(train_size=64, val_size=64, test_size=64, batch_size=32)
+    val, test = next(iter(dm.val_dataloader())), next(iter(dm.test_dataloader()))
+    assert not torch.equal(val["points"], test["points"])
+
+
 def test_seeded_determinism_and_fresh_training_epochs():
     def make(seed: int) -> TriangleDataModule:
         return TriangleDataModule(

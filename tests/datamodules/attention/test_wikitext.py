@@ -138,6 +138,7 @@ def test_batches_are_shifted_windows_of_the_stream(tmp_path):
     assert [batch["tokens"].shape for batch in batches] == [(2, 5)] * 3
     seen = sorted(row.tolist() for batch in batches for row in batch["tokens"])
     assert seen == sorted(w["tokens"].tolist() for w in train_windows)  # shuffled, all present once
+    assert [row.tolist() for batch in batches for row in batch["tokens"]] != [w["tokens"].tolist() for w in train_windows]
     inputs, targets = batches[0]["tokens"][:, :-1], batches[0]["tokens"][:, 1:]
     assert torch.equal(inputs[:, 1:], targets[:, :-1])
     again = list(make_dm(tmp_path).train_dataloader())  # the same seed, the same order
@@ -157,6 +158,20 @@ def test_test_windows_with_context_window(tmp_path):
     tokens = torch.cat([batch["tokens"] for batch in rows]).tolist()
     assert masks == [[True, True, False, False]] + [[False, False, True, True]] * 4
     assert tokens == [stream[s : s + 5] for s in (0, 0, 2, 4, 6)]
+
+
+def test_validation_and_test_windows_take_their_own_context_windows(tmp_path):
+    # the same text in both files, context 2 for validation and none for test
+    write_corpus(tmp_path, train=TRAIN, variant="wikitext-2")
+    for name in ("wiki.valid.tokens", "wiki.test.tokens"):
+        (tmp_path / "wikitext-2" / name).write_text(" p q r s t u v \n w \n", encoding="utf-8")
+    dm = make_dm(tmp_path, context_length=4, val_context_window=2, test_context_window=0)
+    dm.setup("fit")
+    dm.setup("test")
+    val_masks = torch.cat([batch["target_mask"] for batch in dm.val_dataloader()]).tolist()
+    test_masks = torch.cat([batch["target_mask"] for batch in dm.test_dataloader()]).tolist()
+    assert val_masks == [[True, True, False, False]] + [[False, False, True, True]] * 4
+    assert test_masks == [[True] * 4, [True] * 4, [False, False, True, True]]
 
 
 def test_cache_is_reused_and_rebuilt_when_a_file_changes(tmp_path, monkeypatch):
