@@ -226,3 +226,43 @@ def test_experiment_runs_one_step_on_a_generated_corpus(compose_cfg, tmp_path: P
     assert set(metrics) >= {"train/loss", "val/loss", "val/perplexity", "test/loss", "test/perplexity"}
     assert all(math.isfinite(value) for value in metrics.values())
     assert metrics["test/perplexity"] == pytest.approx(math.exp(metrics["test/loss"]), rel=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")  # training_step outside a Trainer
+def test_training_loss_is_the_mean_nll_over_the_counted_targets() -> None:
+    """A batch whose windows are partly masked (4 of 8 targets count): the training loss is the
+    summed NLL of the counted targets divided by 4, not by all 8 positions."""
+    vocab = 5
+    table = torch.randn(vocab, vocab, generator=torch.Generator().manual_seed(4)) * 2.0
+    batch = {"tokens": torch.randint(0, vocab, (2, 5), generator=torch.Generator().manual_seed(5))}
+    batch["target_mask"] = torch.tensor([[False, False, True, True], [False, True, False, True]])
+    module = LanguageModelModule(TableLM(table), functools.partial(torch.optim.SGD, lr=0.1))
+    loss = module.training_step(batch, 0)
+
+    log_probs = table[batch["tokens"][:, :-1]].log_softmax(-1)
+    nll = -log_probs.gather(-1, batch["tokens"][:, 1:, None])[..., 0]
+    expected = nll[batch["target_mask"]].mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("scale_embeddings", [True, False])
+def test_embeddings_are_initialized_with_std_inverse_sqrt_width_and_scaled_by_sqrt_width(
+    scale_embeddings: bool,
+) -> None:
+    """fairseq's LM: embeddings drawn from N(0, E^-1/2) and multiplied by sqrt(E) before the
+    positions are added (so the scaled rows have unit scale); scale_embeddings=False passes the
+    rows through unscaled."""
+    embed_dim = 64
+    lm = make_lm(vocab_size=500, embed_dim=embed_dim, scale_embeddings=scale_embeddings).eval()
+    weight = lm.embedding.weight.detach()
+    # 32000 draws: the sample std is within 1% of the true one
+    assert weight.mean().item() == pytest.approx(0.0, abs=0.01)
+    assert weight.std().item() == pytest.approx(embed_dim**-0.5, rel=0.03)
+
+    inputs: list[Tensor] = []
+    lm.positions.register_forward_pre_hook(lambda _, args: inputs.append(args[0].detach().clone()))
+    tokens = torch.randint(0, 500, (2, 6), generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        lm(tokens)
+    scale = math.sqrt(embed_dim) if scale_embeddings else 1.0
+    torch.testing.assert_close(inputs[0], scale * weight[tokens])

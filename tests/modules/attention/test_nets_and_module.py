@@ -299,3 +299,68 @@ def test_ddp_two_processes_test_accuracy_equals_single_process(train_cli, tmp_pa
     rows = list(csv.DictReader(open(tmp_path / "single" / "csv" / "metrics.csv")))
     single_accuracy = float(next(r["test/acc"] for r in rows if r.get("test/acc")))
     assert ddp_accuracy == pytest.approx(single_accuracy)
+
+
+def test_object_sequence_net_pools_the_mean_token_and_adds_sinusoidal_positions() -> None:
+    """Encoder, context norm (one segment) and Transformer are permutation-equivariant over the
+    objects, so only the positions make the output depend on their order: with positions removed,
+    permuting the objects leaves the pooled (mean) output unchanged; with them, it changes it."""
+    net = ObjectSequenceNet(small_encoder(16), num_classes=4, sequence_length=5).eval()
+    # the positions are the standard table: entry 2i of position p is sin(p / 10000^(2i/E))
+    table = net.positions(torch.zeros(1, 5, 16))[0]
+    assert table[3, 4].item() == pytest.approx(math.sin(3 / 10000 ** (4 / 16)), rel=1e-5)
+    assert table[2, 5].item() == pytest.approx(math.cos(2 / 10000 ** (4 / 16)), rel=1e-5)
+
+    images = torch.rand(3, 5, 1, 32, 32, generator=torch.Generator().manual_seed(8))
+    permuted = images[:, [4, 2, 0, 3, 1]]  # moves the first and the last object
+    with torch.no_grad():
+        ordered, reordered = net({"images": images}), net({"images": permuted})
+        assert (ordered - reordered).abs().amax() > 1e-4, "positions must make the order matter"
+        net.positions = nn.Identity()
+        torch.testing.assert_close(net({"images": permuted}), net({"images": images}), rtol=1e-5, atol=1e-5)
+
+        # readout of the mean over the Transformer's outputs
+        hidden = net.transformer(net.embed({"images": images}))
+        torch.testing.assert_close(net({"images": images}), net.readout(hidden.mean(dim=1)))
+
+
+def test_vision_transformer_question_fusion_is_a_linear_map_of_patch_and_question_halves() -> None:
+    """Each token's patch half (E/2) and question half (E/2) are concatenated and mapped by the
+    fuse layer before the encoder (the official Sort-of-CLEVR model)."""
+    net = VisionTransformerNet(
+        image_size=15, in_channels=3, patch_size=5, encoder=small_encoder(), num_classes=10, question_dim=18
+    ).eval()
+    encoder_inputs: list[Tensor] = []
+    net.encoder.register_forward_pre_hook(lambda _, args: encoder_inputs.append(args[0]))
+    images, question = torch.rand(2, 3, 15, 15), torch.rand(2, 18)
+    with torch.no_grad():
+        net({"image": images, "question": question})
+        tokens = torch.cat([net.class_tokens.expand(2, -1, -1), net.positions(net.patches(images))], dim=1)
+        question_half = net.question(question).unsqueeze(1).expand(-1, tokens.shape[1], -1)
+        assert tokens.shape == question_half.shape == (2, 10, 8)
+        fused = torch.cat([tokens, question_half], dim=-1) @ net.fuse.weight.T + net.fuse.bias
+    torch.testing.assert_close(encoder_inputs[0], fused)
+
+
+@pytest.mark.parametrize("input_skip_dim", [None, 4])
+def test_contextual_retrieval_decoder_reads_attention_plus_the_skip_projection(input_skip_dim: int | None) -> None:
+    """The decoder's input is the attention output plus, with input_skip_dim (the official
+    --concat), Linear(E, k) -> Linear(k, E) of the encoded token; without it, the attention output
+    alone."""
+    net = ContextualRetrievalNet(input_dim=8, embed_dim=16, attention=MHA, input_skip_dim=input_skip_dim)
+    captured: dict[str, Tensor] = {}
+    net.encoder.register_forward_hook(lambda _, args, out: captured.__setitem__("h", out))
+    net.attention.register_forward_hook(lambda _, args, out: captured.__setitem__("attended", out[0]))
+    net.decoder.register_forward_pre_hook(lambda _, args: captured.__setitem__("decoder_input", args[0]))
+    with torch.no_grad():
+        net({"inputs": torch.randn(3, 6, 8)})
+    expected = captured["attended"]
+    if input_skip_dim is None:
+        assert net.skip is None
+    else:
+        down, up = net.skip
+        assert (down.out_features, up.in_features, up.bias) == (4, 4, None)
+        skip = (captured["h"] @ down.weight.T + down.bias) @ up.weight.T
+        assert skip.abs().amax() > 1e-3
+        expected = expected + skip
+    torch.testing.assert_close(captured["decoder_input"], expected)

@@ -324,3 +324,98 @@ def test_short_training_run_learns_scan() -> None:
     after = loss()
     assert after < 0.5 * before
     assert after < 0.5 * math.log(TGT_VOCAB)
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")  # training_step outside a Trainer
+def test_training_loss_is_the_mean_cross_entropy_over_non_padding_targets() -> None:
+    """training_step's loss is the cross-entropy averaged over the real target tokens (EOS
+    included), padding excluded; appending padding columns to the batch leaves it unchanged."""
+    table = torch.randn(TGT_VOCAB, TGT_VOCAB, generator=torch.Generator().manual_seed(6))
+    commands = dict(generate_scan_pairs())
+    batch = scan_batch([(c, commands[c]) for c in ["walk", "jump twice", "run around left"]])
+    module = make_module(BigramNet(table))
+    loss = module.training_step(batch, 0)
+
+    targets = batch["tgt"][:, 1:]
+    scored = targets != PAD
+    assert int(scored.sum()) == 2 + 3 + 9 and int((~scored).sum()) > 0, "the batch must hold padding"
+    expected = F.cross_entropy(table[batch["tgt"][:, :-1]][scored], targets[scored])
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+    # three more padding columns: more padded targets, same real ones
+    padded = dict(batch)
+    padded["tgt"] = F.pad(batch["tgt"], (0, 3), value=PAD)
+    padded["tgt_padding_mask"] = F.pad(batch["tgt_padding_mask"], (0, 3), value=True)
+    assert module.training_step(padded, 0).item() == pytest.approx(loss.item(), rel=1e-6)
+
+
+class ReferenceOracleNet(nn.Module):
+    """A stand-in network whose greedy decoding emits each command's reference (actions + EOS),
+    cut to ``max_length`` tokens like a real decoder; teacher-forced logits are uniform."""
+
+    def __init__(self, batch: dict[str, Tensor]) -> None:
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(()))
+        self.references: dict[tuple[int, ...], list[int]] = {}
+        for src, src_mask, tgt in zip(batch["src"], batch["src_padding_mask"], batch["tgt"]):
+            tokens = tgt[1:].tolist()
+            self.references[tuple(src[~src_mask].tolist())] = tokens[: tokens.index(EOS) + 1]
+
+    def forward(
+        self, src: Tensor, tgt_in: Tensor, src_padding_mask: Tensor | None = None, tgt_padding_mask: Tensor | None = None
+    ) -> Tensor:
+        return self.dummy + torch.zeros(*tgt_in.shape, TGT_VOCAB)
+
+    def greedy_decode(
+        self, src: Tensor, src_padding_mask: Tensor, max_length: int, bos_id: int, eos_id: int, pad_id: int = 0
+    ) -> Tensor:
+        rows = [self.references[tuple(s[~m].tolist())][:max_length] for s, m in zip(src, src_padding_mask)]
+        width = max(len(row) for row in rows)
+        return torch.tensor([row + [pad_id] * (width - len(row)) for row in rows])
+
+
+def test_evaluation_decodes_long_enough_for_the_longest_reference() -> None:
+    """A decoder that emits every reference exactly scores val/seq_acc 1.0: evaluation must let
+    it generate as many tokens as the batch's longest reference (its EOS included)."""
+    commands = dict(generate_scan_pairs())
+    # "run around left" is the longest reference: 8 actions + EOS fill every target column
+    batch = scan_batch([(c, commands[c]) for c in ["walk", "jump twice", "run around left"]])
+    assert batch["tgt"].shape[1] - 1 == 9 and batch["tgt"][2, -1].item() == EOS
+    module = make_module(ReferenceOracleNet(batch))
+    metrics = trainer().validate(module, DataLoader([batch], batch_size=None), verbose=False)[0]
+    assert metrics["val/seq_acc"] == pytest.approx(1.0)
+
+
+def record_inputs(module: nn.Module) -> list[Tensor]:
+    """The first positional input of every call of ``module`` (a forward pre-hook)."""
+    inputs: list[Tensor] = []
+    module.register_forward_pre_hook(lambda _, args: inputs.append(args[0].detach().clone()))
+    return inputs
+
+
+@pytest.mark.parametrize("scale_embeddings", [False, True])
+def test_token_embeddings_are_scaled_only_with_scale_embeddings(scale_embeddings: bool) -> None:
+    """What reaches the positional encodings (encoder, teacher-forced decoder and every greedy
+    step) is the embedding row times ``sqrt(E)`` with ``scale_embeddings``, the row itself
+    without (the official ``noscale`` variants); the embeddings keep PyTorch's N(0, 1) init."""
+    embed_dim = 16
+    net = make_net(scale_embeddings=scale_embeddings, embed_dim=embed_dim)
+    scale = math.sqrt(embed_dim) if scale_embeddings else 1.0
+    source_inputs, target_inputs = record_inputs(net.src_positions), record_inputs(net.tgt_positions)
+    generator = torch.Generator().manual_seed(7)
+    src = random_tokens(generator, 2, 4, SRC_VOCAB)
+    tgt = random_tokens(generator, 2, 3, TGT_VOCAB)
+    with torch.no_grad():
+        net(src, tgt)
+        net.greedy_decode(src, None, max_length=2, bos_id=BOS, eos_id=EOS)
+    marked, _ = net._add_source_markers(src, None)
+    source_weight, target_weight = net.src_embedding.weight.detach(), net.tgt_embedding.weight.detach()
+    torch.testing.assert_close(source_inputs[0], scale * source_weight[marked])  # forward
+    torch.testing.assert_close(source_inputs[1], scale * source_weight[marked])  # greedy_decode
+    torch.testing.assert_close(target_inputs[0], scale * target_weight[tgt])
+    # the first greedy step embeds BOS
+    torch.testing.assert_close(target_inputs[1], scale * target_weight[torch.full((2, 1), BOS)])
+
+    fresh = Seq2SeqTransformer(200, 200, 64, ATTENTIONS["multihead"], num_encoder_layers=1, num_decoder_layers=1)
+    for embedding in (fresh.src_embedding, fresh.tgt_embedding):
+        assert embedding.weight.std().item() == pytest.approx(1.0, rel=0.05)
