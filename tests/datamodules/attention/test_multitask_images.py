@@ -226,6 +226,8 @@ def test_sampler_follows_the_official_schedule():
     assert sorted(key[1] for key in by_task[1][:6]) == list(range(6))  # the first pass, whole
     assert len({key[1] for key in by_task[1][6:]}) == 4  # the second pass starts afresh
     assert sorted(key[1] for key in by_task[2]) == list(range(9))
+    # each pass is a permutation, not the dataset's order
+    assert [key[1] for key in by_task[0]] != list(range(10)) and [key[1] for key in by_task[2]] != list(range(9))
     seeds = [key[2] for step in steps for key in step]
     assert len(set(seeds)) == len(seeds)
 
