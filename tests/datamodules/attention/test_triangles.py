@@ -175,3 +175,20 @@ def test_hydra_config_builds_the_paper_setting(compose_cfg, tmp_path):
 def test_wrong_config_raises(kwargs, match):
     with pytest.raises(ValueError, match=match):
         TriangleDataModule(**kwargs)
+
+
+def test_clusters_are_point_symmetric_about_their_vertex():
+    # 4 random offsets and their mirror images through the vertex, and a symmetric dot stencil:
+    # every cluster image is unchanged by the point reflection through its vertex
+    vertices = np.full((5, 3, 2), 32, dtype=np.int64)
+    images = render_clusters(np.random.default_rng(0), vertices, cluster_radius=3)[:, 0]
+    window = images[:, 26:39, 26:39]  # centred on (32, 32)
+    assert window.sum() > 0
+    np.testing.assert_array_equal(window, window[:, ::-1, ::-1])
+
+
+def test_batch_labels_are_balanced_in_random_order():
+    targets = generate_triangles(np.random.default_rng(3), 64)["target"]
+    assert int(targets.sum()) == 32
+    alternating = torch.arange(64) % 2
+    assert not torch.equal(targets, alternating) and not torch.equal(targets, 1 - alternating)
