@@ -5,6 +5,7 @@ training run whose metric improves."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import partial
 from unittest.mock import PropertyMock, patch
 
@@ -120,6 +121,19 @@ def test_log_probabilities_match_hand_computation_for_two_steps() -> None:
     torch.testing.assert_close(backward.log_pb[:, 1], log_normal(y1, x2 / 2, dt / 2))
 
 
+def assert_log_probs_of_both_directions(
+    sampler: DiffusionSampler, expected_log_probs: Callable[[Tensor], tuple[Tensor, Tensor]]
+) -> None:
+    """Forward trajectories from 0 and backward ones from their terminal states have the
+    ``[B, T]`` log p_F and log p_B that ``expected_log_probs(states)`` computes by hand."""
+    forward = sampler.simulate(torch.zeros(6, 2))
+    backward = sampler.simulate_backward(forward.terminal)
+    for traj in (forward, backward):
+        expected_pf, expected_pb = expected_log_probs(traj.states)
+        torch.testing.assert_close(traj.log_pf, expected_pf)
+        torch.testing.assert_close(traj.log_pb, expected_pb)
+
+
 def test_learned_variance_and_backward_corrections_match_hand_computation() -> None:
     """T = 3, sigma2 = 1.5, dt = 1/3, with non-zero output biases (output weights stay zero, so
     the networks are constant): the drift network outputs (f, v), the backward network (m, w).
@@ -154,12 +168,7 @@ def test_learned_variance_and_backward_corrections_match_hand_computation() -> N
         ]
         return torch.stack(log_pf, dim=1), torch.stack(log_pb, dim=1)
 
-    forward = sampler.simulate(torch.zeros(6, 2))
-    backward = sampler.simulate_backward(forward.terminal)
-    for traj in (forward, backward):
-        expected_pf, expected_pb = expected_log_probs(traj.states)
-        torch.testing.assert_close(traj.log_pf, expected_pf)
-        torch.testing.assert_close(traj.log_pb, expected_pb)
+    assert_log_probs_of_both_directions(sampler, expected_log_probs)
 
 
 def test_log_probabilities_take_the_networks_at_the_right_states_and_times() -> None:
@@ -188,12 +197,7 @@ def test_log_probabilities_take_the_networks_at_the_right_states_and_times() -> 
             log_pb.append(log_normal(states[:, i], mean, sigma2 * dt * i / (i + 1) * var_correction))
         return torch.stack(log_pf, dim=1), torch.stack(log_pb, dim=1)
 
-    forward = sampler.simulate(torch.zeros(6, 2))
-    backward = sampler.simulate_backward(forward.terminal)
-    for traj in (forward, backward):
-        expected_pf, expected_pb = expected_log_probs(traj.states)
-        torch.testing.assert_close(traj.log_pf, expected_pf)
-        torch.testing.assert_close(traj.log_pb, expected_pb)
+    assert_log_probs_of_both_directions(sampler, expected_log_probs)
 
 
 def test_backward_trajectories_sample_the_brownian_bridge() -> None:
