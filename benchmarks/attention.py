@@ -90,8 +90,11 @@ class ContextualRetrievalModel(nn.Module):
         return self.decoder(h).squeeze(-1)
 
 
-def build_attention(row: str, embed_dim: int, heads: int, official_dir: str | None) -> tuple[nn.Module, bool, bool]:
-    """The attention layer of a row name; returns ``(layer, need_weights, official)``."""
+def build_attention(
+    row: str, embed_dim: int, heads: int, official_dir: str | None, query_chunk_size: int | None = None
+) -> tuple[nn.Module, bool, bool]:
+    """The attention layer of a row name (``query_chunk_size``: the compositional layer's, for its
+    explicit searches; None: automatic); returns ``(layer, need_weights, official)``."""
     if row == "mha":
         return nn.MultiheadAttention(embed_dim, heads, batch_first=True), True, False
     if row == "mha_sdpa":
@@ -100,7 +103,10 @@ def build_attention(row: str, embed_dim: int, heads: int, official_dir: str | No
     retrievals = int(retrievals_text)
     if row.startswith("comp_"):
         backend = prefix.removeprefix("comp").removeprefix("_") or "auto"
-        return CompositionalAttention(embed_dim, heads, retrievals, search_backend=backend), False, False
+        layer = CompositionalAttention(
+            embed_dim, heads, retrievals, search_backend=backend, query_chunk_size=query_chunk_size
+        )
+        return layer, False, False
     if row.startswith("official_"):
         if official_dir is None:
             raise ValueError("official rows need --official-dir")
@@ -119,7 +125,9 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(spec["threads"])
     torch.manual_seed(0)
     device = torch.device(spec["device"])
-    layer, need_weights, official = build_attention(spec["row"], spec["embed_dim"], spec["heads"], spec["official_dir"])
+    layer, need_weights, official = build_attention(
+        spec["row"], spec["embed_dim"], spec["heads"], spec["official_dir"], spec.get("query_chunk_size")
+    )
     model = ContextualRetrievalModel(spec["embed_dim"], layer, need_weights, official).to(device)
     x = torch.randn(spec["batch"], spec["length"], spec["embed_dim"], device=device)
     y = torch.randn(spec["batch"], spec["length"], device=device)
@@ -228,6 +236,9 @@ def main() -> None:
     parser.add_argument("--comp-backends", nargs="+", default=["auto"],
                         choices=["auto", "sdpa", "batched", "explicit", "per_retrieval"],
                         help="search_backend of the compositional rows (auto: rows comp_R{R}; others: comp_{backend}_R{R})")
+    parser.add_argument("--query-chunk-size", type=int, default=None,
+                        help="query positions per chunk of the compositional layer's explicit searches "
+                             "(default: its automatic size; at least L: one chunk, nothing recomputed)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--official-dir", default=None, help="scratch copy of the official Contextual_Retrieval_Task")
@@ -269,6 +280,7 @@ def main() -> None:
                     "row": row, "device": args.device, "length": length, "batch": batch,
                     "embed_dim": args.embed_dim, "heads": args.heads, "repeats": args.repeats,
                     "threads": args.threads, "official_dir": args.official_dir, "cuda_graph": args.cuda_graph,
+                    "query_chunk_size": args.query_chunk_size,
                 }
                 measured = run_in_process(spec) if args.in_process else run_row(spec, args.timeout)
                 if measured is None:
@@ -278,7 +290,7 @@ def main() -> None:
                 retrievals = int(row.rsplit("_R", 1)[1]) if "_R" in row else args.heads
                 result = {
                     "device": device_name, "row": row, "batch": batch, "length": length,
-                    "cuda_graph": args.cuda_graph, **measured,
+                    "cuda_graph": args.cuda_graph, "query_chunk_size": args.query_chunk_size, **measured,
                     "time_vs_sdpa": measured["ms"] / baseline["ms"] if baseline else float("nan"),
                     "memory_vs_sdpa": measured["peak_mib"] / baseline["peak_mib"] if baseline and baseline["peak_mib"] else float("nan"),
                     "flop_ratio": flop_ratio(args.heads, retrievals) if "_R" in row else 1.0,

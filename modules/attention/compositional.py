@@ -30,13 +30,15 @@ ways:
   is the automatic choice only while that is at most 4. It does exactly the method's attention
   products (``S L^2 d_s + S R L^2 d_v``), with one dropout mask per search shared by its
   retrievals, as the paper.
-- SDPA searches one at a time (CUDA, more retrievals): one SDPA call per search, its query and key
+- SDPA searches one at a time (CUDA, more retrievals, keys longer than 256): one SDPA call per search, its query and key
   ``[B, 1, L, d_s]`` against all retrievals at once, values ``[B, 1, L_k, R * d_v]`` shared by the
   searches. Each search's ``O`` is kept for the backward unless all searches' ``O`` exceed eight
   layer inputs; then each search is recomputed (activation checkpointing).
-- explicit searches (CPU): per chunk of query positions, one softmax per search and one batched
-  matmul with the values shared by all searches; when the sequence is long enough that a chunk's
-  attention matrix matters, the chunk is recomputed in the backward pass. PyTorch's fused CPU kernel
+- explicit searches (CPU; CUDA when the batched call is ruled out and there are at most 256 keys):
+  per chunk of query positions, one softmax per search and one batched matmul with the values
+  shared by all searches; when the queries come in several chunks, each chunk is recomputed in the
+  backward pass. A chunk's attention matrix and retrievals hold about two layer inputs on the CPU,
+  four on CUDA (fewer, larger kernels). PyTorch's fused CPU kernel
   needs values as wide as the queries, so with ``R <= 2`` retrievals as wide as the search heads
   (and no dropout, which that kernel lacks) the CPU instead runs the batched call (``R = 1``) or
   one fused call per retrieval (``R = 2``).
@@ -60,12 +62,17 @@ tensors), as multiples of ``nn.MultiheadAttention``'s SDPA path at L = 64 / 256 
 - R = 1 without the selection: 0.88 / 0.89 / 0.91 / 0.96, 0.78-0.83 (with the selection computed,
   before the layer skipped it: 1.29 / 1.16 / 1.03 / 1.01);
 - one call per search, R = 2: 2.97 / 2.44 / 1.32 / 1.15 time, 1.22-1.26 memory; R = 8 (the
-  automatic choice there): 3.78 / 3.08 / 2.49 / 2.45, 1.76-1.88;
+  automatic choice there from 257 keys): 3.78 / 3.08 / 2.49 / 2.45, 1.76-1.88;
+- explicit chunks, R = 8 (the automatic choice up to 256 keys; L = 32 / 64 / 128 / 256): 2.04 /
+  2.40 / 2.66 / 2.51 time, 1.75-1.92 memory, where one call per search took 3.74 / 3.82 / 3.41 /
+  3.07 and the official layer 1.80 / 2.05 / 2.40 / 3.01; at L = 512 one call per search stays
+  faster (2.44 against 2.62 with the largest chunks that keep the memory under 2x);
 - per retrieval, R = 2: 1.60 / 1.58 / 1.72 / 1.90, 1.42-1.49; batched over all searches at R = 8
   (an H200, eager): 2.9-3.3x the memory.
 
 ``benchmarks/results/attention_cuda_graph_h100.csv`` holds the layer's rows; the per-retrieval
-rows come from ``attention_cuda_graph_h100_batched_probe.txt``. The batched call hands the
+rows come from ``attention_cuda_graph_h100_batched_probe.txt``, the explicit rows and chunk sizes
+from ``attention_cuda_graph_h100_short_lengths.csv``. The batched call hands the
 memory-efficient kernel values with stride 0 over the heads; pytorch/pytorch#191937 reports that
 kernel wrong in bf16 with a mask and stride-0 keys and values at key lengths of 1 mod 32, so a
 CUDA test compares this path with the math kernel there (passed on an H100, torch 2.11).
@@ -105,6 +112,12 @@ _FORCED_SEARCH_PATHS: dict[str, SearchPath] = {
 # the most layer inputs [B, L, E] that the gradient of the values expanded over the searches may
 # hold for the automatic backend to run all searches in one batched call
 _BATCHED_MAX_EXPANDED_INPUTS = 4
+# on CUDA, when the batched call is ruled out: the explicit chunks up to this key length (one
+# batched matmul per chunk beats S fused calls while the attention matrices are small), else
+# one SDPA call per search
+_CUDA_EXPLICIT_MAX_KEY_LENGTH = 256
+# layer inputs [B, L, E] that a chunk's attention matrix and retrievals hold together, by device
+_CHUNK_LAYER_INPUTS = {"cpu": 2, "cuda": 4}
 
 
 def merge_masks(
@@ -220,12 +233,14 @@ class CompositionalAttention(nn.Module):
             values shared by all searches), ``"per_retrieval"`` (one SDPA call over all searches
             per retrieval; with ``R > 1`` it needs ``dropout=0``: it would draw a dropout mask per
             retrieval instead of the paper's one per search) or ``"auto"``: on CUDA batched while
-            ``S R d_v <= 4 E`` (up to four retrievals of the default width), else per search; on
+            ``S R d_v <= 4 E`` (up to four retrievals of the default width), else explicit chunks
+            up to 256 keys and per search beyond; on
             the CPU without dropout and with retrievals as wide as the search heads batched for
             ``R = 1`` and per retrieval for ``R = 2``, else explicit chunks. Weights
             (``need_weights``) are always computed explicitly.
         query_chunk_size: query positions per chunk of the explicit searches; ``None`` chooses
-            chunks whose attention matrix and retrievals are about two layer inputs large.
+            chunks whose attention matrix and retrievals are about two layer inputs large (four
+            on CUDA).
         retrieval_scoring: ``"dot"`` (the paper: ``<Q^r_s, O_{s,r} W^{rk}>`` scaled by
             ``d_r^-1/2``) or ``"linear"``: a linear layer on ``[Q^r_s, O_{s,r}]`` scores each
             retrieval, unscaled, as the official SCAN layer (``compositional_attention.py``
@@ -485,7 +500,7 @@ class CompositionalAttention(nn.Module):
             heads, selection = self._per_search(q, k, v, folded_query, folded_bias, mask, dropout_p)
             return heads, None, selection.transpose(1, 2)
 
-        chunk = self.query_chunk_size or self._auto_chunk(query_length, key_length)
+        chunk = self.query_chunk_size or self._auto_chunk(query_length, key_length, q.is_cuda)
         # Recompute in the backward only when the queries come in several chunks: a single chunk is
         # small enough to keep.
         use_checkpoint = torch.is_grad_enabled() and not need_weights and chunk < query_length
@@ -595,7 +610,10 @@ class CompositionalAttention(nn.Module):
         Automatic, on CUDA: all searches in one batched call while the gradient of the values
         expanded over the searches (``[B, S, L_k, R d_v]``) holds at most four layer inputs
         ``[B, L_q, E]`` (in self-attention ``S R d_v <= 4 E``: up to four retrievals of the default
-        width), else one call per search. On the CPU, without dropout (the fused CPU kernel has
+        width); else, up to 256 keys, the explicit chunks (one batched matmul per chunk does the
+        ``S`` searches in fewer, larger kernels than ``S`` fused calls while the attention matrices
+        are small: 1.5-1.9x faster at L = 32-64, 1.2x at 256, on an H100), and one call per search
+        for longer keys. On the CPU, without dropout (the fused CPU kernel has
         none; its fallback would hold the whole attention matrix) and with retrievals as wide as the
         search heads (the fused CPU kernel's condition): the batched call for ``R = 1``, one call
         per retrieval for ``R = 2`` (nothing kept or recomputed, unlike the explicit chunks);
@@ -608,7 +626,9 @@ class CompositionalAttention(nn.Module):
         if q.is_cuda:
             expanded_values = self.num_searches * self.num_retrievals * self.retrieval_head_dim * k.shape[2]
             layer_input = self.embed_dim * q.shape[2]
-            return "batched" if expanded_values <= _BATCHED_MAX_EXPANDED_INPUTS * layer_input else "per_search"
+            if expanded_values <= _BATCHED_MAX_EXPANDED_INPUTS * layer_input:
+                return "batched"
+            return "explicit" if k.shape[2] <= _CUDA_EXPLICIT_MAX_KEY_LENGTH else "per_search"
         if self.retrieval_head_dim == self.search_head_dim and dropout_p == 0.0:
             if self.num_retrievals == 1:
                 return "batched"
@@ -624,12 +644,14 @@ class CompositionalAttention(nn.Module):
         selection = logits.float().softmax(dim=-1).to(retrieved.dtype)
         return (selection.unsqueeze(-1) * retrieved).sum(dim=3), selection
 
-    def _auto_chunk(self, query_length: int, key_length: int) -> int:
+    def _auto_chunk(self, query_length: int, key_length: int, cuda: bool = False) -> int:
         """Query positions per chunk of the explicit searches so that a chunk's attention matrix
         ``[B, S, chunk, L_k]`` and retrievals ``[B, S, chunk, R * d_v]`` together hold about as
-        many entries as two ``[B, L_k, E]`` layer inputs (at least 16 positions)."""
+        many entries as two ``[B, L_k, E]`` layer inputs on the CPU, four on CUDA (fewer, larger
+        kernels; at least 16 positions)."""
+        layer_inputs = _CHUNK_LAYER_INPUTS["cuda" if cuda else "cpu"]
         per_position = self.num_searches * (key_length + self.num_retrievals * self.retrieval_head_dim)
-        return max(16, min(query_length, 2 * key_length * self.embed_dim // per_position))
+        return max(16, min(query_length, layer_inputs * key_length * self.embed_dim // per_position))
 
     def _search_and_select(
         self,

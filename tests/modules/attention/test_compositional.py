@@ -336,18 +336,32 @@ def test_cpu_auto_backend_fuses_one_or_two_retrievals_and_agrees_with_explicit_c
 
 @pytest.mark.parametrize(
     ("num_retrievals", "key_length", "expected"),
-    [(1, 1200, "batched"), (4, 300, "batched"), (4, 301, "per_search"), (8, 150, "batched"), (8, 151, "per_search")],
+    [(1, 1200, "batched"), (4, 300, "batched"), (4, 301, "per_search"), (8, 150, "batched"), (8, 151, "explicit"),
+     (8, 256, "explicit"), (8, 257, "per_search")],
 )
 def test_cuda_automatic_choice_counts_the_expanded_values_against_four_layer_inputs(
     num_retrievals: int, key_length: int, expected: str
 ) -> None:
     # The rule itself, without a GPU (it reads only the device flag and the lengths): the batched
-    # call while S R d_v L_k <= 4 E L_q, here 8 * R * 8 * L_k <= 4 * 64 * 300
+    # call while S R d_v L_k <= 4 E L_q, here 8 * R * 8 * L_k <= 4 * 64 * 300; beyond that the
+    # explicit chunks up to 256 keys, one call per search for longer keys
     layer = CompositionalAttention(64, 8, num_retrievals)
     queries = SimpleNamespace(is_cuda=True, shape=(2, 1, 300, 8))
     keys = SimpleNamespace(is_cuda=True, shape=(2, 1, key_length, 8))
     assert layer._search_path(queries, keys, need_weights=False, dropout_p=0.1) == expected
     assert layer._search_path(queries, keys, need_weights=True, dropout_p=0.1) == "explicit"
+
+
+@pytest.mark.parametrize(("key_length", "cpu_chunk", "cuda_chunk"), [(32, 16, 16), (64, 16, 25), (256, 32, 64), (512, 42, 85)])
+def test_automatic_query_chunks_hold_two_layer_inputs_on_the_cpu_and_four_on_cuda(
+    key_length: int, cpu_chunk: int, cuda_chunk: int
+) -> None:
+    # E = 256, S = R = 8, d_v = 32: a chunk of n queries holds S n (L_k + R d_v) entries of
+    # attention matrix and retrievals against L_k E of a layer input; at least 16 positions
+    layer = CompositionalAttention(256, 8, 8)
+    assert layer._auto_chunk(key_length, key_length) == cpu_chunk
+    assert layer._auto_chunk(key_length, key_length, cuda=True) == cuda_chunk
+    assert layer._auto_chunk(20, key_length, cuda=True) == min(20, cuda_chunk)
 
 
 @pytest.mark.parametrize("mask_kind", ["none", "padding", "causal", "per_head"])
@@ -788,14 +802,15 @@ def test_cuda_fixed_pairing_is_multihead_attention() -> None:
 @pytest.mark.parametrize(
     ("num_retrievals", "dropout", "key_length", "expected_calls"),
     [(1, 0.0, 300, 1), (1, 0.1, 300, 1), (2, 0.0, 300, 1), (2, 0.1, 300, 1), (4, 0.0, 300, 1), (8, 0.0, 300, 8),
-     (4, 0.0, 1200, 8)],
+     (4, 0.0, 1200, 8), (8, 0.0, 256, 0), (8, 0.1, 256, 0)],
 )
-def test_cuda_auto_backend_runs_up_to_four_retrievals_in_one_batched_call(
+def test_cuda_auto_backend_chooses_one_batched_call_explicit_chunks_or_per_search_calls(
     num_retrievals: int, dropout: float, key_length: int, expected_calls: int
 ) -> None:
     # S R d_v L_k <= 4 E L_q (R <= 4 at the default width in self-attention): one SDPA call over
     # all searches, with dropout too; R = 8, or R = 4 against keys 4x longer than the queries: one
-    # call per search (S = 8 calls). The output agrees with the per-search one.
+    # call per search (S = 8 calls), but the explicit chunks (no SDPA call) up to 256 keys. The
+    # output agrees with the explicit one (with the per-search one where it is explicit).
     layer = CompositionalAttention(64, 8, num_retrievals, dropout=dropout).to(CUDA)
     x = torch.randn(2, 300, 64, device=CUDA)
     memory = torch.randn(2, key_length, 64, device=CUDA)
@@ -805,9 +820,10 @@ def test_cuda_auto_backend_runs_up_to_four_retrievals_in_one_batched_call(
         output = layer(x, memory, memory, need_weights=False)[0]
     assert fused.call_count == expected_calls
     if dropout == 0.0:
-        explicit = CompositionalAttention(64, 8, num_retrievals, search_backend="explicit").to(CUDA)
-        explicit.load_state_dict(layer.state_dict())
-        torch.testing.assert_close(output, explicit(x, memory, memory, need_weights=False)[0], rtol=1e-4, atol=1e-5)
+        backend = "explicit" if expected_calls else "sdpa"
+        reference = CompositionalAttention(64, 8, num_retrievals, search_backend=backend).to(CUDA)
+        reference.load_state_dict(layer.state_dict())
+        torch.testing.assert_close(output, reference(x, memory, memory, need_weights=False)[0], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.cuda
