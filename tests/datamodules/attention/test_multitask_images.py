@@ -439,3 +439,79 @@ def test_lightning_fit_runs_the_schedule(fake_root):
     trainer.fit(model, datamodule=dm)
     assert model.train_counts == [[4, 4, 4, 4], [4, 2, 4, 1], [2, 4, 1, 4]] * 2
     assert model.val_images == 2 * sum(test for _, test in SIZES.values())
+
+
+def _crop_placement(image: torch.Tensor) -> tuple[int, int, bool]:
+    """``(top, left, flipped)`` of a training crop of the coordinate image of
+    :func:`test_crop_offsets_cover_zero_to_eight`, read off its centre pixel."""
+    pixels = torch.round((image + 1) * 127.5).long()  # back to the uint8 values
+    rows, columns = (pixels[1] - 10) // 7, (pixels[0] - 10) // 7
+    flipped = bool(columns[16, 17] < columns[16, 16])
+    if flipped:
+        columns = columns.flip(-1)
+    # crop pixel (16, 16) is padded pixel (top + 16, left + 16), image pixel (top + 12, left + 12)
+    return int(rows[16, 16]) - 12, int(columns[16, 16]) - 12, flipped
+
+
+def test_crop_offsets_cover_zero_to_eight() -> None:
+    # Pins torchvision's RandomCrop(32, padding=4): the crop's top and left offsets in the padded
+    # 40x40 image take every value 0..8 (both extremes, each shifting the image by 4 pixels), and
+    # nothing else. The image encodes each pixel's column (channel 0) and row (channel 1) so that
+    # each crop's offsets and flip can be read off it.
+    coordinates = 10 + 7 * torch.arange(32)
+    image = torch.stack(
+        [coordinates.expand(32, 32), coordinates[:, None].expand(32, 32), torch.full((32, 32), 255)]
+    ).to(torch.uint8)
+    dataset = NaturalImages(image[None], torch.tensor([0]), 32, augment=True)
+    padded = torch.nn.functional.pad(image.float() / 127.5 - 1, (4, 4, 4, 4), value=-1.0)
+    placements = []
+    for sample_seed in range(400):
+        crop, _ = dataset[(0, sample_seed)]
+        top, left, flipped = _crop_placement(crop)
+        assert 0 <= top <= 8 and 0 <= left <= 8
+        expected = padded[:, top : top + 32, left : left + 32]
+        torch.testing.assert_close(crop, expected.flip(-1) if flipped else expected, rtol=0, atol=1e-6)
+        placements.append((top, left, flipped))
+    assert {top for top, _, _ in placements} == set(range(9))
+    assert {left for _, left, _ in placements} == set(range(9))
+    for extreme in (0, 8):  # the extremes occur with and without the flip
+        assert {flipped for _, left, flipped in placements if left == extreme} == {False, True}
+
+
+def test_test_triangles_are_fixed_by_the_seed(tmp_path: Path) -> None:
+    # Pins the test split of the triangle task (module docstring: "here they are fixed by the
+    # seed"; seed "seeds ... the triangles"): test triangle i is the image of
+    # default_rng((seed, i)), the same in every instance, loader and epoch for one seed, other
+    # triangles for another seed, and not the training triangles. (The triangles need no files.)
+    root = tmp_path
+    seed, size = 7, SIZES["triangles"][1]
+
+    def test_triangles(dm: MultitaskImageDataModule) -> tuple[torch.Tensor, torch.Tensor]:
+        batches = list(dm.test_dataloader())
+        task = torch.cat([batch["task"] for batch in batches])
+        images = torch.cat([batch["image"] for batch in batches])[task == 0]
+        targets = torch.cat([batch["target"] for batch in batches])[task == 0]
+        return images, targets
+
+    dm = make_dm(root, datasets=["triangles"], seed=seed)
+    images, targets = test_triangles(dm)
+    assert images.shape == (size, 3, 32, 32)
+    for index in range(size):
+        pixels, label = make_triangle_image(np.random.default_rng((seed, index)))
+        expected = torch.from_numpy(pixels).float() / 127.5 - 1
+        assert torch.equal(images[index], expected.expand(3, 32, 32)) and int(targets[index]) == label
+    assert len({tuple(image.flatten().tolist()) for image in images}) == size
+
+    list(dm.train_dataloader())  # an epoch of training draws fresh training triangles only
+    val_images = next(iter(dm.val_dataloader()))["image"]
+    again_images, again_targets = test_triangles(dm)
+    assert torch.equal(val_images, images) and torch.equal(again_images, images)
+    assert torch.equal(again_targets, targets)
+    other_instance = make_dm(root, datasets=["triangles"], seed=seed)
+    assert torch.equal(test_triangles(other_instance)[0], images)
+    other_seed = make_dm(root, datasets=["triangles"], seed=seed + 1)
+    assert not any(torch.equal(a, b) for a in test_triangles(other_seed)[0] for b in images)
+
+    train_images = torch.cat([batch["image"] for batch in dm.train_dataloader()])
+    assert len(train_images) == SIZES["triangles"][0]
+    assert not any(torch.equal(a, b) for a in train_images for b in images)

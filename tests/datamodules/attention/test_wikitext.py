@@ -2,6 +2,7 @@
 ``<eos>`` per line, windows that score every token exactly once (with and without a context
 window), the token cache, downloads from a local zip, and errors for missing or mismatched data."""
 
+import os
 import zipfile
 from pathlib import Path
 
@@ -322,3 +323,37 @@ def test_lightning_loop_scores_every_token_once(tmp_path):
     trainer.test(model, datamodule=dm)
     # tokens of the files: 22 train, 5 valid, 4 test
     assert model.scored == {"train": 22, "val": 5, "test": 4}
+
+
+def test_cache_is_rebuilt_when_a_file_changes_but_keeps_its_size(tmp_path: Path) -> None:
+    # Pins the modification time in the cache fingerprint: a source rewritten with other words of
+    # the same byte size must be tokenized again, while untouched sources reuse the cache as is.
+    write_corpus(tmp_path)
+    first = make_dm(tmp_path)
+    first.setup("fit")
+    tokens_path = first.cache_dir / "tokens.pt"
+    built = tokens_path.stat().st_mtime_ns
+
+    untouched = make_dm(tmp_path)
+    untouched.setup("fit")
+    assert tokens_path.stat().st_mtime_ns == built  # the cache was read, not written again
+    assert untouched.vocab == VOCAB
+
+    train_file = tmp_path / "wikitext-2" / "wiki.train.tokens"
+    before = train_file.stat()
+    changed = TRAIN.replace("dog", "cow")  # the same number of bytes
+    assert changed != TRAIN and len(changed.encode()) == len(TRAIN.encode())
+    train_file.write_text(changed, encoding="utf-8")
+    # make sure the modification time differs whatever the file system's timestamp resolution
+    os.utime(train_file, ns=(before.st_atime_ns, before.st_mtime_ns + 5_000_000_000))
+    assert train_file.stat().st_size == before.st_size
+
+    rebuilt = make_dm(tmp_path)
+    rebuilt.setup("fit")
+    assert tokens_path.stat().st_mtime_ns != built
+    assert rebuilt.vocab == [word if word != "dog" else "cow" for word in VOCAB]
+    # the training stream: "cow" takes the id "dog" had; the test file's "dog" is now <unk>
+    assert rebuilt.train_set.stream.tolist() == first.train_set.stream.tolist()
+    assert rebuilt.decode(rebuilt.train_set.stream[-4:]) == "cow the <unk> <eos>"
+    assert rebuilt.test_set.stream.tolist() == [EOS_ID, UNK_ID, VOCAB.index("a"), UNK_ID, EOS_ID]
+    assert first.test_set.stream.tolist() == [EOS_ID] + ids("dog a <unk> <eos>")

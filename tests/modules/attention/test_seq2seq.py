@@ -419,3 +419,41 @@ def test_token_embeddings_are_scaled_only_with_scale_embeddings(scale_embeddings
     fresh = Seq2SeqTransformer(200, 200, 64, ATTENTIONS["multihead"], num_encoder_layers=1, num_decoder_layers=1)
     for embedding in (fresh.src_embedding, fresh.tgt_embedding):
         assert embedding.weight.std().item() == pytest.approx(1.0, rel=0.05)
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")  # training_step outside a Trainer
+def test_label_smoothing_applies_to_the_training_loss_only() -> None:
+    """With label_smoothing = 0.3 the training loss is the smoothed cross-entropy over the real
+    target tokens, while val/loss and test/loss stay the plain (unsmoothed) cross-entropy."""
+    torch.set_num_threads(1)
+    smoothing = 0.3
+    table = torch.randn(TGT_VOCAB, TGT_VOCAB, generator=torch.Generator().manual_seed(8))
+    commands = dict(generate_scan_pairs())
+    batch = scan_batch([(c, commands[c]) for c in ["walk", "jump twice", "run around left"]])
+    module = Seq2SeqModule(
+        BigramNet(table),
+        functools.partial(torch.optim.Adam, lr=1e-3),
+        pad_id=PAD,
+        bos_id=BOS,
+        eos_id=EOS,
+        label_smoothing=smoothing,
+    )
+
+    targets = batch["tgt"][:, 1:]
+    scored = targets != PAD
+    assert int((~scored).sum()) > 0, "the batch must hold padding"
+    logits = table[batch["tgt"][:, :-1]][scored]
+    plain = F.cross_entropy(logits, targets[scored]).item()
+    smoothed = F.cross_entropy(logits, targets[scored], label_smoothing=smoothing).item()
+    # by hand: (1 - s) * NLL + s * mean over the classes of -log p
+    log_probs = logits.log_softmax(-1)
+    nll = -log_probs.gather(1, targets[scored][:, None]).mean().item()
+    assert smoothed == pytest.approx((1 - smoothing) * nll - smoothing * log_probs.mean().item(), rel=1e-5)
+    assert abs(smoothed - plain) > 0.05  # the two losses are told apart
+
+    assert module.training_step(batch, 0).item() == pytest.approx(smoothed, rel=1e-5)
+    loader = DataLoader([batch], batch_size=None)
+    val = trainer().validate(module, loader, verbose=False)[0]
+    test = trainer().test(module, loader, verbose=False)[0]
+    assert val["val/loss"] == pytest.approx(plain, rel=1e-5)
+    assert test["test/loss"] == pytest.approx(plain, rel=1e-5)
