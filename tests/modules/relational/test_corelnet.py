@@ -1,5 +1,7 @@
 """CoRelNet: the relation matrix by hand, symmetry, invariance to rotations of the embedding space,
-equivariance to permutations of the objects, what the decoder reads, the variants' configs."""
+equivariance to permutations of the objects, what the decoder reads (also for CoRelNet-Asym and
+the lower-triangle attention readout), the attention readout by hand, the decoder's default width,
+the variants' configs."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from modules.relational import CoRelNet, normalize_similarities
+from modules.relational import CoRelNet, QueryAttentionReadout, normalize_similarities
 
 
 @pytest.fixture(autouse=True)
@@ -195,3 +197,89 @@ def test_corelnet_model_configs(model: str, expected: dict, compose_cfg, tmp_pat
     assert net.context_norm.unbiased == (model == "corelnet_official")
     assert (net.projections is not None) == (model == "corelnet_asym")
     assert (net.readout is not None) == (model == "corelnet_attention")
+
+
+def test_asymmetric_decoder_reads_the_relation_matrix_row_by_row() -> None:
+    """CoRelNet-Asym: ``R = sigma((W_1 z)(W_2 z)^T)`` is not symmetric, and the decoder reads ``R``
+    itself (the matrix ``relation_matrix`` returns), not ``sigma`` of its transposed similarities."""
+    torch.set_num_threads(1)
+    net = CoRelNet(2, 4, asymmetric=True)
+    batch = images(2, 4)
+    with torch.no_grad():
+        similarities = net.similarities(batch)
+        relations = net.relation_matrix(batch)
+    assert (similarities - similarities.transpose(1, 2)).abs().max() > 1e-2
+    torch.testing.assert_close(_decoder_input(net, batch), relations.reshape(2, 16))
+
+
+def test_attention_decoder_reads_only_the_lower_triangle_with_lower_entries() -> None:
+    """``decoder="attention"`` with ``readout_entries="lower"`` (official ``--reduced``): the
+    readout gets ``R`` with the entries above the diagonal zeroed, so the row-softmax entries
+    there never reach the output."""
+    torch.set_num_threads(1)
+    net = CoRelNet(2, 4, decoder="attention", readout_entries="lower")
+    batch = images(2, 4)
+    # shrink the embeddings so that the softmax is spread, not about the identity
+    net.context_norm.register_forward_hook(lambda module, args, out: 0.1 * out)
+    seen: list[Tensor] = []
+    net.readout.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    with torch.no_grad():
+        relations = net.relation_matrix(batch)
+        net(batch)
+    rows, columns = torch.triu_indices(4, 4, offset=1)
+    assert relations[:, rows, columns].min() > 0.01  # a row softmax: the upper triangle is not zero
+    torch.testing.assert_close(seen[0], relations.tril())
+
+
+def _layer_norm(x: Tensor, norm: torch.nn.LayerNorm) -> Tensor:
+    mean = x.mean()
+    variance = ((x - mean) ** 2).mean()
+    return (x - mean) / torch.sqrt(variance + norm.eps) * norm.weight + norm.bias
+
+
+def test_query_attention_readout_by_hand() -> None:
+    """The docstring's definition, one example at a time and one head at a time: tokens
+    ``t_i = sum_j R_ij p_j``; per head ``softmax_i(q_h . k_hi / sqrt(head_dim))`` over the ``N``
+    tokens; ``q <- LN1(q + W_o [heads])``; ``q <- LN2(q + FF(q))``; the block twice, shared weights.
+    ``R`` is a row softmax of random logits (not symmetric), LayerNorms get non-trivial affines."""
+    torch.set_num_threads(1)
+    length, heads, head_dim, layers = 3, 2, 2, 2
+    readout = QueryAttentionReadout(
+        length, position_dim=3, query_dim=4, attention_dim=heads * head_dim, num_heads=heads,
+        feedforward_dim=5, num_layers=layers,
+    ).double()
+    with torch.no_grad():
+        for norm in (readout.norm1, readout.norm2):
+            norm.weight.uniform_(0.5, 1.5)
+            norm.bias.uniform_(-0.5, 0.5)
+    relations = torch.randn(2, length, length, dtype=torch.float64).mul(2).softmax(dim=-1)
+    assert (relations - relations.transpose(1, 2)).abs().max() > 0.1
+    with torch.no_grad():
+        output = readout(relations)
+        expected = []
+        for r in relations:
+            tokens = [sum(r[i, j] * readout.positions[j] for j in range(length)) for i in range(length)]
+            query = readout.query.clone()
+            for _ in range(layers):
+                q = readout.to_query(query)
+                attended = []
+                for h in range(heads):
+                    part = slice(h * head_dim, (h + 1) * head_dim)
+                    scores = torch.stack(
+                        [q[part] @ readout.to_key(token)[part] / math.sqrt(head_dim) for token in tokens]
+                    )
+                    weights = scores.softmax(dim=0)
+                    attended.append(sum(w * readout.to_value(token)[part] for w, token in zip(weights, tokens)))
+                query = _layer_norm(query + readout.to_output(torch.cat(attended)), readout.norm1)
+                query = _layer_norm(query + readout.feedforward(query), readout.norm2)
+            expected.append(query)
+    assert output.shape == (2, 4)
+    torch.testing.assert_close(output, torch.stack(expected))
+
+
+def test_decoder_hidden_width_defaults_to_the_official_256() -> None:
+    """Class docstring: decoder ``Linear(N^2, 256)-ReLU-Linear`` (official ``CoRelNet.py``, and
+    ``CoRelNet_qtsf.py``'s ``Linear(query_dim, 256)``)."""
+    for net in (CoRelNet(3, 4), CoRelNet(3, 4, decoder="attention")):
+        assert net.decoder[0].out_features == 256
+        assert net.decoder[2].in_features == 256 and net.decoder[2].out_features == 3

@@ -1,7 +1,7 @@
 """The GCN, NTM and MNM baselines: output shapes and gradient flow; the GCN's complete graph, its
 layers by hand and its invariance to the order of the objects; NTM addressing and one write step
-by brute force, read weights as distributions; MNM's memory update by brute force and its meta
-loss in the training loss."""
+by brute force, read weights as distributions; MNM's memory update by brute force, its meta loss
+step by step and in the training loss."""
 
 from __future__ import annotations
 
@@ -169,6 +169,38 @@ def test_mnm_memory_update_by_hand() -> None:
     for computed, wanted in zip(updated, expected, strict=True):
         torch.testing.assert_close(computed, wanted)
     assert mnm_memory_forward(updated, key)[-1].shape == (1, 1, 2)
+
+
+def test_mnm_meta_loss_sums_the_step_reconstruction_errors_over_n() -> None:
+    """:class:`MNMRollout` (official ``MNM.py``, ``const_loss_all /= x_seq.shape[1]``): the meta
+    loss is the mean squared error of the updated memory at the write keys against the write
+    values, summed over the ``N + 1`` steps and divided by ``N``. Each step's keys, values, rate and
+    targets are taken from the layers that compute them; the memory is updated from its initial
+    buffers step by step; the reads are checked on the way."""
+    torch.set_num_threads(1)
+    length, width, writes = 3, 4, 2
+    net = MNMNet(2, length, embed_dim=4, controller_dim=5, memory_dim=width, num_writes=writes, context_norm=False)
+    heads: list[Tensor] = []
+    rates: list[Tensor] = []
+    targets: list[Tensor] = []
+    net.heads.register_forward_hook(lambda module, args, out: heads.append(out))
+    net.rate.register_forward_hook(lambda module, args, out: rates.append(out))
+    net.targets.register_forward_hook(lambda module, args, out: targets.append(out))
+    with torch.no_grad():
+        rollout = net.rollout(torch.randn(2, length, 4))
+        assert len(heads) == len(rates) == len(targets) == length + 1
+        weights = [getattr(net, f"memory_init_{index}").expand(2, -1, -1) for index in range(3)]
+        errors = []
+        for step in range(length + 1):
+            slots = torch.tanh(heads[step])[:, width:].view(2, writes, 3 * width)
+            keys, values, read_keys = slots[..., :width], slots[..., width : 2 * width], slots[..., 2 * width :]
+            rate = torch.sigmoid(rates[step]).squeeze(1)
+            weights = mnm_memory_update(weights, keys, targets[step].chunk(3, dim=2), rate)
+            reconstruction = mnm_memory_forward(weights, keys)[-1]
+            errors.append(((reconstruction - values) ** 2).sum() / reconstruction.numel())
+            torch.testing.assert_close(rollout.reads[:, step], mnm_memory_forward(weights, read_keys)[-1].mean(dim=1))
+    assert min(errors) > 0
+    torch.testing.assert_close(rollout.meta_loss, sum(errors) / length)
 
 
 def test_meta_loss_module_adds_the_mnm_meta_loss() -> None:
