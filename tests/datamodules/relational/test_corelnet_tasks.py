@@ -287,3 +287,100 @@ def test_configuration_errors():
         PatternKind("bad", [("AAC", 0)])
     with pytest.raises(ValueError, match="unknown sampling method 'full_space'"):
         SameDifferent6Hard().sample("full_space", np.arange(10), 5, np.random.default_rng(0))
+
+
+# ---- mutation-review gaps: exact permutation spaces, documented kinds, segments, holdouts ------
+
+
+def full_permutations(kind: DistributionKind, size: int, seed: int) -> Counter:
+    """Row 2's whole permutations (its n - 1 letters and the answer) of ``size`` drawn trials."""
+    letters, targets = kind.draw_letters(size, np.random.default_rng(seed))
+    n = kind.n
+    answer = letters[np.arange(size), 2 * n - 1 + targets]
+    return Counter(map(tuple, np.column_stack([letters[:, n : 2 * n - 1], answer]).tolist()))
+
+
+@pytest.mark.parametrize(("prefix", "kept"), [(1, False), (2, False), (1, True), (2, True)])
+def test_distribution_permutations_are_uniform_over_the_allowed_ones(
+    prefix: int, kept: bool
+) -> None:
+    # training (prefix_kept=False): every permutation of 0..3 whose first `prefix` letters are
+    # not a permutation of 0..prefix-1 (prefix 1: first letter 1, 2 or 3; 18 of 24), uniformly;
+    # test (prefix_kept=True): a permutation of 0..prefix-1, then one of prefix..3
+    kind = DistributionKind("t", 4, prefix=prefix, prefix_kept=kept)
+    allowed = {
+        perm
+        for perm in itertools.permutations(range(4))
+        if (set(perm[:prefix]) == set(range(prefix))) == kept
+    }
+    expected_sizes = {(1, False): 18, (2, False): 20, (1, True): 6, (2, True): 4}
+    assert len(allowed) == expected_sizes[(prefix, kept)]
+    size = 500 * len(allowed)
+    counts = full_permutations(kind, size, seed=prefix + 10 * kept)
+    assert set(counts) == allowed
+    assert all(abs(count - 500) < 5 * math.sqrt(500) for count in counts.values()), counts
+    if prefix == 1 and not kept:
+        assert {perm[0] for perm in counts} == {1, 2, 3}
+
+
+def kind_signature(row: list[int]) -> tuple:
+    """(source, match, other) identity patterns of an rmts3 trial and its number of objects."""
+    source, first, second = row[:3], row[3:6], row[6:]
+    match, other = (first, second) if signature(first) == signature(source) else (second, first)
+    return signature(source), signature(match), signature(other), len(set(row))
+
+
+RMTS3_TRAIN_KINDS = {  # RMTS3_hard.py: x_<name>_1/_2, source|match|other
+    "aaa_bcb": (AAA, AAA, ABA, 4),  # AAA|BBB|CDC
+    "aaa_cbb": (AAA, AAA, ABB, 4),  # AAA|BBB|DCC
+    "aba5": (ABA, ABA, AAA, 5),  # ABA|CDC|EEE
+    "abb5": (ABB, ABB, AAA, 5),  # ABB|CDD|EEE
+    "aba6": (ABA, ABA, ABB, 6),  # ABA|CDC|EFF
+    "abb6": (ABB, ABB, ABA, 6),  # ABB|CDD|EFE
+}
+RMTS3_TEST_KINDS = {(AAB, AAB, ABC, 7), (ABC, ABC, AAB, 8)}  # AAB|CCD|EFG, ABC|FGH|DDE
+
+
+@pytest.mark.parametrize("name", ["rmts3_hard", "rmts3_hard_missing"])
+def test_rmts3_kinds_are_the_documented_ones_in_equal_shares(name: str) -> None:
+    # rmts3_hard trains on six kinds; rmts3_hard_missing only on AAA|BBB/DCC, ABB|CDD/EEE and
+    # ABB|CDD/EFE (no ABA source or match: aaa_cbb, not aaa_bcb); each kind an equal share
+    names = list(RMTS3_TRAIN_KINDS)
+    if name == "rmts3_hard_missing":
+        names = ["aaa_cbb", "abb5", "abb6"]
+    splits = generate_splits(
+        make_relational_task(name), 0, seed=8, train_size=1200, val_size=120, test_size=600
+    )
+    for trials, size in ((splits.train, 1200), (splits.val, 120)):
+        counts = Counter(kind_signature(row) for row in trials.objects.tolist())
+        assert counts == {RMTS3_TRAIN_KINDS[kind]: size // len(names) for kind in names}
+    counts = Counter(kind_signature(row) for row in splits.test.objects.tolist())
+    assert counts == {kind: 300 for kind in RMTS3_TEST_KINDS}
+
+
+@pytest.mark.parametrize("name", sorted(CORELNET_TASKS))
+def test_context_segments(name: str) -> None:
+    # ESBN's context normalization groups: the rmts3 tasks normalize the source triple and the two
+    # choice triples apart (RMTS3_hard.py task_seg); the others the whole sequence
+    task = make_relational_task(name)
+    if name.startswith("rmts3"):
+        assert task.context_segments == ((0, 1, 2), (3, 4, 5), (6, 7, 8))
+    else:
+        assert task.context_segments == (tuple(range(task.sequence_length)),)
+
+
+@pytest.mark.parametrize("name", sorted(CORELNET_TASKS))
+def test_extreme_holdouts_are_allowed(name: str) -> None:
+    # m = 0 and min_objects..100 - min_objects (both ends) are allowed; one beyond is refused
+    task = make_relational_task(name)
+    low, high = task.min_objects, 100 - task.min_objects
+    for m in (0, low, high):
+        splits = generate_splits(task, m, 9, train_size=6, val_size=3, test_size=6)
+        check_trials(name, splits.train, test=False)
+        check_trials(name, splits.test, test=True)
+        if m:
+            assert set(np.unique(splits.test.objects)) <= set(splits.test_objects)
+            assert len(splits.test_objects) == m
+    for m in (low - 1, high + 1):
+        with pytest.raises(ValueError, match=rf"{low}\.\.{high}"):
+            generate_splits(task, m, 9, train_size=6, val_size=3, test_size=6)

@@ -387,3 +387,101 @@ def test_sizes_beyond_the_trial_space_are_refused():
         resolve_sizes(make_task("rmts"), 95, val_size=481)
     with pytest.raises(ValueError, match=r"test_size must be an int >= 1"):
         resolve_sizes(make_task("dist3"), 50, test_size=0)
+
+
+# ---- mutation-review gaps: independent streams, exact balance, boundaries, capacities ----------
+
+
+@pytest.mark.parametrize("name", list(TASKS))
+@pytest.mark.parametrize("m", [0, 85])
+def test_validation_has_its_own_stream(name: str, m: int) -> None:
+    # validation trials come from their own stream: other training or test sizes leave them as
+    # they are (with m = 0 too, where one stream makes both training and test)
+    sizes = [(200, 20, 200), (50, 20, 200), (200, 20, 60)]
+    splits = [generate_splits(name, m, 13, *size) for size in sizes]
+    for other in splits[1:]:
+        assert np.array_equal(other.val.objects, splits[0].val.objects)
+        assert np.array_equal(other.val.target, splits[0].val.target)
+        assert np.array_equal(other.val.kind, splits[0].val.kind)
+
+
+@pytest.mark.parametrize("name", ["rmts", "identity_rules"])
+def test_subsample_kinds_exactly_balanced_when_k_divides_the_size(name: str) -> None:
+    # "subsample": ceil(size / K) distinct trials of each of the K kinds, cut to size, so a size
+    # that K divides gives exactly size / K trials of every kind, at every seed
+    k = len(make_task(name).kinds)
+    for seed in range(10):
+        splits = generate_splits(
+            name, 50, seed, train_size=60 * k, val_size=12 * k, test_size=30 * k
+        )
+        for trials, size in ((splits.train, 60), (splits.val, 12), (splits.test, 30)):
+            assert np.bincount(trials.kind, minlength=k).tolist() == [size] * k, (seed, name)
+            assert len(rows(trials.objects)) == len(trials)
+
+
+@pytest.mark.parametrize("name", list(TASKS))
+def test_extreme_holdouts_are_allowed(name: str) -> None:
+    # check_holdout allows m = 0 and min_objects..n - min_objects (both ends included)
+    task = make_task(name)
+    low, high = task.min_objects, 100 - task.min_objects
+    for m in (0, low, high):
+        splits = generate_splits(name, m, 14, train_size=4, val_size=4, test_size=4)
+        assert (len(splits.train), len(splits.val), len(splits.test)) == (4, 4, 4)
+        for trials in (splits.train, splits.val, splits.test):
+            check_trials(name, trials)
+        if m:
+            assert len(splits.test_objects) == m and len(splits.train_objects) == 100 - m
+            assert set(np.unique(splits.test.objects)) <= set(splits.test_objects)
+            assert set(np.unique(splits.train.objects)) <= set(splits.train_objects)
+    for m in (low - 1, high + 1):
+        with pytest.raises(ValueError, match=rf"{low}\.\.{high}"):
+            generate_splits(name, m, 14, train_size=4, val_size=4, test_size=4)
+
+
+def test_subsample_capacity_is_k_times_the_smallest_kind() -> None:
+    # identity_rules over 5 objects: AAA 288 C(5, 4) = 1440, ABA = ABB = 576 C(5, 4) = 2880;
+    # "subsample" (m < 85, and test) gives at most 3 * 1440 = 4320 trials
+    assert tuple(resolve_sizes(IdentityRules(), 5, num_objects=10)) == (4320, 1000, 4320)
+    with pytest.raises(ValueError, match=r"test_size=4321 is more than the 4320 trials"):
+        resolve_sizes(IdentityRules(), 5, test_size=4321, num_objects=10)
+    with pytest.raises(ValueError, match=r"train_size=4321 is more than the 4320 trials"):
+        resolve_sizes(IdentityRules(), 5, train_size=4321, num_objects=10)
+    # rmts over 6 objects: same 48 C(6, 4) = 720, different 240 C(6, 5) = 1440: 2 * 720
+    assert resolve_sizes(RelationalMatchToSample(), 6, num_objects=12).test == 1440
+    with pytest.raises(ValueError, match=r"test_size=1441 is more than the 1440 trials"):
+        resolve_sizes(RelationalMatchToSample(), 6, test_size=1441, num_objects=12)
+    # at capacity the test split is every AAA trial and as many ABA and ABB trials, all distinct
+    test = generate_splits(IdentityRules(), 5, 15, 10, 0, 4320, num_objects=10).test
+    assert np.bincount(test.kind).tolist() == [1440, 1440, 1440]
+    assert len(rows(test.objects)) == 4320
+    check_trials("identity_rules", test)
+
+
+@pytest.mark.parametrize("name", ["rmts", "identity_rules"])
+def test_full_space_training_starts_at_m85(name: str) -> None:
+    # FULL_SPACE_TRAINING_FROM = 85: "subsample" training up to m = 84, "full_space" from 85 on
+    task = make_task(name)
+    assert task.sampling_methods(84) == ("subsample", "subsample")
+    assert task.sampling_methods(85) == ("full_space", "subsample")
+    # the method shows in the default training size over few training objects: "full_space"
+    # gives K times the largest kind, "subsample" K times the smallest
+    # (rmts over 6: 720 / 1440; identity_rules over 5: 1440 / 2880)
+    objects, (smallest, largest) = (6, (720, 1440)) if name == "rmts" else (5, (1440, 2880))
+    k = len(task.kinds)
+    assert resolve_sizes(task, 84, num_objects=84 + objects).train == k * smallest
+    assert resolve_sizes(task, 85, num_objects=85 + objects).train == k * largest
+
+
+def test_full_space_rmts_tops_up_to_half_the_size() -> None:
+    # rmts "full_space": a kind with fewer than size // 2 trials is topped up to size // 2 with
+    # repeats. m = 95 (5 objects): 240 + 240 trials, no repeats, all taken
+    for seed in (16, 17, 18):
+        train = generate_splits(RelationalMatchToSample(), 95, seed, val_size=0).train
+        assert len(train) == 480 and len(rows(train.objects)) == 480
+        assert np.bincount(train.kind).tolist() == [240, 240]
+    # m = 94 (6 objects): 720 same-source trials and 720 repeats of them, 1440 different-source
+    train = generate_splits(RelationalMatchToSample(), 94, 19, val_size=0, test_size=10).train
+    assert len(train) == 2880 and np.bincount(train.kind).tolist() == [1440, 1440]
+    assert len(rows(train.objects[train.kind == 0])) == 720
+    assert len(rows(train.objects[train.kind == 1])) == 1440
+    check_trials("rmts", train)

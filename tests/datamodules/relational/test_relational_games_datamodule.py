@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from datamodules.relational import RelationalGamesDataModule
+from datamodules.relational import games_datamodule as games_module
 from datamodules.relational import relational_games as rg
 
 torch.set_num_threads(1)
@@ -168,3 +169,50 @@ def test_configuration_errors():
         RelationalGamesDataModule(train_size=0)
     with pytest.raises(ValueError, match=r"batch_size must be an int >= 1, got None"):
         RelationalGamesDataModule(batch_size=None)
+
+
+def test_generated_splits_have_their_own_streams() -> None:
+    # validation and each test set come from their own streams of the seed: other training (or
+    # test) sizes leave the validation scenes, and other training sizes the test scenes, as they are
+    def datasets(train_size: int, test_size: int) -> dict:
+        dm = RelationalGamesDataModule(
+            "same", train_size=train_size, val_size=8, test_size=test_size, seed=3
+        )
+        dm.setup()
+        return dm.datasets
+
+    first, more_train, more_test = datasets(16, 8), datasets(40, 8), datasets(16, 12)
+    for other, splits in ((more_train, ("val", "hexos", "stripes")), (more_test, ("val",))):
+        for split in splits:
+            a, b = first[split].scenes, other[split].scenes
+            assert a.object_set == b.object_set
+            for field in ("forms", "colours", "target"):
+                assert np.array_equal(getattr(a, field), getattr(b, field)), (split, field)
+    assert not np.array_equal(first["train"].scenes.forms, more_train["train"].scenes.forms[:16])
+
+
+def test_training_order_follows_the_seed_with_the_same_scenes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the training sampler is seeded by `seed`: with the scenes held fixed (one generator whatever
+    # the seed), seeds 0 and 1 read them in different orders and equal seeds in one
+    real = games_module.generate_scenes
+
+    def fixed_scenes(task: str, name: str, size: int, rng: np.random.Generator) -> rg.Scenes:
+        return real(task, name, size, np.random.default_rng(5))
+
+    monkeypatch.setattr(games_module, "generate_scenes", fixed_scenes)
+
+    def epoch_images(seed: int) -> tuple[torch.Tensor, np.ndarray]:
+        dm = RelationalGamesDataModule(
+            "same", train_size=40, val_size=4, test_size=4, batch_size=40, seed=seed
+        )
+        dm.setup()
+        return next(iter(dm.train_dataloader()))["image"], dm.datasets["train"].scenes.forms
+
+    order0, forms0 = epoch_images(0)
+    order1, forms1 = epoch_images(1)
+    again1, _ = epoch_images(1)
+    assert np.array_equal(forms0, forms1)  # the same scenes
+    assert torch.equal(order1, again1)
+    assert not torch.equal(order0, order1)

@@ -134,3 +134,10 @@ def test_configuration_errors():
         RelationalTaskDataModule("identity_rules_sc_colours", c_holdout=97)
     with pytest.raises(ValueError, match=r"m_holdout=90 is not allowed.*11\.\.89"):
         RelationalTaskDataModule("dist10", m_holdout=90)
+
+
+@pytest.mark.parametrize("name", ["rmts3_hard", "rmts3_hard_missing"])
+def test_rmts3_context_segments_are_the_three_triples(name: str) -> None:
+    # ESBN normalizes the source triple and each choice triple apart (RMTS3_hard.py, task_seg)
+    dm = RelationalTaskDataModule(name)
+    assert dm.context_segments == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
