@@ -7,17 +7,22 @@ from __future__ import annotations
 import csv
 import math
 import os
+import re
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 import train as train_script
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = ROOT / "configs"
 
 # Sizes of the samplers family small enough for a few CPU seconds (same method, tiny batches).
 TINY = [
@@ -233,6 +238,11 @@ def test_resume_from_run_directory_equals_uninterrupted_run(train_cli, tmp_path:
     assert "test/elbo" in result.stdout
 
 
+def _stat(path: Path) -> tuple[int, int] | None:
+    """(size, mtime in ns) of ``path``, ``None`` when it does not exist."""
+    return (path.stat().st_size, path.stat().st_mtime_ns) if path.exists() else None
+
+
 SLURM_ENV = {
     "SLURM_JOB_ID": "4242",
     "SLURM_JOB_NAME": "train",
@@ -259,11 +269,19 @@ def test_slurm_environment_is_detected_and_requeued_job_resumes(
         "test=false",
         f"paths.log_dir={tmp_path}",
     ]
+    cwd_log = ROOT / "train.log"  # train_cli runs from the repository root
+    cwd_log_before = _stat(cwd_log)
     result = train_cli([*args, "trainer.max_steps=2"], env=SLURM_ENV)
     assert result.returncode == 0, result.stdout[-5000:]
     assert "cluster environment SLURMEnvironment" in result.stdout
     run_dir = tmp_path / "samplers" / "gmm25_tb" / "runs" / "4242"
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    # configs/hydra/default.yaml: the run's log and composed config live in the run directory
+    # (as train.py's docstring says), not in the directory train.py was started from.
+    assert "Output directory: " + str(run_dir) in (run_dir / "train.log").read_text()
+    assert _stat(cwd_log) == cwd_log_before
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    assert (run_dir / ".hydra" / "overrides.yaml").is_file()
 
     # The same job again after a requeue: same directory, resumes by itself.
     result = train_cli([*args, "trainer.max_steps=4"], env={**SLURM_ENV, "SLURM_RESTART_COUNT": "1"})
@@ -341,6 +359,11 @@ def test_check_experiment_overrides_handles_sweeps_and_known_names() -> None:
     message = check([f"experiment={known},nope/nothing"], CONFIG_DIR)
     assert message is not None and "Unknown experiment 'nope/nothing'" in message
     assert known not in message.splitlines()[0]
+    # Hydra's append (+) and force (++) forms of the override are checked as well
+    for prefix in ("+", "++"):
+        message = check([f"{prefix}experiment=nope/x"], CONFIG_DIR)
+        assert message is not None and "Unknown experiment 'nope/x'" in message, prefix
+        assert "Available experiments" in message and f"  {known}" in message.splitlines()
 
 
 def test_unknown_override_key_names_the_key_and_the_fix(train_cli) -> None:
@@ -364,6 +387,12 @@ def test_train_false_without_checkpoint_is_refused(compose_cfg, tmp_path: Path) 
         train_script.train(cfg)
 
 
+# The fix that the ckpt_path=last error of train=false gives.
+TRAIN_FALSE_LAST_FIX = (
+    "With train=false give a checkpoint file or a run directory: ckpt_path=logs/<task>/runs/<run>"
+)
+
+
 def test_resolve_ckpt_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
     resolve = train_script.resolve_ckpt_path
@@ -371,11 +400,18 @@ def test_resolve_ckpt_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     (run / "checkpoints").mkdir(parents=True)
     assert resolve(None, run, train=True) is None
     assert resolve("last", run, train=True) is None
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    # each message says what to give instead
+    with pytest.raises(FileNotFoundError, match=re.escape(TRAIN_FALSE_LAST_FIX)):
         resolve("last", run, train=False)
-    with pytest.raises(FileNotFoundError, match="without checkpoints"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=re.escape("without checkpoints (expected checkpoints/last.ckpt in a run directory)"),
+    ):
         resolve(str(run), tmp_path, train=False)
-    with pytest.raises(FileNotFoundError, match="no such file"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=re.escape("no such file. Give a .ckpt file, a run directory, or 'last'."),
+    ):
         resolve(str(run / "missing.ckpt"), run, train=True)
 
     last = run / "checkpoints" / "last.ckpt"
@@ -388,7 +424,151 @@ def test_resolve_ckpt_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     os.utime(last, (3, 3))
     assert resolve("last", run, train=True) == str(last)
     assert resolve(str(run), tmp_path, train=False) == str(last)
+    # a newer top-k checkpoint of the run is not what `last` or a run directory resume from
+    topk = run / "checkpoints" / "epoch_000-step_000004.ckpt"
+    topk.write_bytes(b"")
+    os.utime(topk, (4, 4))
+    assert resolve("last", run, train=True) == str(last)
+    assert resolve(str(run), tmp_path, train=False) == str(last)
     assert resolve(str(hpc), tmp_path, train=False) == str(hpc)
     assert resolve(None, run, train=True) is None
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
     assert resolve(None, run, train=True) == str(last)
+
+
+def test_train_false_with_last_and_no_checkpoint_raises_with_the_fix(compose_cfg, tmp_path: Path) -> None:
+    # train=false ckpt_path=last in a run directory without checkpoints must stop with the fix,
+    # not test freshly initialised weights.
+    cfg = compose_cfg(
+        ["experiment=samplers/gmm25_tb", "trainer=cpu", *TINY, "train=false", "ckpt_path=last"],
+        tmp_path / "run",
+    )
+    with pytest.raises(FileNotFoundError, match=re.escape(TRAIN_FALSE_LAST_FIX)):
+        train_script.train(cfg)
+
+
+def test_a_monitored_checkpoint_tests_the_best_not_the_last(
+    compose_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With a monitored metric the test evaluates checkpoint_callback.best_model_path. Monitoring
+    # Lightning's `step` with mode=min makes the first of 3 validations (step 2) the best, while
+    # last.ckpt and the final weights are from step 6.
+    cfg = compose_cfg(
+        [
+            "experiment=samplers/gmm25_tb",
+            "trainer=cpu",
+            *TINY,
+            "data.steps_per_epoch=2",
+            "trainer.max_epochs=3",
+            "trainer.check_val_every_n_epoch=1",
+            "trainer.num_sanity_val_steps=0",
+            "callbacks.sample_plots=null",
+            "callbacks.model_checkpoint.monitor=step",
+            "callbacks.model_checkpoint.mode=min",
+            f"paths.log_dir={tmp_path}",
+        ],
+        tmp_path / "run",
+    )
+    tested: list[Any] = []
+    original_test = train_script.L.Trainer.test
+
+    def recording_test(self: Any, *args: Any, **kwargs: Any) -> Any:
+        tested.append(kwargs.get("ckpt_path"))
+        return original_test(self, *args, **kwargs)
+
+    monkeypatch.setattr(train_script.L.Trainer, "test", recording_test)
+    metric_dict, object_dict = train_script.train(cfg)
+    trainer, model = object_dict["trainer"], object_dict["model"]
+    assert trainer.global_step == 6
+    best = trainer.checkpoint_callback.best_model_path
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert best.endswith("step_000002.ckpt") and Path(best) != last
+    assert _load(last)["global_step"] == 6
+    assert tested == [best]
+    # the tested model holds the best checkpoint's weights, not the final ones
+    saved = _load(Path(best))["state_dict"]
+    _assert_same_tree(saved, {k: v for k, v in model.state_dict().items() if k in saved}, exact=True)
+    assert "test/elbo" in metric_dict
+
+
+def test_optimized_value_is_the_best_checkpoint_score_when_it_monitors_that_metric() -> None:
+    # Sweeps optimize the score of the tested (best) checkpoint, not the last logged value;
+    # other metrics come from metric_dict, and an unlogged one gives None.
+    cfg = OmegaConf.create({"optimized_metric": "m"})
+    metrics = {"m": 0.9}
+
+    def objects(monitor: str | None) -> dict[str, Any]:
+        checkpoint = SimpleNamespace(monitor=monitor, best_model_score=torch.tensor(0.1))
+        return {"trainer": SimpleNamespace(checkpoint_callback=checkpoint)}
+
+    value = train_script.optimized_value
+    assert value(cfg, objects("m"), metrics) == pytest.approx(0.1)
+    assert value(cfg, objects("other"), metrics) == 0.9
+    assert value(cfg, objects(None), metrics) == 0.9
+    assert value(cfg, {"trainer": SimpleNamespace(checkpoint_callback=None)}, metrics) == 0.9
+    assert value(cfg, objects("other"), {}) is None
+    assert value(OmegaConf.create({"optimized_metric": None}), objects("m"), metrics) is None
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without GPU")
+@pytest.mark.parametrize("accelerator", ["gpu", "cuda"])
+def test_check_accelerator_refuses_gpu_and_cuda_without_a_gpu(accelerator: str) -> None:
+    # Both names Lightning takes for a CUDA device stop with the CPU fix; cpu and auto pass.
+    with pytest.raises(RuntimeError, match=r"no CUDA GPU is visible.*trainer=cpu"):
+        train_script.check_accelerator(OmegaConf.create({"accelerator": accelerator}))
+    train_script.check_accelerator(OmegaConf.create({"accelerator": "cpu"}))
+    train_script.check_accelerator(OmegaConf.create({"accelerator": "auto"}))
+
+
+def test_no_logger_group_runs_without_any_logger(
+    compose_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ~logger (no logger group) means no logger at all: Lightning must not fall back to its default logger,
+    # which writes lightning_logs/ to the run directory (default_root_dir).
+    monkeypatch.chdir(tmp_path)
+    run_dir = tmp_path / "run"
+    cfg = compose_cfg(
+        [
+            "experiment=samplers/gmm25_tb",
+            "trainer=cpu",
+            *TINY,
+            "~logger",
+            # LearningRateMonitor refuses a trainer without logger
+            "callbacks.lr_monitor=null",
+            "data.steps_per_epoch=2",
+            "trainer.max_steps=2",
+            "trainer.num_sanity_val_steps=0",
+            "callbacks.sample_plots=null",
+            "test=false",
+            f"paths.log_dir={tmp_path / 'logs'}",
+        ],
+        run_dir,
+    )
+    assert cfg.get("logger") is None
+    _, object_dict = train_script.train(cfg)
+    assert object_dict["trainer"].global_step == 2
+    assert object_dict["trainer"].loggers == [] and object_dict["loggers"] == []
+    assert not list(tmp_path.rglob("lightning_logs"))
+    assert not (run_dir / "csv").exists()
+
+
+class _Seeded(Exception):
+    """Stops train() right after seeding."""
+
+
+def test_seed_everything_seeds_dataloader_workers_too(
+    compose_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # cfg.seed goes to lightning.seed_everything with workers=True (configs/train.yaml says so).
+    calls: list[tuple[Any, dict[str, Any]]] = []
+
+    def fake_seed_everything(*args: Any, **kwargs: Any) -> None:
+        calls.append((args, kwargs))
+        raise _Seeded
+
+    monkeypatch.setattr(train_script.L, "seed_everything", fake_seed_everything)
+    cfg = compose_cfg(["experiment=samplers/gmm25_tb", "trainer=cpu", *TINY, "seed=7"], tmp_path)
+    with pytest.raises(_Seeded):
+        train_script.train(cfg)
+    ((args, kwargs),) = calls
+    assert args == (7,) and kwargs == {"workers": True}
