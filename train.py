@@ -32,6 +32,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -160,6 +161,15 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
     ]
 
 
+def without_logger_callbacks(callbacks: list[Any]) -> list[Any]:
+    """The callbacks less those that only report to a logger (``LearningRateMonitor``, which
+    Lightning refuses without one), so that ``~logger`` runs with the default callbacks."""
+    kept = [callback for callback in callbacks if not isinstance(callback, LearningRateMonitor)]
+    if len(kept) < len(callbacks):
+        _info("No logger: the learning-rate monitor is left out")
+    return kept
+
+
 @rank_zero_only
 def _info(message: str) -> None:
     log.info(message)
@@ -224,6 +234,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     model: L.LightningModule = instantiate(cfg.model, _convert_="partial")
     callbacks = instantiate_group(cfg.get("callbacks"))
     loggers = instantiate_group(cfg.get("logger"))
+    if not loggers:
+        callbacks = without_logger_callbacks(callbacks)
     _info(f"Instantiating trainer <{cfg.trainer._target_}>")
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, _convert_="partial"

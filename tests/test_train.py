@@ -524,7 +524,8 @@ def test_no_logger_group_runs_without_any_logger(
     compose_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # ~logger (no logger group) means no logger at all: Lightning must not fall back to its default logger,
-    # which writes lightning_logs/ to the run directory (default_root_dir).
+    # which writes lightning_logs/ to the run directory (default_root_dir). The default callbacks
+    # stay, less the learning-rate monitor (Lightning refuses it without a logger).
     monkeypatch.chdir(tmp_path)
     run_dir = tmp_path / "run"
     cfg = compose_cfg(
@@ -533,8 +534,6 @@ def test_no_logger_group_runs_without_any_logger(
             "trainer=cpu",
             *TINY,
             "~logger",
-            # LearningRateMonitor refuses a trainer without logger
-            "callbacks.lr_monitor=null",
             "data.steps_per_epoch=2",
             "trainer.max_steps=2",
             "trainer.num_sanity_val_steps=0",
@@ -548,6 +547,9 @@ def test_no_logger_group_runs_without_any_logger(
     _, object_dict = train_script.train(cfg)
     assert object_dict["trainer"].global_step == 2
     assert object_dict["trainer"].loggers == [] and object_dict["loggers"] == []
+    assert cfg.callbacks.lr_monitor is not None
+    kinds = {type(callback).__name__ for callback in object_dict["callbacks"]}
+    assert "LearningRateMonitor" not in kinds and {"StepSeed", "LastCheckpoint"} <= kinds
     assert not list(tmp_path.rglob("lightning_logs"))
     assert not (run_dir / "csv").exists()
 
