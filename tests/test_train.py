@@ -544,7 +544,14 @@ def test_no_logger_group_runs_without_any_logger(
         run_dir,
     )
     assert cfg.get("logger") is None
-    _, object_dict = train_script.train(cfg)
+    # trainer=cpu's num_threads: 1 reaches torch (set two here to see it)
+    assert cfg.num_threads == 1
+    torch.set_num_threads(2)
+    try:
+        _, object_dict = train_script.train(cfg)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(1)
     assert object_dict["trainer"].global_step == 2
     assert object_dict["trainer"].loggers == [] and object_dict["loggers"] == []
     assert cfg.callbacks.lr_monitor is not None
