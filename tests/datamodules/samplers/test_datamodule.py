@@ -1,12 +1,15 @@
 """Behaviour of ``EnergyDataModule``: batch shapes, zero start states, fixed reproducible evaluation
 samples, Hydra construction, a Lightning loop over its loaders, and configuration errors."""
 
+from pathlib import Path
+
 import lightning as L
 import pytest
 import torch
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
-from datamodules.samplers import LGCP, GMM25, EnergyDataModule, Funnel
+from datamodules.samplers import LGCP, GMM25, GMM40, Energy, EnergyDataModule, Funnel, ManyWell
 
 torch.set_num_threads(1)
 
@@ -147,3 +150,36 @@ def test_declared_dim_is_checked_against_the_energy():
     assert EnergyDataModule(GMM25(), dim=2).dim == 2
     with pytest.raises(ValueError, match="data.dim=3 but the target GMM25 has dimension 2"):
         EnergyDataModule(GMM25(), dim=3)
+
+
+# ---------------------------------------------------------------- added by mutation review
+
+DATA_CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "data" / "samplers"
+
+
+def _datamodule_from_config(name: str, **overrides: object) -> EnergyDataModule:
+    """Instantiates ``configs/data/samplers/<name>.yaml`` as Hydra does under the ``data`` key."""
+    cfg = OmegaConf.create({"data": OmegaConf.load(DATA_CONFIGS / f"{name}.yaml")})
+    for key, value in overrides.items():
+        OmegaConf.update(cfg, f"data.{key}", value)
+    return instantiate(cfg.data)
+
+
+@pytest.mark.parametrize(
+    ("name", "energy_cls", "dim"),
+    [("gmm25", GMM25, 2), ("gmm40", GMM40, 2), ("funnel", Funnel, 10), ("manywell", ManyWell, 32), ("lgcp", LGCP, 1600)],
+)
+def test_data_configs_serve_their_target(name: str, energy_cls: type[Energy], dim: int) -> None:
+    # Pins that each data config builds the paper's target (the right class, not just the right
+    # dimension: GMM25 and GMM40 are both 2-D) with the paper's batch of 300 trajectories.
+    dm = _datamodule_from_config(name)
+    assert type(dm.energy) is energy_cls and dm.dim == dim == dm.energy.dim
+    assert dm.batch_size == 300 and dm.eval_batch_size == 2000
+
+
+@pytest.mark.parametrize(("name", "energy_cls"), [("funnel", Funnel), ("manywell", ManyWell)])
+def test_data_config_dim_override_reaches_the_energy(name: str, energy_cls: type[Energy]) -> None:
+    # Pins that data.dim sizes the dimension-generic targets (the models read ${data.dim} too).
+    dm = _datamodule_from_config(name, dim=6)
+    assert type(dm.energy) is energy_cls and dm.energy.dim == 6 and dm.dim == 6
+    assert next(iter(dm.train_dataloader())).shape == (300, 6)

@@ -7,7 +7,7 @@ from functools import partial
 import numpy as np
 import pytest
 import torch
-from scipy import integrate
+from scipy import integrate, stats
 from torch import distributions as D
 
 from datamodules.samplers.energies import (
@@ -18,6 +18,7 @@ from datamodules.samplers.energies import (
     Energy,
     Funnel,
     ManyWell,
+    pines_bin_counts,
     read_pines,
 )
 
@@ -393,3 +394,91 @@ def test_buffers_not_checkpointed_and_immune_to_dtype_casts(energy_cls):
     assert torch.equal(energy.log_reward(x), before)
     energy.to(torch.float64)
     assert torch.equal(energy.log_reward(x), before) and energy.device == torch.device("cpu")
+
+
+# ---------------------------------------------------------------- added by mutation review
+
+
+def _max_offdiag_corr(x: torch.Tensor) -> float:
+    """Largest |correlation| between two different columns of ``x`` ``[n, k]``."""
+    corr = torch.corrcoef(x.double().T)
+    return (corr - torch.diag(torch.diag(corr))).abs().max().item()
+
+
+def test_samplers_draw_independent_coordinates() -> None:
+    # Pins independence across coordinates: the per-coordinate noise of GMM25 components, the
+    # Funnel's x_i | x0 and ManyWell's wells (a_k and b_k across k) are independent draws, so
+    # off-diagonal correlations are 0 (standard error 1/sqrt(n) = 0.007; tolerance 0.05). Also
+    # ManyWell's a_k interpolate the CDF inside grid cells (they are almost never grid points).
+    n = 20_000
+    gmm = GMM25()
+    x = gmm.sample(n, generator=torch.Generator().manual_seed(21))
+    residual = x - gmm.modes[torch.cdist(x, gmm.modes).argmin(dim=1)]
+    assert _max_offdiag_corr(residual) < 0.05
+    x = Funnel().sample(n, generator=torch.Generator().manual_seed(22)).double()
+    z = x[:, 1:] * torch.exp(-0.5 * x[:, :1])  # i.i.d. N(0, 1) given x0
+    assert _max_offdiag_corr(z) < 0.05
+    x = ManyWell().sample(n, generator=torch.Generator().manual_seed(23))
+    assert _max_offdiag_corr(x[:, 0::2]) < 0.05 and _max_offdiag_corr(x[:, 1::2]) < 0.05
+    assert _max_offdiag_corr(x) < 0.05  # a_k and b_k independent as well
+    grid = torch.tensor(np.linspace(-4.0, 4.0, 40001), dtype=torch.float32)
+    on_grid = torch.isin(x[:, 0::2].reshape(-1), grid).double().mean().item()
+    assert on_grid < 0.01
+
+
+def test_many_well_other_even_dimension() -> None:
+    # Pins that dim sets the number of wells everywhere (values, log Z, sampler shape/marginals).
+    energy = ManyWell(dim=4)
+    assert energy.dim == 4 and energy.log_reward(torch.ones(3, 4)).tolist() == [10.0] * 3
+    x = energy.sample(4000, generator=torch.Generator().manual_seed(24))
+    assert x.shape == (4000, 4)
+    b = x[:, 1::2].reshape(-1)
+    assert abs(b.mean().item()) < 0.06 and b.std().item() == pytest.approx(1.0, abs=0.04)
+    a = x[:, 0::2].reshape(-1)
+    # the heavier well is a > 0: P(a > 0) = 0.7311 (quadrature of exp(-a^4 + 6a^2 + a/2))
+    pos, _ = integrate.quad(lambda s: math.exp(-(s**4) + 6 * s**2 + 0.5 * s), 0, np.inf)
+    tot, _ = integrate.quad(lambda s: math.exp(-(s**4) + 6 * s**2 + 0.5 * s), -np.inf, np.inf)
+    assert (a > 0).double().mean().item() == pytest.approx(pos / tot, abs=0.03)
+
+
+def test_pines_bin_counts_cells_layout_and_upper_edge() -> None:
+    # Pins the binning: cell (i, j) = (floor(M x), floor(M y)), flattened i * M + j, and points on
+    # the upper edge x = 1 or y = 1 go to the last cell (M = 4, hand-computed indices).
+    points = np.array([[0.0, 0.0], [0.999, 0.1], [1.0, 1.0], [0.5, 0.25], [0.26, 1.0], [0.51, 0.26]])
+    expected = np.zeros(16)
+    for index in (0, 12, 15, 9, 7, 9):
+        expected[index] += 1
+    counts = pines_bin_counts(points, 4)
+    assert counts.shape == (16,)
+    np.testing.assert_array_equal(counts, expected)
+
+
+def test_lgcp_follows_its_arguments_and_data_file(tmp_path) -> None:
+    # Pins that data_path (point count N and bins), grid_size, signal_variance and beta all enter
+    # log R = sum(x y - exp(x) / M^2) + log N(x; (log N - s2/2) 1, s2 exp(-|u - v| / (M beta))),
+    # against a dense scipy reference built here (M = 3, N = 10, s2 = 0.7, beta = 0.2).
+    rng = np.random.default_rng(0)
+    points = rng.uniform(size=(10, 2))
+    path = tmp_path / "pts.csv"
+    np.savetxt(path, points, delimiter=",", header="x,y", comments="")
+    energy = LGCP(data_path=path, grid_size=3, signal_variance=0.7, beta=0.2)
+    mean = math.log(10) - 0.35
+    assert energy.num_points == 10 and energy.prior_mean == pytest.approx(mean)
+    assert energy.plot_bounds == pytest.approx((mean - 3 * math.sqrt(0.7), mean + 3 * math.sqrt(0.7)))
+    counts, _, _ = np.histogram2d(points[:, 0], points[:, 1], bins=3, range=[[0, 1], [0, 1]])
+    counts = counts.reshape(-1)
+    i, j = np.meshgrid(np.arange(3), np.arange(3), indexing="ij")
+    coords = np.stack([i.reshape(-1), j.reshape(-1)], axis=1).astype(np.float64)
+    dist = np.sqrt(((coords[:, None] - coords[None]) ** 2).sum(-1))
+    cov = 0.7 * np.exp(-dist / (3 * 0.2))
+    x = mean + rng.normal(size=(4, 9))
+    expected = stats.multivariate_normal(np.full(9, mean), cov).logpdf(x) + (x * counts - np.exp(x) / 9).sum(1)
+    np.testing.assert_allclose(energy.log_reward(torch.tensor(x)).numpy(), expected, rtol=1e-12)
+
+
+def test_documented_plot_bounds() -> None:
+    # Pins the documented plotting ranges: GMM25 as the official plots, LGCP's prior mean +- 3 std.
+    assert GMM25().plot_bounds == (-13.0, 13.0)
+    lgcp = LGCP(grid_size=2)
+    mean, std = math.log(126) - 1.91 / 2, math.sqrt(1.91)
+    assert lgcp.plot_bounds == pytest.approx((mean - 3 * std, mean + 3 * std))
