@@ -206,7 +206,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
     Testing uses the best checkpoint of the fit when the checkpoint callback monitors a metric
     (the current weights, with a warning, when none was saved, e.g. under ``fast_dev_run``), the
-    final weights when it monitors none, or ``cfg.ckpt_path`` when ``train=false``.
+    final weights when it monitors none, or ``cfg.ckpt_path`` when ``train=false``. The checkpoint
+    callback is Lightning's ``trainer.checkpoint_callback``, the first ``ModelCheckpoint`` of the
+    callbacks: ``callbacks.model_checkpoint`` by default, the unmonitored ``last_checkpoint`` when
+    that is set to null.
 
     Returns:
         ``(metric_dict, object_dict)``: every metric logged by the fit and the test (floats), and
