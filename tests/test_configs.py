@@ -218,3 +218,21 @@ def test_resume_with_dropout_continues_exactly(compose_cfg: ComposeCfg, tmp_path
     assert full_state.keys() == half_state.keys()
     for name, value in full_state.items():
         torch.testing.assert_close(half_state[name], value, rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [([], "ModelCheckpoint"), (["callbacks.model_checkpoint=null"], "LastCheckpoint")],
+    ids=["default", "no_model_checkpoint"],
+)
+def test_checkpoint_callback_is_the_first_model_checkpoint(
+    overrides: list[str], expected: str, compose_cfg: ComposeCfg, tmp_path: Path
+) -> None:
+    # train() tests the weights that trainer.checkpoint_callback picks (its docstring): the
+    # model_checkpoint entry, or the unmonitored last_checkpoint when that entry is null.
+    cfg = compose_cfg(["trainer=cpu", *overrides], tmp_path / "run")
+    callbacks = train_script.instantiate_group(cfg.callbacks)
+    built = instantiate(cfg.trainer, callbacks=callbacks, logger=False)
+    assert type(built.checkpoint_callback).__name__ == expected
+    if expected == "LastCheckpoint":
+        assert built.checkpoint_callback.monitor is None
