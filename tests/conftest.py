@@ -1,13 +1,18 @@
 """Shared test set-up: one torch thread; fixtures ``compose_cfg`` (Hydra composition as
-``train.py`` does it, for in-process runs) and ``train_cli`` (``python train.py`` in a subprocess)."""
+``train.py`` does it, for in-process runs), ``train_and_resume`` (an exact-resume check through
+``train.train``), ``train_cli`` (``python train.py`` in a subprocess) and ``load_benchmark`` (a
+script of ``benchmarks/`` as a module)."""
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -61,6 +66,47 @@ def compose_cfg() -> Iterator[Callable[[Sequence[str], Path], DictConfig]]:
     """:func:`compose_train_config`; clears Hydra's global state afterwards."""
     yield compose_train_config
     GlobalHydra.instance().clear()
+
+
+@pytest.fixture
+def train_and_resume(compose_cfg) -> Callable[[Sequence[str], Path], tuple[tuple, tuple]]:
+    """Trains ``overrides`` for two epochs in one go (run directory ``tmp_path / "full"``) and for
+    one epoch, then resumed from that run directory for the second (``tmp_path / "half"``), and
+    checks that both last checkpoints hold bit-identical weights. Returns the two
+    ``train.train`` results ``(uninterrupted, resumed)``, each ``(metric_dict, object_dict)``."""
+    import train as train_script
+
+    def run(overrides: Sequence[str], tmp_path: Path) -> tuple[tuple, tuple]:
+        full = train_script.train(compose_cfg([*overrides, "trainer.max_epochs=2"], tmp_path / "full"))
+        train_script.train(compose_cfg([*overrides, "trainer.max_epochs=1"], tmp_path / "half"))
+        resumed = train_script.train(
+            compose_cfg([*overrides, "trainer.max_epochs=2", f"ckpt_path={tmp_path / 'half'}"], tmp_path / "half")
+        )
+        states = [
+            torch.load(tmp_path / run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+            for run_dir in ("full", "half")
+        ]
+        assert states[0].keys() == states[1].keys()
+        for name, value in states[0].items():
+            torch.testing.assert_close(states[1][name], value, rtol=0, atol=0, msg=name)
+        return full, resumed
+
+    return run
+
+
+@functools.cache
+def _benchmark_module(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while being built
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def load_benchmark() -> Callable[[str], ModuleType]:
+    """Imports ``benchmarks/<name>.py`` (scripts, not a package) as a module, once per name."""
+    return _benchmark_module
 
 
 def run_train(

@@ -5,34 +5,22 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.util
 import math
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
 
-
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture(scope="module")
+def relational(load_benchmark) -> ModuleType:
+    return load_benchmark("relational")
 
 
 @pytest.fixture(scope="module")
-def relational() -> ModuleType:
-    return _load("relational")
-
-
-@pytest.fixture(scope="module")
-def attention_quality() -> ModuleType:
-    return _load("attention_quality")
+def attention_quality(load_benchmark) -> ModuleType:
+    return load_benchmark("attention_quality")
 
 
 ROWS = [
