@@ -51,7 +51,6 @@ def compose(experiment: str, overrides: list[str], output_dir: str, seed: int, d
         f"experiment=attention/{experiment}",
         "trainer=gpu" if device == "cuda" else "trainer=cpu",
         "~logger",
-        "callbacks.lr_monitor=null",
         "callbacks.rich_progress_bar=null",
         "callbacks.rich_model_summary=null",
         "trainer.enable_progress_bar=false",

@@ -196,7 +196,6 @@ def test_resume_with_dropout_continues_exactly(
         "model.net.hidden_dim=16",
         "test=false",
         "logger=[]",
-        "callbacks.lr_monitor=null",
         "callbacks.rich_progress_bar=null",
         "callbacks.rich_model_summary=null",
         "trainer.enable_progress_bar=false",

@@ -255,7 +255,6 @@ def test_resume_continues_exactly(train_and_resume, tmp_path: Path) -> None:
         "data.batch_size=8",
         "test=false",
         "logger=[]",
-        "callbacks.lr_monitor=null",
         "seed=3",
         f"paths.log_dir={tmp_path / 'logs'}",
     ]
