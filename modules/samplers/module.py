@@ -62,6 +62,13 @@ LOSSES = ("pis", "dds", "tb", "vargrad", "db", "subtb", "fl_subtb")
 KL_LOSSES = ("pis", "dds")
 FLOW_LOSSES = ("db", "subtb", "fl_subtb")
 _EVALUATION_STAGES = ("val", "test")
+# Rows per network call when a network runs over many steps of a trajectory batch at once
+# (backward-trajectory scoring, learned backward policy, flows), by device type: on the CPU the
+# call is split into chunks of consecutive steps so that its matmuls and elementwise passes stay
+# in cache. GMM25, batch 300, T = 100, width 256, one core: a backward (replay) training step took
+# 0.34-0.37 s in chunks against 0.43 s in one call (fp32), 0.19 against 0.24 s (bf16-mixed).
+# Devices not listed make one call.
+_ROWS_PER_NETWORK_CALL = {"cpu": 4096}
 
 
 @dataclass
@@ -341,7 +348,7 @@ class DiffusionSampler(L.LightningModule):
         times = self.reference.times(states.device)
         steps = torch.arange(self.reference.num_steps, device=states.device)
         x_next = states[:, 1:]
-        mean_corr, var_corr = self.net.backward_corrections(x_next, times[1:])
+        mean_corr, var_corr = _over_time(self.net.backward_corrections, x_next, times[1:])
         if mean_corr is not None:
             mean_corr, var_corr = mean_corr.float(), var_corr.float()
         mean, var = self.reference.backward_mean_var(x_next, steps, mean_corr, var_corr)
@@ -462,7 +469,7 @@ class DiffusionSampler(L.LightningModule):
             trajectory_states = torch.stack(states[::-1], dim=1)
             log_reward = self.log_reward(terminal)
         x_prev = trajectory_states[:, :-1]
-        drift, log_var = self._policy(x_prev, times[:-1])
+        drift, log_var = _over_time(self._policy, x_prev, times[:-1])
         return Trajectories(
             states=trajectory_states,
             log_pf=self._forward_log_prob(
@@ -478,7 +485,7 @@ class DiffusionSampler(L.LightningModule):
         the intermediate states (plus the forward-looking term for ``fl_subtb``), ``log R`` at ``x_T``."""
         states = trajectories.states
         times = self.reference.times(states.device)
-        log_flow = self.net.log_flow(states[:, :-1], times[:-1]).float()
+        log_flow = _over_time(self.net.log_flow, states[:, :-1], times[:-1]).float()
         if self.loss_name == "fl_subtb":
             inner, t = states[:, 1:-1], times[1:-1]
             with torch.no_grad():
@@ -654,6 +661,22 @@ class DiffusionSampler(L.LightningModule):
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _over_time(network: Callable[[Tensor, Tensor], Any], states: Tensor, times: Tensor) -> Any:
+    """``network(states, times)`` for the states ``[B, T', D]`` of ``T'`` consecutive steps at
+    ``times`` ``[T']``, whose outputs (a tensor or a tuple of tensors or Nones) are ``[B, T', ...]``:
+    called on chunks of consecutive steps of at most :data:`_ROWS_PER_NETWORK_CALL` rows for the
+    device (at least one step per chunk), the outputs concatenated along the steps."""
+    budget = _ROWS_PER_NETWORK_CALL.get(states.device.type)
+    batch, num_steps = states.shape[:2]
+    if budget is None or batch * num_steps <= budget:
+        return network(states, times)
+    size = max(1, budget // batch)
+    chunks = [network(states[:, i : i + size], times[i : i + size]) for i in range(0, num_steps, size)]
+    if isinstance(chunks[0], Tensor):
+        return torch.cat(chunks, dim=1)
+    return tuple(None if parts[0] is None else torch.cat(parts, dim=1) for parts in zip(*chunks))
 
 
 class _OnPolicyObjective(nn.Module):
