@@ -23,6 +23,9 @@ local search, measured interleaved in the same process for
   hand), in fp32 and under ``torch.autocast(..., dtype=torch.bfloat16)`` (as bf16-mixed does);
 - the floor of any eager implementation (TB only, row ``network alone (floor)``): our drift
   network's ``T`` sequential forward calls and one backward, with nothing else of the sampler;
+- the floor of any implementation of this network at all, compiled or fused (TB only, row
+  ``matmuls alone (floor)``): the matrix products of one TB step and nothing else, in the row's
+  precision, so that its ratio to the official code bounds what any code can reach here;
 - the official code, imported from ``--official-dir`` (its ``energy_sampling`` folder), stepped as
   its ``train.py`` steps with the README's TB and TB + Expl. + LS arguments plus
   ``--pis_architectures --zero_init --clipping --t_scale 5 --hidden_dim 256 --s_emb_dim 256
@@ -356,6 +359,7 @@ def _autocast(device: str, bf16: bool) -> AbstractContextManager[Any]:
 
 
 NETWORK_FLOOR = "network alone (floor)"
+MATMUL_FLOOR = "matmuls alone (floor)"
 # Variants of ours, each a row suffix and its Hydra override (``--compile``, ``--cuda-graph``).
 VARIANTS = {"compiled": "model.compile_networks=true", "cuda graph": "model.cuda_graph=true"}
 
@@ -364,7 +368,7 @@ VARIANTS = {"compiled": "model.compile_networks=true", "cuda graph": "model.cuda
 class SpeedConfig:
     """One timed configuration: implementation, method, precision."""
 
-    impl: str  # "ours (Trainer)" | "ours (loop)", optionally + a key of VARIANTS | "official" | NETWORK_FLOOR
+    impl: str  # "ours (Trainer)" | "ours (loop)", optionally + a key of VARIANTS | "official" | a floor
     method: str  # "tb" | "tb_expl_ls"
     precision: str  # "fp32" | "bf16"
     durations: list[float] = field(default_factory=list)  # seconds per timed iteration
@@ -647,6 +651,50 @@ def time_network_floor(config: SpeedConfig, device: str, warmup: int, iters: int
             config.durations.append(time.perf_counter() - start)
 
 
+def time_matmul_floor(
+    config: SpeedConfig, device: str, warmup: int, iters: int, seed: int, overrides: list[str] | None = None
+) -> None:
+    """The floor of any implementation of this network in the row's precision, compiled or fused:
+    the matrix products of one TB step alone, on random operands of the step's shapes and dtype
+    (bf16 for the bf16 row, as autocast runs them). For each of the ``T`` steps and each linear
+    layer of the drift network (state embedding, hidden layers, output): the forward product with
+    its bias, and in the backward pass the weight gradient and, but for the state embedding (whose
+    input, the detached state, needs none), the input gradient: the products autograd runs for the
+    step, without the time embedding's (once per iteration, not per step), any elementwise work,
+    the loss or the optimizer step. The operands are reused at every step, so they stay in cache:
+    the floor is optimistic. ``overrides``: extra Hydra overrides of the composed model (tests)."""
+    model, _, _, batch = _ours_parts("tb", device, seed, config.precision, overrides or [])
+    drift = model.net.drift
+    layers = [drift.state_embedding, *(m for m in drift.head.modules() if isinstance(m, torch.nn.Linear))]
+    dtype = torch.bfloat16 if config.precision == "bf16" else torch.float32
+    generator = torch.Generator(device=device).manual_seed(seed)
+
+    def operand(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator, device=device, dtype=dtype)
+
+    rows = batch.shape[0]
+    operands = [
+        (operand(layer.out_features, layer.in_features), operand(layer.out_features),
+         operand(rows, layer.in_features), operand(rows, layer.out_features))
+        for layer in layers
+    ]
+    sync = _sync_fn(device)
+    for i in range(warmup + iters):
+        sync()
+        start = time.perf_counter()
+        for _ in range(model.reference.num_steps):
+            for weight, bias, layer_input, _ in operands:
+                torch.addmm(bias, layer_input, weight.T)
+        for _ in range(model.reference.num_steps):
+            for index, (weight, _, layer_input, output_grad) in enumerate(operands):
+                torch.mm(output_grad.T, layer_input)
+                if index > 0:
+                    torch.mm(output_grad, weight)
+        sync()
+        if i >= warmup:
+            config.durations.append(time.perf_counter() - start)
+
+
 def time_official(config: SpeedConfig, official: types.SimpleNamespace, device: str, warmup: int, iters: int, seed: int) -> None:
     """The official ``train_step``; then one separately timed local search."""
     stepper = _OfficialStepper(official, config.method, torch.device(device), seed)
@@ -718,7 +766,7 @@ def run_speed(args: argparse.Namespace) -> list[dict[str, Any]]:
         if args.compile:
             impls += [f"{impl} compiled" for impl in plain]
         if method == "tb":
-            impls.append(NETWORK_FLOOR)
+            impls += [NETWORK_FLOOR, MATMUL_FLOOR]
         for impl in impls:
             for precision in ("fp32", "bf16"):
                 configs.append(SpeedConfig(impl, method, precision))
@@ -735,6 +783,8 @@ def run_speed(args: argparse.Namespace) -> list[dict[str, Any]]:
                 time_official(c, official, device, args.speed_warmup, per_block, seed)
             elif c.impl == NETWORK_FLOOR:
                 time_network_floor(c, device, args.speed_warmup, per_block, seed)
+            elif c.impl == MATMUL_FLOOR:
+                time_matmul_floor(c, device, args.speed_warmup, per_block, seed)
             elif c.impl.startswith("ours (loop)"):
                 time_ours_loop(c, device, args.speed_warmup, per_block, seed)
             else:

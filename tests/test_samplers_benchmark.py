@@ -91,3 +91,30 @@ def test_tiny_quality_run_writes_its_csvs(benchmark: ModuleType, tmp_path: Path)
     # GMM25's log Z is 0: |delta log Z| is minus the ELBO
     assert float(summary["delta_log_z_mean"]) == pytest.approx(-float(summary["elbo_mean"]), rel=1e-5)
     assert 0 <= float(summary["modes_hit_mean"]) <= 25
+
+
+def test_matmul_floor_runs_the_matrix_products_of_a_tb_step(benchmark: ModuleType) -> None:
+    """The floor's products are those autograd runs for a real TB step, but for the time
+    embedding's (once per iteration): equal multiply-add counts, op by op."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.set_num_threads(1)
+    small = ["data.batch_size=6", "model.num_steps=3", "model.net.hidden_dim=8", "model.net.num_frequencies=4"]
+    model, _, _, batch = benchmark._ours_parts("tb", "cpu", 0, "fp32", small)
+    with FlopCounterMode(display=False) as step_counter:
+        model.training_step(batch, 0)["loss"].backward()
+    times = model.reference.times(batch.device)[:-1]
+    with FlopCounterMode(display=False) as time_counter:
+        model.net.time_features(times)[0].sum().backward()
+    config = benchmark.SpeedConfig(benchmark.MATMUL_FLOOR, "tb", "fp32")
+    with FlopCounterMode(display=False) as floor_counter:
+        benchmark.time_matmul_floor(config, "cpu", warmup=0, iters=1, seed=0, overrides=small)
+    assert len(config.durations) == 1
+
+    def by_op(counter: FlopCounterMode) -> dict[str, int]:
+        return {str(op): flops for op, flops in counter.get_flop_counts()["Global"].items()}
+
+    step, embedding, floor = by_op(step_counter), by_op(time_counter), by_op(floor_counter)
+    assert set(floor) == {"aten.addmm", "aten.mm"}
+    for op in ("aten.addmm", "aten.mm"):
+        assert floor[op] == step[op] - embedding.get(op, 0), op
