@@ -23,9 +23,9 @@ local search, measured interleaved in the same process for
   hand), in fp32 and under ``torch.autocast(..., dtype=torch.bfloat16)`` (as bf16-mixed does);
 - the floor of any eager implementation (TB only, row ``network alone (floor)``): our drift
   network's ``T`` sequential forward calls and one backward, with nothing else of the sampler;
-- the floor of any implementation of this network at all, compiled or fused (TB only, row
-  ``matmuls alone (floor)``): the matrix products of one TB step and nothing else, in the row's
-  precision, so that its ratio to the official code bounds what any code can reach here;
+- the floor of any implementation of this network that runs its products at the step's shapes,
+  compiled or fused (TB only, row ``matmuls alone (floor)``): the matrix products of one TB step
+  and nothing else, in the row's precision;
 - the official code, imported from ``--official-dir`` (its ``energy_sampling`` folder), stepped as
   its ``train.py`` steps with the README's TB and TB + Expl. + LS arguments plus
   ``--pis_architectures --zero_init --clipping --t_scale 5 --hidden_dim 256 --s_emb_dim 256
@@ -654,8 +654,8 @@ def time_network_floor(config: SpeedConfig, device: str, warmup: int, iters: int
 def time_matmul_floor(
     config: SpeedConfig, device: str, warmup: int, iters: int, seed: int, overrides: list[str] | None = None
 ) -> None:
-    """The floor of any implementation of this network in the row's precision, compiled or fused:
-    the matrix products of one TB step alone, on random operands of the step's shapes and dtype
+    """The floor of any implementation of this network in the row's precision, compiled or fused,
+    that runs its products at the step's shapes: the matrix products of one TB step alone, on random operands of the step's shapes and dtype
     (bf16 for the bf16 row, as autocast runs them). For each of the ``T`` steps and each linear
     layer of the drift network (state embedding, hidden layers, output): the forward product with
     its bias, and in the backward pass the weight gradient and, but for the state embedding (whose

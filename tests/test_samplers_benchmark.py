@@ -93,23 +93,34 @@ def test_tiny_quality_run_writes_its_csvs(benchmark: ModuleType, tmp_path: Path)
     assert 0 <= float(summary["modes_hit_mean"]) <= 25
 
 
-def test_matmul_floor_runs_the_matrix_products_of_a_tb_step(benchmark: ModuleType) -> None:
-    """The floor's products are those autograd runs for a real TB step, but for the time
-    embedding's (once per iteration): equal multiply-add counts, op by op."""
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_matmul_floor_runs_the_matrix_products_of_a_tb_step(
+    benchmark: ModuleType, monkeypatch: pytest.MonkeyPatch, precision: str
+) -> None:
+    """The floor's products are those autograd runs for a real TB step (under bf16 autocast for
+    the bf16 row), but for the time embedding's (once per iteration): equal multiply-add counts,
+    op by op, on operands of the row's dtype."""
     from torch.utils.flop_counter import FlopCounterMode
 
     torch.set_num_threads(1)
     small = ["data.batch_size=6", "model.num_steps=3", "model.net.hidden_dim=8", "model.net.num_frequencies=4"]
-    model, _, _, batch = benchmark._ours_parts("tb", "cpu", 0, "fp32", small)
+    model, _, _, batch = benchmark._ours_parts("tb", "cpu", 0, precision, small)
     with FlopCounterMode(display=False) as step_counter:
-        model.training_step(batch, 0)["loss"].backward()
+        with torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
+            loss = model.training_step(batch, 0)["loss"]
+        loss.backward()
     times = model.reference.times(batch.device)[:-1]
     with FlopCounterMode(display=False) as time_counter:
         model.net.time_features(times)[0].sum().backward()
-    config = benchmark.SpeedConfig(benchmark.MATMUL_FLOOR, "tb", "fp32")
+    dtypes = set()
+    for name in ("mm", "addmm"):
+        product = getattr(torch, name)
+        monkeypatch.setattr(torch, name, lambda *args, product=product: dtypes.add(args[-1].dtype) or product(*args))
+    config = benchmark.SpeedConfig(benchmark.MATMUL_FLOOR, "tb", precision)
     with FlopCounterMode(display=False) as floor_counter:
         benchmark.time_matmul_floor(config, "cpu", warmup=0, iters=1, seed=0, overrides=small)
     assert len(config.durations) == 1
+    assert dtypes == {torch.bfloat16 if precision == "bf16" else torch.float32}
 
     def by_op(counter: FlopCounterMode) -> dict[str, int]:
         return {str(op): flops for op, flops in counter.get_flop_counts()["Global"].items()}

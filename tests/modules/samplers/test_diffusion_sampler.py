@@ -200,11 +200,13 @@ def test_log_probabilities_take_the_networks_at_the_right_states_and_times() -> 
     assert_log_probs_of_both_directions(sampler, expected_log_probs)
 
 
-def test_networks_over_many_steps_run_in_chunks_of_steps_with_the_same_results(monkeypatch) -> None:
+@pytest.mark.parametrize("learned", [True, False], ids=["learned_variance_and_backward", "fixed"])
+def test_networks_over_many_steps_run_in_chunks_of_steps_with_the_same_results(monkeypatch, learned: bool) -> None:
     """Where a network runs over all steps of a batch at once (backward trajectories' drift, the
     learned backward policy, the flows), the CPU splits the call into chunks of consecutive steps
-    under a row budget: batch 4 and a budget of 10 rows give chunks of 2 steps (3 calls for T = 5),
-    with the one-call outputs and gradients."""
+    under a row budget: batch 3 and a budget of 7 rows give chunks of 2, 2 and 1 steps for T = 5,
+    with the one-call outputs and gradients; without learned variance or backward policy the
+    networks' missing outputs stay None."""
     import modules.samplers.module as sampler_module
 
     def run(budget: int | None) -> tuple[list[Tensor], list[Tensor], dict[str, int]]:
@@ -213,29 +215,33 @@ def test_networks_over_many_steps_run_in_chunks_of_steps_with_the_same_results(m
         else:
             monkeypatch.setitem(sampler_module._ROWS_PER_NETWORK_CALL, "cpu", budget)
         torch.manual_seed(0)
-        net = SamplerNets(2, hidden_dim=16, learned_variance=True, learned_backward=True, conditional_flow=True)
+        net = SamplerNets(2, hidden_dim=16, learned_variance=learned, learned_backward=learned, conditional_flow=True)
         sampler = DiffusionSampler(
             net, partial(torch.optim.Adam), energy=Gaussian(2, var=2.0), loss="fl_subtb", num_steps=5, sigma2=2.0,
             rng_seed=0,
         )
+        networks = {"drift": net.drift, "flow": net.flow}
+        if learned:
+            networks["backward"] = net.backward_policy
+        calls = dict.fromkeys(networks, 0)
         with torch.no_grad():
-            for head in (net.drift.head, net.backward_policy.head, net.flow.head):
-                head[-1][-1].weight.normal_(0.0, 0.3)
-        calls = {"drift": 0, "backward": 0, "flow": 0}
-        for name, module in (("drift", net.drift), ("backward", net.backward_policy), ("flow", net.flow)):
-            module.register_forward_hook(lambda *_, name=name: calls.__setitem__(name, calls[name] + 1))
-        backward = sampler.simulate_backward(torch.randn(4, 2, generator=torch.Generator().manual_seed(1)))
+            for name, network in networks.items():
+                network.head[-1][-1].weight.normal_(0.0, 0.3)
+                network.register_forward_hook(lambda *_, name=name: calls.__setitem__(name, calls[name] + 1))
+        backward = sampler.simulate_backward(torch.randn(3, 2, generator=torch.Generator().manual_seed(1)))
         outputs = [backward.states, backward.log_pf, backward.log_pb, sampler.log_flows(backward)]
         calls_made = dict(calls)
         loss = sampler.objective(backward)
         grads = torch.autograd.grad(loss, [p for p in net.parameters() if p.requires_grad])
         return outputs, list(grads), calls_made
 
-    chunked, chunked_grads, chunked_calls = run(10)
+    chunked, chunked_grads, chunked_calls = run(7)
     whole, whole_grads, whole_calls = run(None)
-    # the backward policy also samples the 4 stochastic steps (no grad, one call each; x_0 is fixed)
-    assert chunked_calls == {"drift": 3, "backward": 4 + 3, "flow": 3}
-    assert whole_calls == {"drift": 1, "backward": 4 + 1, "flow": 1}
+    expected_chunked, expected_whole = {"drift": 3, "flow": 3}, {"drift": 1, "flow": 1}
+    if learned:  # the backward policy also samples the 4 stochastic steps (no grad, one call each; x_0 is fixed)
+        expected_chunked["backward"], expected_whole["backward"] = 4 + 3, 4 + 1
+    assert chunked_calls == expected_chunked
+    assert whole_calls == expected_whole
     torch.testing.assert_close(chunked, whole)
     torch.testing.assert_close(chunked_grads, whole_grads)
 
