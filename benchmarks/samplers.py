@@ -595,15 +595,34 @@ def _ours_parts(
     return model, optimizer, callback, batch
 
 
+def _timed(device: str, work: Callable[[], None]) -> float:
+    """Seconds ``work()`` takes, with the device synchronized before and after."""
+    sync = _sync_fn(device)
+    sync()
+    start = time.perf_counter()
+    work()
+    sync()
+    return time.perf_counter() - start
+
+
+def _time_iterations(
+    config: SpeedConfig, device: str, warmup: int, iters: int, iteration: Callable[[int], None]
+) -> None:
+    """Runs ``iteration(i)`` for ``i < warmup + iters`` and appends the seconds of the last
+    ``iters`` to ``config.durations``."""
+    for i in range(warmup + iters):
+        seconds = _timed(device, lambda: iteration(i))
+        if i >= warmup:
+            config.durations.append(seconds)
+
+
 def time_ours_loop(config: SpeedConfig, device: str, warmup: int, iters: int, seed: int) -> None:
     """The same step in a plain loop: callback hooks, ``training_step`` (under autocast for bf16),
     backward and Adam step; then one separately timed local search."""
     model, optimizer, callback, batch = _ours_parts(config.method, device, seed, config.precision, config.model_overrides)
-    sync = _sync_fn(device)
     model.train()
-    for i in range(warmup + iters):
-        sync()
-        start = time.perf_counter()
+
+    def iteration(i: int) -> None:
         if callback is not None:
             callback.on_train_batch_start(None, model, batch, i)
         with _autocast(device, config.precision == "bf16"):
@@ -613,15 +632,10 @@ def time_ours_loop(config: SpeedConfig, device: str, warmup: int, iters: int, se
         optimizer.step()
         if callback is not None:
             callback.on_train_batch_end(None, model, out, batch, i)
-        sync()
-        if i >= warmup:
-            config.durations.append(time.perf_counter() - start)
+
+    _time_iterations(config, device, warmup, iters, iteration)
     if callback is not None:
-        sync()
-        start = time.perf_counter()
-        callback.local_search(model)
-        sync()
-        config.ls_seconds.append(time.perf_counter() - start)
+        config.ls_seconds.append(_timed(device, lambda: callback.local_search(model)))
 
 
 def time_network_floor(config: SpeedConfig, device: str, warmup: int, iters: int, seed: int) -> None:
@@ -633,10 +647,8 @@ def time_network_floor(config: SpeedConfig, device: str, warmup: int, iters: int
     net = model.net
     times = model.reference.times(batch.device)[:-1]
     noises = torch.randn(len(times), *batch.shape, device=batch.device).unbind(0)
-    sync = _sync_fn(device)
-    for i in range(warmup + iters):
-        sync()
-        start = time.perf_counter()
+
+    def iteration(i: int) -> None:
         with _autocast(device, config.precision == "bf16"):
             embeddings, _ = net.time_features(times)
             x, drifts = batch, []
@@ -646,23 +658,23 @@ def time_network_floor(config: SpeedConfig, device: str, warmup: int, iters: int
                 x = x + drift.detach().float() + noise
         net.zero_grad(set_to_none=True)
         torch.stack(drifts).float().square().sum().backward()
-        sync()
-        if i >= warmup:
-            config.durations.append(time.perf_counter() - start)
+
+    _time_iterations(config, device, warmup, iters, iteration)
 
 
 def time_matmul_floor(
     config: SpeedConfig, device: str, warmup: int, iters: int, seed: int, overrides: list[str] | None = None
 ) -> None:
     """The floor of any implementation of this network in the row's precision, compiled or fused,
-    that runs its products at the step's shapes: the matrix products of one TB step alone, on random operands of the step's shapes and dtype
-    (bf16 for the bf16 row, as autocast runs them). For each of the ``T`` steps and each linear
-    layer of the drift network (state embedding, hidden layers, output): the forward product with
-    its bias, and in the backward pass the weight gradient and, but for the state embedding (whose
-    input, the detached state, needs none), the input gradient: the products autograd runs for the
-    step, without the time embedding's (once per iteration, not per step), any elementwise work,
-    the loss or the optimizer step. The operands are reused at every step, so they stay in cache:
-    the floor is optimistic. ``overrides``: extra Hydra overrides of the composed model (tests)."""
+    that runs its products at the step's shapes: the matrix products of one TB step alone, on
+    random operands of the step's shapes and dtype (bf16 for the bf16 row, as autocast runs them).
+    For each of the ``T`` steps and each linear layer of the drift network (state embedding,
+    hidden layers, output): the forward product with its bias, and in the backward pass the weight
+    gradient and, but for the state embedding (whose input, the detached state, needs none), the
+    input gradient: the products autograd runs for the step, without the time embedding's (once
+    per iteration, not per step), any elementwise work, the loss or the optimizer step. The
+    operands are reused at every step, so they stay in cache: the floor is optimistic.
+    ``overrides``: extra Hydra overrides of the composed model (tests)."""
     model, _, _, batch = _ours_parts("tb", device, seed, config.precision, overrides or [])
     drift = model.net.drift
     layers = [drift.state_embedding, *(m for m in drift.head.modules() if isinstance(m, torch.nn.Linear))]
@@ -678,10 +690,8 @@ def time_matmul_floor(
          operand(rows, layer.in_features), operand(rows, layer.out_features))
         for layer in layers
     ]
-    sync = _sync_fn(device)
-    for i in range(warmup + iters):
-        sync()
-        start = time.perf_counter()
+
+    def iteration(i: int) -> None:
         for _ in range(model.reference.num_steps):
             for weight, bias, layer_input, _ in operands:
                 torch.addmm(bias, layer_input, weight.T)
@@ -690,28 +700,16 @@ def time_matmul_floor(
                 torch.mm(output_grad.T, layer_input)
                 if index > 0:
                     torch.mm(output_grad, weight)
-        sync()
-        if i >= warmup:
-            config.durations.append(time.perf_counter() - start)
+
+    _time_iterations(config, device, warmup, iters, iteration)
 
 
 def time_official(config: SpeedConfig, official: types.SimpleNamespace, device: str, warmup: int, iters: int, seed: int) -> None:
     """The official ``train_step``; then one separately timed local search."""
     stepper = _OfficialStepper(official, config.method, torch.device(device), seed)
-    sync = _sync_fn(device)
-    for i in range(warmup + iters):
-        sync()
-        start = time.perf_counter()
-        stepper.step()
-        sync()
-        if i >= warmup:
-            config.durations.append(time.perf_counter() - start)
+    _time_iterations(config, device, warmup, iters, lambda i: stepper.step())
     if stepper.local_search:
-        sync()
-        start = time.perf_counter()
-        stepper.local_search_once()
-        sync()
-        config.ls_seconds.append(time.perf_counter() - start)
+        config.ls_seconds.append(_timed(device, stepper.local_search_once))
 
 
 def _pair_median(durations: list[float]) -> float:
