@@ -28,8 +28,9 @@ activations saved for backward and temporaries) during one forward + backward, c
 resident-set sizes, which the allocator's caching blurs). FLOP ratio (``flop_ratio`` column): the attention
 multiply-adds of compositional attention over MHA's, ``(S L^2 d + S R L^2 d) / (2 h L^2 d)`` with
 ``d = E / h`` (forward, attention only): the method's own work, the bound of the issue's aim,
-whatever a backend computes (the per-retrieval path, forced or the CPU's choice for R = 2,
-repeats each search R times: ``2 R S L^2 d``, a ratio of R).
+whatever a backend computes (the per-retrieval path repeats each search R times, ``2 R S L^2 d``,
+a ratio of R; the batched call on the CPU, the automatic choice there for R <= 2, pads the queries
+and keys to the values' width, ``2 R S L^2 d`` as well, in one call).
 
 Usage (from the repository root)::
 

@@ -22,14 +22,17 @@ Nothing of size ``L x L x R`` is ever formed. The retrievals ``O`` (``[B, S, L_q
 ``S R d_v / E`` layer inputs large: 8 at ``S = R = 8``, ``d_v = E / S``) are computed in one of four
 ways:
 
-- one batched SDPA call (CUDA, up to four retrievals of the default width): all ``S`` searches in
+- one batched SDPA call (CUDA, up to four retrievals of the default width; CPU, up to two): all ``S`` searches in
   one ``torch.nn.functional.scaled_dot_product_attention`` call, queries and keys
   ``[B, S, L, d_s]``, the values ``[B, L_k, R d_v]`` expanded over the searches without a copy (the
   memory-efficient kernel takes a value width different from the query width). Its backward
   writes the values' gradient once per search before summing, ``S R d_v / E`` layer inputs, so it
   is the automatic choice only while that is at most 4. It does exactly the method's attention
   products (``S L^2 d_s + S R L^2 d_v``), with one dropout mask per search shared by its
-  retrievals, as the paper.
+  retrievals, as the paper. PyTorch's fused CPU kernel needs queries and keys as wide as the
+  values: on the CPU they are zero-padded to ``R d_v`` (logits unchanged), so the query-key
+  products cost ``S L^2 R d_v`` there, yet at ``R = 2`` one call of width ``2 d_s`` beat two
+  calls of width ``d_s`` (the per-retrieval path) at every measured length.
 - SDPA searches one at a time (CUDA, more retrievals, keys longer than 256): one SDPA call per search, its query and key
   ``[B, 1, L, d_s]`` against all retrievals at once, values ``[B, 1, L_k, R * d_v]`` shared by the
   searches. Each search's ``O`` is kept for the backward unless all searches' ``O`` exceed eight
@@ -38,10 +41,8 @@ ways:
   per chunk of query positions, one softmax per search and one batched matmul with the values
   shared by all searches; when the queries come in several chunks, each chunk is recomputed in the
   backward pass. A chunk's attention matrix and retrievals hold about two layer inputs on the CPU,
-  four on CUDA (fewer, larger kernels). PyTorch's fused CPU kernel
-  needs values as wide as the queries, so with ``R <= 2`` retrievals as wide as the search heads
-  (and no dropout, which that kernel lacks) the CPU instead runs the batched call (``R = 1``) or
-  one fused call per retrieval (``R = 2``).
+  four on CUDA (fewer, larger kernels). With ``R <= 2`` retrievals as wide as the search heads
+  (and no dropout, which the fused CPU kernel lacks) the CPU runs the batched call instead.
 - per-retrieval searches (``search_backend="per_retrieval"``, any device): one SDPA call over all
   ``S`` searches per retrieval, i.e. ``R`` calls shaped exactly like multi-head attention's. It
   repeats each search's query-key product and softmax ``R`` times (``2 R`` attention products per
@@ -236,7 +237,7 @@ class CompositionalAttention(nn.Module):
             ``S R d_v <= 4 E`` (up to four retrievals of the default width), else explicit chunks
             up to 256 keys and per search beyond; on
             the CPU without dropout and with retrievals as wide as the search heads batched for
-            ``R = 1`` and per retrieval for ``R = 2``, else explicit chunks. Weights
+            ``R <= 2``, else explicit chunks. Weights
             (``need_weights``) are always computed explicitly.
         query_chunk_size: query positions per chunk of the explicit searches; ``None`` chooses
             chunks whose attention matrix and retrievals are about two layer inputs large (four
@@ -481,7 +482,12 @@ class CompositionalAttention(nn.Module):
         folded_query, folded_bias = self._folded_retrieval_query(query, num_s)
 
         if path == "batched":
-            heads, selection = self._search_one(q, k, v.unsqueeze(1).expand(-1, num_s, -1, -1), folded_query, folded_bias, mask, dropout_p)
+            values = v.unsqueeze(1).expand(-1, num_s, -1, -1)
+            if not q.is_cuda and d_s < values.shape[-1]:
+                # PyTorch's fused CPU kernel takes only queries and keys as wide as the values: zero
+                # columns leave the logits unchanged (the scale stays the search width's)
+                q, k = F.pad(q, (0, values.shape[-1] - d_s)), F.pad(k, (0, values.shape[-1] - d_s))
+            heads, selection = self._search_one(q, k, values, folded_query, folded_bias, mask, dropout_p, scale)
             return heads, None, selection.transpose(1, 2)
         if path == "per_retrieval":
             values = v.view(batch, key_length, self.num_retrievals, self.retrieval_head_dim)
@@ -591,12 +597,22 @@ class CompositionalAttention(nn.Module):
         return torch.cat(heads, dim=1), torch.cat(selections, dim=1)
 
     def _search_one(
-        self, q: Tensor, k: Tensor, values: Tensor, folded_query: Tensor, folded_bias: Tensor, mask: Tensor | None, dropout_p: float
+        self,
+        q: Tensor,
+        k: Tensor,
+        values: Tensor,
+        folded_query: Tensor,
+        folded_bias: Tensor,
+        mask: Tensor | None,
+        dropout_p: float,
+        scale: float | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """Searches ``q, k [B, n, L, d_s]`` (one search, or all ``n = S``) in one SDPA call over the
-        values ``[B, 1 | n, L_k, R * d_v]`` (one set, broadcast or expanded over the searches);
-        returns the selected retrievals ``[B, n, L_q, d_v]`` and ``pi`` ``[B, n, L_q, R]``."""
-        retrieved = F.scaled_dot_product_attention(q, k, values, attn_mask=mask, dropout_p=dropout_p)
+        """Searches ``q, k [B, n, L, d]`` (one search, or all ``n = S``; ``d = d_s``, or wider with
+        zero columns) in one SDPA call over the values ``[B, 1 | n, L_k, R * d_v]`` (one set,
+        broadcast or expanded over the searches), logits scaled by ``scale`` (default
+        ``d^-1/2``); returns the selected retrievals ``[B, n, L_q, d_v]`` and ``pi``
+        ``[B, n, L_q, R]``."""
+        retrieved = F.scaled_dot_product_attention(q, k, values, attn_mask=mask, dropout_p=dropout_p, scale=scale)
         batch, num_s, length, _ = retrieved.shape
         return self._select(
             retrieved.view(batch, num_s, length, self.num_retrievals, self.retrieval_head_dim), folded_query, folded_bias
@@ -614,10 +630,11 @@ class CompositionalAttention(nn.Module):
         ``S`` searches in fewer, larger kernels than ``S`` fused calls while the attention matrices
         are small: 1.5-1.9x faster at L = 32-64, 1.2x at 256, on an H100), and one call per search
         for longer keys. On the CPU, without dropout (the fused CPU kernel has
-        none; its fallback would hold the whole attention matrix) and with retrievals as wide as the
-        search heads (the fused CPU kernel's condition): the batched call for ``R = 1``, one call
-        per retrieval for ``R = 2`` (nothing kept or recomputed, unlike the explicit chunks);
-        otherwise the explicit chunks.
+        none; its fallback would hold the whole attention matrix), with retrievals as wide as the
+        search heads and ``R <= 2``: the batched call, queries and keys zero-padded to the values'
+        width for ``R = 2`` (nothing kept or recomputed, unlike the explicit chunks; 1.28x / 1.38x
+        / 1.57x MHA's time at L = 256 / 1024 / 4096 against 1.43x / 1.61x / 1.87x for one call per
+        retrieval, ``benchmarks/results/attention_cpu*.csv``); otherwise the explicit chunks.
         """
         if need_weights:
             return "explicit"
@@ -629,11 +646,8 @@ class CompositionalAttention(nn.Module):
             if expanded_values <= _BATCHED_MAX_EXPANDED_INPUTS * layer_input:
                 return "batched"
             return "explicit" if k.shape[2] <= _CUDA_EXPLICIT_MAX_KEY_LENGTH else "per_search"
-        if self.retrieval_head_dim == self.search_head_dim and dropout_p == 0.0:
-            if self.num_retrievals == 1:
-                return "batched"
-            if self.num_retrievals == 2:
-                return "per_retrieval"
+        if self.retrieval_head_dim == self.search_head_dim and dropout_p == 0.0 and self.num_retrievals <= 2:
+            return "batched"
         return "explicit"
 
     def _select(self, retrieved: Tensor, folded_query: Tensor, folded_bias: Tensor) -> tuple[Tensor, Tensor]:
