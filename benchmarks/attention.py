@@ -30,7 +30,7 @@ multiply-adds of compositional attention over MHA's, ``(S L^2 d + S R L^2 d) / (
 ``d = E / h`` (forward, attention only): the method's own work, the bound of the issue's aim,
 whatever a backend computes (the per-retrieval path repeats each search R times, ``2 R S L^2 d``,
 a ratio of R; the batched call on the CPU, the automatic choice there for R <= 2, pads the queries
-and keys to the values' width, ``2 R S L^2 d`` as well, in one call).
+and keys to the values' width at R = 2, ``2 R S L^2 d`` as well, in one call).
 
 Usage (from the repository root)::
 

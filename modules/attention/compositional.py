@@ -22,17 +22,19 @@ Nothing of size ``L x L x R`` is ever formed. The retrievals ``O`` (``[B, S, L_q
 ``S R d_v / E`` layer inputs large: 8 at ``S = R = 8``, ``d_v = E / S``) are computed in one of four
 ways:
 
-- one batched SDPA call (CUDA, up to four retrievals of the default width; CPU, up to two): all ``S`` searches in
-  one ``torch.nn.functional.scaled_dot_product_attention`` call, queries and keys
+- one batched SDPA call (CUDA, up to four retrievals of the default width; CPU, up to two): all
+  ``S`` searches in one ``torch.nn.functional.scaled_dot_product_attention`` call, queries and keys
   ``[B, S, L, d_s]``, the values ``[B, L_k, R d_v]`` expanded over the searches without a copy (the
   memory-efficient kernel takes a value width different from the query width). Its backward
   writes the values' gradient once per search before summing, ``S R d_v / E`` layer inputs, so it
   is the automatic choice only while that is at most 4. It does exactly the method's attention
   products (``S L^2 d_s + S R L^2 d_v``), with one dropout mask per search shared by its
   retrievals, as the paper. PyTorch's fused CPU kernel needs queries and keys as wide as the
-  values: on the CPU they are zero-padded to ``R d_v`` (logits unchanged), so the query-key
-  products cost ``S L^2 R d_v`` there, yet at ``R = 2`` one call of width ``2 d_s`` beat two
-  calls of width ``d_s`` (the per-retrieval path) at every measured length.
+  values and takes no dropout: on the CPU without dropout they are zero-padded to ``R d_v``
+  (logits unchanged), so the query-key products cost ``S L^2 R d_v`` there, and the padded copies
+  are kept for the backward; yet at ``R = 2`` one call of width ``2 d_s`` beat two calls of width
+  ``d_s`` (the per-retrieval path) from L = 256 on (about equal at L = 64), at about 0.06x MHA's
+  memory more.
 - SDPA searches one at a time (CUDA, more retrievals, keys longer than 256): one SDPA call per search, its query and key
   ``[B, 1, L, d_s]`` against all retrievals at once, values ``[B, 1, L_k, R * d_v]`` shared by the
   searches. Each search's ``O`` is kept for the backward unless all searches' ``O`` exceed eight
@@ -181,6 +183,19 @@ def _as_additive(mask: Tensor, dtype: torch.dtype) -> Tensor:
     if mask.dtype == torch.bool:
         return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(mask, float("-inf"))
     return mask.to(dtype)
+
+
+def _padded_for_fused_cpu_kernel(
+    q: Tensor, k: Tensor, width: int, mask: Tensor | None, dropout_p: float
+) -> tuple[Tensor, Tensor]:
+    """Queries and keys ``[B, n, L, d_s]`` zero-padded to the values' ``width`` where that lets
+    PyTorch's fused CPU attention kernel run: it needs queries, keys and values of one width and
+    takes neither dropout nor a mask that requires grad (then the math kernel runs, unpadded).
+    Zero columns leave the logits unchanged; the caller keeps the scale ``d_s^-1/2``."""
+    if q.device.type != "cpu" or q.shape[-1] >= width or dropout_p > 0 or (mask is not None and mask.requires_grad):
+        return q, k
+    padding = (0, width - q.shape[-1])
+    return F.pad(q, padding), F.pad(k, padding)
 
 
 class _IdentityWithZeroGradients(torch.autograd.Function):
@@ -475,7 +490,8 @@ class CompositionalAttention(nn.Module):
             # gradient identically 0, so neither is computed; the selection's parameters get those
             # exact zero gradients (they stay "used" for DDP and optimizers).
             values = v.unsqueeze(1).expand(-1, num_s, -1, -1)
-            heads = F.scaled_dot_product_attention(q, k, values, attn_mask=mask, dropout_p=dropout_p)
+            q, k = _padded_for_fused_cpu_kernel(q, k, values.shape[-1], mask, dropout_p)
+            heads = F.scaled_dot_product_attention(q, k, values, attn_mask=mask, dropout_p=dropout_p, scale=scale)
             # a view of the SDPA output: read only (transposed and reshaped) by the caller
             heads = _IdentityWithZeroGradients.apply(heads, *self._selection_parameters())
             return heads, None, heads.new_ones(batch, query_length, num_s, 1)
@@ -483,10 +499,7 @@ class CompositionalAttention(nn.Module):
 
         if path == "batched":
             values = v.unsqueeze(1).expand(-1, num_s, -1, -1)
-            if not q.is_cuda and d_s < values.shape[-1]:
-                # PyTorch's fused CPU kernel takes only queries and keys as wide as the values: zero
-                # columns leave the logits unchanged (the scale stays the search width's)
-                q, k = F.pad(q, (0, values.shape[-1] - d_s)), F.pad(k, (0, values.shape[-1] - d_s))
+            q, k = _padded_for_fused_cpu_kernel(q, k, values.shape[-1], mask, dropout_p)
             heads, selection = self._search_one(q, k, values, folded_query, folded_bias, mask, dropout_p, scale)
             return heads, None, selection.transpose(1, 2)
         if path == "per_retrieval":
@@ -503,7 +516,7 @@ class CompositionalAttention(nn.Module):
             heads, selection = self._select(retrieved, folded_query, folded_bias)
             return heads, None, selection.transpose(1, 2)
         if path == "per_search":
-            heads, selection = self._per_search(q, k, v, folded_query, folded_bias, mask, dropout_p)
+            heads, selection = self._per_search(q, k, v, folded_query, folded_bias, mask, dropout_p, scale)
             return heads, None, selection.transpose(1, 2)
 
         chunk = self.query_chunk_size or self._auto_chunk(query_length, key_length, q.is_cuda)
@@ -573,10 +586,12 @@ class CompositionalAttention(nn.Module):
         folded_bias: Tensor,
         mask: Tensor | None,
         dropout_p: float,
+        scale: float,
     ) -> tuple[Tensor, Tensor]:
         """SDPA searches one at a time (``q [B, S, L_q, d_s]``, ``k [B, S, L_k, d_s]``), each
         reading all retrievals at once (``v [B, L_k, R * d_v]``, shared, never expanded over
-        searches); folded retrieval query and bias and the mask as in :meth:`_search_and_select`.
+        searches); folded retrieval query and bias, the mask and the logits' ``scale`` as in
+        :meth:`_search_one`.
         A search is recomputed in the backward when all searches' retrievals would hold more
         than eight ``[B, L_q, E]`` layer inputs. Returns the selected retrievals
         ``[B, S, L_q, d_v]`` and ``pi`` ``[B, S, L_q, R]``."""
@@ -587,7 +602,9 @@ class CompositionalAttention(nn.Module):
         for s in range(self.num_searches):
             index = slice(s, s + 1)
             mask_s = mask[:, index] if mask is not None and mask.shape[1] > 1 else mask
-            args = (q[:, index], k[:, index], values, folded_query[:, index], folded_bias[:, index], mask_s, dropout_p)
+            args = (
+                q[:, index], k[:, index], values, folded_query[:, index], folded_bias[:, index], mask_s, dropout_p, scale
+            )
             if recompute:
                 head, selection = checkpoint(self._search_one, *args, use_reentrant=False)
             else:
@@ -605,13 +622,12 @@ class CompositionalAttention(nn.Module):
         folded_bias: Tensor,
         mask: Tensor | None,
         dropout_p: float,
-        scale: float | None = None,
+        scale: float,
     ) -> tuple[Tensor, Tensor]:
         """Searches ``q, k [B, n, L, d]`` (one search, or all ``n = S``; ``d = d_s``, or wider with
         zero columns) in one SDPA call over the values ``[B, 1 | n, L_k, R * d_v]`` (one set,
-        broadcast or expanded over the searches), logits scaled by ``scale`` (default
-        ``d^-1/2``); returns the selected retrievals ``[B, n, L_q, d_v]`` and ``pi``
-        ``[B, n, L_q, R]``."""
+        broadcast or expanded over the searches), logits scaled by ``scale`` (``d_s^-1/2``);
+        returns the selected retrievals ``[B, n, L_q, d_v]`` and ``pi`` ``[B, n, L_q, R]``."""
         retrieved = F.scaled_dot_product_attention(q, k, values, attn_mask=mask, dropout_p=dropout_p, scale=scale)
         batch, num_s, length, _ = retrieved.shape
         return self._select(
@@ -632,9 +648,10 @@ class CompositionalAttention(nn.Module):
         for longer keys. On the CPU, without dropout (the fused CPU kernel has
         none; its fallback would hold the whole attention matrix), with retrievals as wide as the
         search heads and ``R <= 2``: the batched call, queries and keys zero-padded to the values'
-        width for ``R = 2`` (nothing kept or recomputed, unlike the explicit chunks; 1.28x / 1.38x
-        / 1.57x MHA's time at L = 256 / 1024 / 4096 against 1.43x / 1.61x / 1.87x for one call per
-        retrieval, ``benchmarks/results/attention_cpu*.csv``); otherwise the explicit chunks.
+        width for ``R = 2`` (nothing recomputed, unlike the explicit chunks; 1.28x / 1.38x / 1.57x
+        MHA's time at L = 256 / 1024 / 4096 against 1.43x / 1.61x / 1.87x for one call per
+        retrieval, at 1.54-1.56x MHA's memory against 1.47-1.49x: the padded queries and keys are
+        kept; ``benchmarks/results/attention_cpu*.csv``); otherwise the explicit chunks.
         """
         if need_weights:
             return "explicit"

@@ -391,12 +391,13 @@ def test_fused_backends_agree_with_explicit_searches(
         assert fused.call_count == num_retrievals
     else:
         assert fused.call_count == 1
-        queries, _, values = fused.call_args.args
         value_width = fused_layer.num_retrievals * fused_layer.retrieval_head_dim
-        # on the CPU the queries are zero-padded to the values' width (the fused kernel's condition)
-        assert queries.shape == (2, 4, 7, value_width) and values.shape == (2, 4, 7, value_width)
-        assert torch.equal(queries[..., 4:], torch.zeros_like(queries[..., 4:]))
-        assert values.stride(1) == 0 and fused.call_args.kwargs["scale"] == 4**-0.5
+        # on the CPU queries and keys are zero-padded to the values' width (the fused kernel's condition)
+        queries, keys, values = fused.call_args.args
+        d_s = fused_layer.search_head_dim
+        assert queries.shape == keys.shape == values.shape == (2, 4, 7, value_width)
+        assert not queries[..., d_s:].any() and not keys[..., d_s:].any()
+        assert values.stride(1) == 0 and fused.call_args.kwargs["scale"] == d_s**-0.5
     # weights asked for: computed explicitly, the same numbers
     output_with_weights, (search_weights, retrieval_weights) = fused_layer(x, x, x, **mask_kwargs)
     expected_weights = explicit(x, x, x, **mask_kwargs)[1]
@@ -429,10 +430,31 @@ def test_batched_backend_draws_one_dropout_mask_per_search_shared_by_its_retriev
         clean = layer(x, x, x, need_weights=False)[0]
     assert not torch.allclose(dropped, clean)
     assert len(captured) == 2
-    for retrieved in captured:
-        # equal up to rounding (the CPU pads the queries and may round the two value halves'
-        # products differently); another mask would change entries by the size of the values
-        torch.testing.assert_close(retrieved[..., 0, :], retrieved[..., 1, :], rtol=1e-5, atol=1e-6)
+    dropped_retrieved, clean_retrieved = captured
+    torch.testing.assert_close(dropped_retrieved[..., 0, :], dropped_retrieved[..., 1, :], rtol=0, atol=0)
+    # without dropout the CPU runs the fused kernel on padded queries, whose blocked products may
+    # round the two value halves differently
+    torch.testing.assert_close(clean_retrieved[..., 0, :], clean_retrieved[..., 1, :], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("case", "padded"),
+    [("eval", True), ("dropout", False), ("mask_with_grad", False), ("one_wide_retrieval", True)],
+)
+def test_cpu_pads_queries_and_keys_only_where_the_fused_kernel_can_then_run(case: str, padded: bool) -> None:
+    # The fused CPU kernel takes neither dropout nor a mask that requires grad: there the math
+    # kernel runs and padding would only add work. One retrieval wider than the search heads
+    # (d_v = 8 against d_s = 4) is padded too.
+    num_retrievals, retrieval_dim = (1, 8) if case == "one_wide_retrieval" else (2, None)
+    layer = CompositionalAttention(16, 4, num_retrievals, retrieval_dim=retrieval_dim, dropout=0.1, search_backend="batched")
+    layer.train(case == "dropout")
+    x = torch.randn(2, 7, 16)
+    mask = torch.zeros(7, 7, requires_grad=case == "mask_with_grad")
+    with patch("modules.attention.compositional.F.scaled_dot_product_attention", wraps=F.scaled_dot_product_attention) as sdpa:
+        layer(x, x, x, attn_mask=mask, need_weights=False)
+    queries, keys, values = sdpa.call_args.args
+    assert queries.shape[-1] == keys.shape[-1] == (values.shape[-1] if padded else 4)
+    assert sdpa.call_args.kwargs["scale"] == 4**-0.5
 
 
 @pytest.mark.parametrize("retrieval_scoring", ["dot", "linear"])
