@@ -60,12 +60,12 @@ S = 8, B = 16, fp32, forward + backward of the contextual-retrieval model captur
 graph, so that the time is the GPU's work and not the host's launch rate; peak memory of live
 tensors), as multiples of ``nn.MultiheadAttention``'s SDPA path at L = 64 / 256 / 1024 / 4096:
 
-- batched (the automatic choice for R <= 4), R = 2: 1.41 / 1.24 / 1.12 / 1.07 time, 1.29-1.34
-  memory; R = 4: 1.53 / 1.51 / 1.51 / 1.49, 1.84-1.97;
-- R = 1 without the selection: 0.88 / 0.89 / 0.91 / 0.96, 0.78-0.83 (with the selection computed,
+- batched (the automatic choice for R <= 4), R = 2: 1.43 / 1.25 / 1.12 / 1.07 time, 1.29-1.34
+  memory; R = 4: 1.53 / 1.51 / 1.52 / 1.49, 1.84-1.97;
+- R = 1 without the selection: 0.89 / 0.90 / 0.90 / 0.96, 0.78-0.83 (with the selection computed,
   before the layer skipped it: 1.29 / 1.16 / 1.03 / 1.01);
-- one call per search, R = 2: 2.97 / 2.44 / 1.32 / 1.15 time, 1.22-1.26 memory; R = 8 (the
-  automatic choice there from 257 keys): 3.78 / 3.08 / 2.49 / 2.45, 1.76-1.88;
+- one call per search, R = 2: 3.00 / 2.45 / 1.34 / 1.14 time, 1.22-1.26 memory; R = 8 (the
+  automatic choice there from 257 keys): 3.74 / 3.07 / 2.49 / 2.46, 1.76-1.88;
 - explicit chunks, R = 8 (the automatic choice up to 256 keys; L = 32 / 64 / 128 / 256): 2.04 /
   2.40 / 2.66 / 2.51 time, 1.75-1.92 memory, where one call per search took 3.74 / 3.82 / 3.41 /
   3.07 and the official layer 1.80 / 2.05 / 2.40 / 3.01; at L = 512 one call per search stays
@@ -73,12 +73,12 @@ tensors), as multiples of ``nn.MultiheadAttention``'s SDPA path at L = 64 / 256 
 - per retrieval, R = 2: 1.60 / 1.58 / 1.72 / 1.90, 1.42-1.49; batched over all searches at R = 8
   (an H200, eager): 2.9-3.3x the memory.
 
-``benchmarks/results/attention_cuda_graph_h100.csv`` holds the layer's rows; the per-retrieval
-rows come from ``attention_cuda_graph_h100_batched_probe.txt``, the explicit rows and chunk sizes
-from ``attention_cuda_graph_h100_short_lengths.csv``. The batched call hands the
-memory-efficient kernel values with stride 0 over the heads; pytorch/pytorch#191937 reports that
-kernel wrong in bf16 with a mask and stride-0 keys and values at key lengths of 1 mod 32, so a
-CUDA test compares this path with the math kernel there (passed on an H100, torch 2.11).
+``benchmarks/results/attention_cuda_graph_h100.csv`` holds the layer's rows (at commit 93e280e,
+torch 2.11); the per-retrieval rows come from ``attention_cuda_graph_h100_batched_probe.txt``, the
+explicit rows and chunk sizes from ``attention_cuda_graph_h100_short_lengths.csv``. The batched
+call hands the memory-efficient kernel values with stride 0 over the heads; pytorch/pytorch#191937
+reports that kernel wrong in bf16 with a mask and stride-0 keys and values at key lengths of 1 mod
+32, so a CUDA test compares this path with the math kernel there (passed on an H100, torch 2.11).
 
 Differences from the official code (sarthmit/Compositional-Attention,
 ``Contextual_Retrieval_Task/model.py``): the official layer materializes ``[B, S, R, L, L]``;
