@@ -9,10 +9,7 @@
 #   bash scripts/gpu_checks.sh                 # with the project's .venv (pip install -e '.[dev]')
 #   OUT=/tmp/gpu bash scripts/gpu_checks.sh
 #
-# Without .venv (a GPU machine whose python3 already holds torch and Lightning but nothing can be
-# installed from the network) it uses python3 and installs the wheels found in .whl/ into
-# /tmp/site first: hydra-core, omegaconf, antlr4-python3-runtime and POT, fetched beforehand with
-# `pip download --no-deps --only-binary=:all: --python-version <its python> ...`.
+# Python: scripts/python_env.sh (.venv, else python3 with the wheels in .whl/).
 #
 # .official/ holds scratch copies of the official code (GFNOrg/gfn-diffusion's energy_sampling and
 # sarthmit/Compositional-Attention's Contextual_Retrieval_Task); without them the official rows
@@ -20,19 +17,7 @@
 set -u
 OUT=${OUT:-gpu_results}
 mkdir -p "$OUT"
-if [ -z "${PY:-}" ]; then
-    if [ -x .venv/bin/python ]; then
-        PY=.venv/bin/python
-    else
-        PY=python3
-        if compgen -G ".whl/*.whl" > /dev/null; then
-            "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-                || { echo "installing .whl/ failed"; exit 1; }
-            export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-        fi
-    fi
-fi
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+source scripts/python_env.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 "$PY" -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__)" | tee -a "$OUT/gpu.txt"
 
