@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch import LightningModule
 
 import train as train_script
 from datamodules.relational import relational_games
@@ -84,7 +85,19 @@ def test_experiments_are_discovered() -> None:
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_experiment_runs_one_step(experiment: str, compose_cfg, tmp_path: Path) -> None:
+def test_experiment_runs_one_step(experiment: str, compose_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each gradient must have its parameter's strides: DDP's gradient buckets expect that layout
+    # and otherwise warn and copy every step.
+    misaligned: list[str] = []
+
+    def record_misaligned_gradients(module: LightningModule) -> None:
+        misaligned.extend(
+            f"{name} {tuple(parameter.shape)}: grad strides {parameter.grad.stride()}, parameter {parameter.stride()}"
+            for name, parameter in module.named_parameters()
+            if parameter.grad is not None and parameter.grad.stride() != parameter.stride()
+        )
+
+    monkeypatch.setattr(LightningModule, "on_after_backward", record_misaligned_gradients)
     for prefix, write_data in SMOKE_DATA.items():
         if experiment.startswith(prefix):
             write_data(tmp_path / "data")
@@ -104,6 +117,7 @@ def test_experiment_runs_one_step(experiment: str, compose_cfg, tmp_path: Path) 
 
     trainer = object_dict["trainer"]
     assert trainer.global_step >= 1, "no optimizer step was taken"
+    assert not misaligned, misaligned
     assert metric_dict, "nothing was logged"
     for name, value in metric_dict.items():
         assert torch.isfinite(torch.tensor(value)), f"{experiment}: {name} = {value}"

@@ -572,7 +572,9 @@ class CompositionalAttention(nn.Module):
         retrieval_query = retrieval_query * (qk_dim**-0.5 / self.temperature)
         folded_query = torch.einsum("bsnd,kvd->bsnkv", retrieval_query, self.retrieval_key_weight)
         if self.retrieval_key_bias is not None:
-            folded_bias = torch.einsum("bsnd,kd->bsnk", retrieval_query, self.retrieval_key_bias)
+            # F.linear rather than an einsum: its weight gradient is laid out as the bias, which
+            # DDP's gradient buckets expect (the einsum's came back transposed)
+            folded_bias = F.linear(retrieval_query, self.retrieval_key_bias)
         else:
             folded_bias = folded_query.new_zeros(folded_query.shape[:-1])
         return folded_query, folded_bias

@@ -514,6 +514,24 @@ def test_gradients_reach_every_parameter() -> None:
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
 
 
+@pytest.mark.parametrize("backend", ["explicit", "sdpa", "batched", "per_retrieval"])
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"separate_retrieval_keys": True}, {"retrieval_scoring": "linear"}, {"num_retrievals": 1}],
+    ids=["shared_keys", "separate_keys", "linear", "R1"],
+)
+def test_gradients_are_laid_out_as_their_parameters(backend: str, options: dict) -> None:
+    """DDP's gradient buckets expect each gradient with its parameter's strides ("Grad strides do
+    not match bucket view strides" otherwise, and a copy per step): the shared retrieval key's
+    bias [1, d_r] once came back transposed from an einsum."""
+    layer = CompositionalAttention(16, 4, **{"num_retrievals": 2, **options}, search_backend=backend)
+    x = torch.randn(2, 9, 16)
+    layer(x, x, x, need_weights=False)[0].square().sum().backward()
+    for name, parameter in layer.named_parameters():
+        assert parameter.grad is not None, name
+        assert parameter.grad.stride() == parameter.stride(), name
+
+
 @pytest.mark.parametrize(
     ("backend", "need_weights"),
     [("explicit", True), ("explicit", False), ("sdpa", False), ("batched", False), ("per_retrieval", False)],
