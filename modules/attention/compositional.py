@@ -191,7 +191,14 @@ def _padded_for_fused_cpu_kernel(
     """Queries and keys ``[B, n, L, d_s]`` zero-padded to the values' ``width`` where that lets
     PyTorch's fused CPU attention kernel run: it needs queries, keys and values of one width and
     takes neither dropout nor a mask that requires grad (then the math kernel runs, unpadded).
-    Zero columns leave the logits unchanged; the caller keeps the scale ``d_s^-1/2``."""
+    Zero columns leave the logits unchanged; the caller keeps the scale ``d_s^-1/2``.
+
+    The automatic choice pads at most two retrievals' width. A forced ``"batched"`` with more pads
+    R-fold, which trades time for memory against the unpadded math kernel (one core, 8 searches
+    of width 32, the attention alone, forward + backward): R = 4 took 229 against 182 ms at
+    B = 16, L = 256 and 749 against 759 ms at B = 4, L = 1024; R = 8 488 against 307 and 1549
+    against 1199 ms; the math kernel's peak memory grows with L^2 (436 against 204 MiB at
+    L = 1024, R = 8)."""
     if q.device.type != "cpu" or q.shape[-1] >= width or dropout_p > 0 or (mask is not None and mask.requires_grad):
         return q, k
     padding = (0, width - q.shape[-1])
