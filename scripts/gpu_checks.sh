@@ -15,6 +15,7 @@
 # sarthmit/Compositional-Attention's Contextual_Retrieval_Task); without them the official rows
 # are left out.
 set -u
+cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu_results}
 mkdir -p "$OUT"
 source scripts/python_env.sh

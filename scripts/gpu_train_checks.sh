@@ -3,13 +3,15 @@
 # one short run per family with `trainer.precision=bf16-mixed`, one with `trainer=ddp` (the DDP
 # strategy and its process group on the visible GPU) and one fp32 run to compare against. Each run
 # trains for a few hundred steps on the procedural data and tests; the test figures and the wall
-# time of each run go to $OUT/train_checks.txt, the logs to $OUT (default gpu_results/).
+# time of each run go to $OUT/train_checks.txt, the logs to $OUT (default gpu_results/). The exit
+# status is 1 when any run failed or ran past its limit of LIMIT seconds (default 90).
 #
 #   bash scripts/gpu_train_checks.sh
-#   TRAINER=cpu bash scripts/gpu_train_checks.sh     # the same commands on a CPU (a dry run)
+#   TRAINER=cpu LIMIT=400 bash scripts/gpu_train_checks.sh   # the same runs on a CPU (SCAN: about 4 min)
 #
 # Python: scripts/python_env.sh (.venv, else python3 with the wheels in .whl/).
 set -u
+cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu_results}
 TRAINER=${TRAINER:-gpu}
 LIMIT=${LIMIT:-90}
@@ -17,6 +19,7 @@ mkdir -p "$OUT"
 source scripts/python_env.sh
 summary="$OUT/train_checks.txt"
 : > "$summary"
+failed=0
 
 quiet=(callbacks.rich_progress_bar=null trainer.enable_progress_bar=false extras.print_config=false)
 # name, then the overrides of one run
@@ -24,11 +27,12 @@ run() {
     local name=$1
     shift
     local start=$SECONDS
-    timeout "$LIMIT" "$PY" train.py "$@" "${quiet[@]}" > "$OUT/train_$name.txt" 2>&1
+    timeout -k 10 "$LIMIT" "$PY" train.py "$@" "${quiet[@]}" > "$OUT/train_$name.txt" 2>&1
     local rc=$?
+    [ "$rc" -eq 0 ] || failed=1
     {
         echo "$name rc=$rc $((SECONDS - start)) s: $*"
-        grep -E "^│? *test/|Error|error:" "$OUT/train_$name.txt" | tr -s ' │' ' ' | head -n 8
+        grep -E "test/|Error|error:" "$OUT/train_$name.txt" | sed 's/│/ /g' | tr -s ' ' | head -n 20
     } | tee -a "$summary"
 }
 
@@ -46,3 +50,4 @@ run corelnet_bf16 experiment=relational/dist3_corelnet trainer="$TRAINER" traine
     data.train_size=2000 trainer.max_epochs=3
 run gmm25_tb_bf16 experiment=samplers/gmm25_tb trainer="$TRAINER" trainer.precision=bf16-mixed \
     trainer.max_epochs=2 trainer.check_val_every_n_epoch=2
+exit "$failed"

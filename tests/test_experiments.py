@@ -89,8 +89,11 @@ def test_experiment_runs_one_step(experiment: str, compose_cfg, tmp_path: Path, 
     # Each gradient must have its parameter's strides: DDP's gradient buckets expect that layout
     # and otherwise warn and copy every step.
     misaligned: list[str] = []
+    backward_passes = 0
 
     def record_misaligned_gradients(module: LightningModule) -> None:
+        nonlocal backward_passes
+        backward_passes += 1
         misaligned.extend(
             f"{name} {tuple(parameter.shape)}: grad strides {parameter.grad.stride()}, parameter {parameter.stride()}"
             for name, parameter in module.named_parameters()
@@ -117,6 +120,7 @@ def test_experiment_runs_one_step(experiment: str, compose_cfg, tmp_path: Path, 
 
     trainer = object_dict["trainer"]
     assert trainer.global_step >= 1, "no optimizer step was taken"
+    assert backward_passes >= 1, "the gradient layout was never checked"
     assert not misaligned, misaligned
     assert metric_dict, "nothing was logged"
     for name, value in metric_dict.items():
