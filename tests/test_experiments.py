@@ -3,7 +3,8 @@
 The experiments are discovered from ``configs/experiment/**/*.yaml``, so a new experiment file is
 covered without editing this test. Each runs through :func:`train.train` (the function behind
 ``python train.py``) with ``debug=fdr`` (Lightning's ``fast_dev_run`` on the CPU: one training
-batch, one validation batch, then the test step).
+batch, one validation batch, then the test step). After each backward pass every gradient must
+have its parameter's strides, the layout DDP's gradient buckets expect.
 """
 
 from __future__ import annotations
