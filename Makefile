@@ -13,12 +13,13 @@ STAMP := $(VENV)/.tenfold-installed
 EXPERIMENT ?= samplers/gmm25_tb_expl_ls
 TRAIN_ARGS ?= trainer=cpu trainer.max_epochs=6 trainer.check_val_every_n_epoch=2
 
-.PHONY: help setup system-deps train test test-slow clean-logs
+.PHONY: help setup system-deps train test test-slow lint clean-logs
 
 help:
 	@echo "make train      set up, then: python train.py experiment=$(EXPERIMENT) $(TRAIN_ARGS)"
 	@echo "make test       set up, then: $(PY) -m pytest   (fast suite)"
 	@echo "make test-slow  set up, then: $(PY) -m pytest -m slow   (long training runs)"
+	@echo "make lint       set up, then: pyflakes over the code, tests and benchmarks"
 	@echo "make setup      system library, virtual environment and package only"
 
 setup: system-deps $(STAMP)
@@ -49,6 +50,9 @@ test: setup
 
 test-slow: setup
 	$(PY) -m pytest -m slow
+
+lint: setup
+	$(PY) -m pyflakes train.py modules datamodules callbacks tenfold tests benchmarks
 
 clean-logs:
 	rm -rf logs

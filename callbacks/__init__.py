@@ -4,3 +4,5 @@ from callbacks.attention_maps import AttentionMaps
 from callbacks.local_search import LocalSearchReplay, PrioritizedReplayBuffer, mala
 from callbacks.sample_plots import SamplePlots
 from callbacks.step_seed import StepSeed
+
+__all__ = ["AttentionMaps", "LocalSearchReplay", "PrioritizedReplayBuffer", "SamplePlots", "StepSeed", "mala"]
