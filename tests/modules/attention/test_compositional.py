@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.checkpoint import checkpoint
 
 from modules.attention import CompositionalAttention
@@ -319,8 +320,6 @@ def test_cpu_auto_backend_fuses_one_or_two_retrievals_and_agrees_with_explicit_c
     # fused CPU kernel (no chunks, no recomputation; with R = 2 the queries and keys zero-padded to
     # the values' width, which that kernel needs: restricted to it, the call would fail otherwise);
     # with dropout, weights asked for, or R = 4, the explicit chunks.
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
     fused = CompositionalAttention(16, 4, num_retrievals)
     explicit = _explicit_twin(fused)
     x = torch.randn(2, 7, 16, requires_grad=True)
@@ -793,8 +792,6 @@ def test_cuda_fused_kernels_take_the_search_shapes(dtype: torch.dtype, num_retri
     # math fallback a fused kernel (memory-efficient, flash or cuDNN) must run forward and
     # backward, also when each search is recomputed in the backward (S R d_v = 4096 > 8 E); and
     # with R = 2 for all searches in one call, the 64-wide values expanded over them (stride 0).
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
     layer = CompositionalAttention(256, 8, num_retrievals, retrieval_dim=retrieval_dim).to(CUDA)
     x = torch.randn(4, 300, 256, device=CUDA)
     fused = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION]
@@ -884,8 +881,6 @@ def test_cuda_batched_call_matches_the_math_kernel_in_reduced_precision(
     # mask; pytorch/pytorch#191937 reports the memory-efficient kernel wrong for stride-0 keys and
     # values in bf16 with a mask at key lengths of 1 mod 32. Compared with the math kernel on the
     # same layer and inputs, forward and backward (bf16 rounding is about 0.01 here).
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
     layer = CompositionalAttention(256, 8, num_retrievals).to(CUDA)
     x = torch.randn(3, 40, 256, device=CUDA)
     memory = torch.randn(3, key_length, 256, device=CUDA)
