@@ -141,11 +141,14 @@ class DiffusionSampler(L.LightningModule):
             ``trainer.precision=32-true``, one process (no DDP) and gradients cleared to None
             between optimizer steps (no ``accumulate_grad_batches``; in a loop of one's own,
             ``zero_grad(set_to_none=True)``: the graphed backward hands out its own gradient
-            buffers, which become the parameters' ``.grad``); a new batch shape or moved
-            parameters are captured anew. Backward (replay) steps and evaluation stay eager.
-            Ignored, with a warning, on a CPU. Measured on an NVIDIA H100 (torch 2.11, GMM25 TB,
-            batch 300, T = 100, fp32, through the Trainer): 54 it/s against 11.8 eager and 3.4
-            for the official code.
+            buffers, which become the parameters' ``.grad``, the silent corruption of
+            pytorch/pytorch#181723 that ``on_fit_start`` refuses); a new batch shape or moved
+            parameters are captured anew. From torch 2.10 the first graphed backward warns once that
+            "the AccumulateGrad node's stream does not match" (the capture runs on a stream of its
+            own; the CUDA tests check that gradients and updates still match the eager step).
+            Backward (replay) steps and evaluation stay eager. Ignored, with a warning, on a CPU.
+            Measured on an NVIDIA H100 (torch 2.11, GMM25 TB, batch 300, T = 100, fp32, through
+            the Trainer): 54 it/s against 11.8 eager and 3.4 for the official code.
 
     Shapes: training batches are start states ``[B, D]`` (zeros); evaluation batches are dicts with
     ``"x0"`` ``[N, D]`` and optionally ``"target_samples"`` ``[N, D]``.
