@@ -555,6 +555,12 @@ class SCANDataModule(L.LightningDataModule):
         if self.val_fraction > 0:
             order = np.random.default_rng((self.seed, 1)).permutation(len(train))
             num_val = math.floor(self.val_fraction * len(train))
+            if num_val == 0:
+                raise ValueError(
+                    f"SCANDataModule: val_fraction={self.val_fraction} of {len(train)} training lines holds out "
+                    f"none; raise val_fraction to at least {1 / len(train):.3g}, or set val_fraction=0 to "
+                    "validate on the test set"
+                )
             val = [train[i] for i in sorted(order[:num_val])]
             train = [train[i] for i in sorted(order[num_val:])]
         else:

@@ -275,6 +275,9 @@ def test_datamodule_reads_released_files(tmp_path):
         for s, t in zip(batch["src"], batch["tgt"], strict=True)
     ]
     assert decoded == test
+    too_few = SCANDataModule(split="simple", data_dir=str(tmp_path), val_fraction=0.1)
+    with pytest.raises(ValueError, match=r"val_fraction=0.1 of 3 training lines holds out none; .*0.333.*val_fraction=0"):
+        too_few.setup("fit")
 
 
 # --- vocabulary --------------------------------------------------------------------------------
