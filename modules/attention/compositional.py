@@ -14,7 +14,9 @@ Compositional attention keeps ``S`` searches and ``R`` retrievals apart (paper, 
 - ``output = concat_s( sum_r pi_{s,r} O_{s,r} ) W^o``.
 
 With ``S = R = h`` and ``retrieval_selection="fixed"`` (search ``s`` reads retrieval ``s``) the
-layer *is* multi-head attention: same parameters, same output as ``nn.MultiheadAttention``.
+layer *is* multi-head attention: the same function and initialization as ``nn.MultiheadAttention``
+(which packs the query, key and value projections into one ``in_proj_weight`` where this layer
+keeps three; :meth:`CompositionalAttention.from_multihead_attention` copies an MHA's weights in).
 
 Implementation. The retrieval key is linear, so the retrieval logits are
 ``<Q^r_s W^{rk T}, O_{s,r}> + <Q^r_s, b^{rk}>``: the keys ``O_{s,r} W^{rk}`` are never formed.
@@ -95,7 +97,7 @@ from __future__ import annotations
 
 import math
 from itertools import repeat
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -167,22 +169,41 @@ def merge_masks(
                 f"attn_mask has shape {tuple(attn_mask.shape)}; expected {(query_length, key_length)} or "
                 f"{(batch_size * num_heads, query_length, key_length)} (batch x heads first, as nn.MultiheadAttention)"
             )
-        merged = _as_additive(shaped, dtype)
+        merged = _as_additive(shaped, dtype, "attn_mask")
     if key_padding_mask is not None:
         if tuple(key_padding_mask.shape) != (batch_size, key_length):
             raise ValueError(
                 f"key_padding_mask has shape {tuple(key_padding_mask.shape)}; expected {(batch_size, key_length)}"
             )
-        padding = _as_additive(key_padding_mask.view(batch_size, 1, 1, key_length), dtype)
+        padding = _as_additive(key_padding_mask.view(batch_size, 1, 1, key_length), dtype, "key_padding_mask")
         merged = padding if merged is None else merged + padding
     return merged
 
 
-def _as_additive(mask: Tensor, dtype: torch.dtype) -> Tensor:
-    """A boolean mask (``True`` = masked) as ``0 / -inf``; a float mask as it is, in ``dtype``."""
+def _as_additive(mask: Tensor, dtype: torch.dtype, name: str) -> Tensor:
+    """A boolean mask (``True`` = masked) as ``0 / -inf``; a float mask as it is, in ``dtype``.
+    Other dtypes are refused, as ``nn.MultiheadAttention`` refuses them: an integer 0/1 mask
+    added to the logits would mask nothing."""
     if mask.dtype == torch.bool:
         return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(mask, float("-inf"))
+    if not mask.is_floating_point():
+        raise TypeError(
+            f"{name} has dtype {mask.dtype}; give a bool mask (True = not allowed to attend, e.g. "
+            f"{name}.bool() for a 0/1 mask whose 1 marks what to hide) or a float mask added to the logits"
+        )
     return mask.to(dtype)
+
+
+def _without_empty_rows(mask: Tensor) -> tuple[Tensor, Tensor]:
+    """An additive mask ``[..., L_q, L_k]`` with its fully masked rows (every key ``-inf``) set to
+    0, and those rows ``[..., L_q, 1]`` (True where empty).
+
+    A softmax over such a row is NaN, and so is its gradient; the explicit paths attend with the
+    row unmasked instead and zero what it retrieves, which is what PyTorch's
+    ``scaled_dot_product_attention`` returns for it (0, with zero gradients), so that every search
+    backend agrees."""
+    empty = torch.isneginf(mask).all(dim=-1, keepdim=True)
+    return mask.masked_fill(empty, 0.0), empty
 
 
 def _padded_for_fused_cpu_kernel(
@@ -350,6 +371,13 @@ class CompositionalAttention(nn.Module):
         self.retrieval_scoring = retrieval_scoring
         self.search_backend = search_backend
         self.query_chunk_size = query_chunk_size
+        # nn.MultiheadAttention's packed input projection, which this layer does not have. PyTorch's
+        # nn.TransformerEncoderLayer and nn.TransformerEncoder read these attributes of their
+        # self_attn to rule out their fused inference path (as for an MHA with separate q, k and v
+        # projections), so that this layer can replace their self_attn.
+        self._qkv_same_embed_dim = False
+        self.in_proj_weight: Tensor | None = None
+        self.in_proj_bias: Tensor | None = None
 
         self.q_proj = nn.Linear(embed_dim, search_dim, bias=bias, **factory)
         self.k_proj = nn.Linear(self.kdim, search_dim, bias=bias, **factory)
@@ -369,10 +397,24 @@ class CompositionalAttention(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Xavier-uniform projections with zero biases, as ``nn.MultiheadAttention`` (the linear
-        retrieval score keeps ``nn.Linear``'s own initialization, as the official layer)."""
-        for linear in (self.q_proj, self.k_proj, self.v_proj):
-            nn.init.xavier_uniform_(linear.weight)
+        """Initialization as ``nn.MultiheadAttention``: Xavier-uniform query, key and value
+        projections with zero biases, drawn as one stacked ``[q; k; v]`` matrix when key and value
+        inputs are ``embed_dim`` wide (MHA's packed ``in_proj_weight``), else one by one (MHA's
+        separate ``q/k/v_proj_weight``); the output projection keeps ``nn.Linear``'s weight
+        initialization with a zero bias (MHA's ``out_proj``). The retrieval query and keys are
+        Xavier-uniform with zero biases; the linear retrieval score keeps ``nn.Linear``'s own
+        initialization, as the official layer. (The official code keeps ``nn.Linear``'s for every
+        projection.)"""
+        projections = (self.q_proj, self.k_proj, self.v_proj)
+        if self.kdim == self.vdim == self.embed_dim:
+            stacked_rows = sum(linear.out_features for linear in projections)
+            bound = math.sqrt(6.0 / (self.embed_dim + stacked_rows))
+            for linear in projections:
+                nn.init.uniform_(linear.weight, -bound, bound)
+        else:
+            for linear in projections:
+                nn.init.xavier_uniform_(linear.weight)
+        for linear in projections:
             if linear.bias is not None:
                 nn.init.zeros_(linear.bias)
         if self.out_proj.bias is not None:
@@ -388,6 +430,44 @@ class CompositionalAttention(nn.Module):
             nn.init.uniform_(self.retrieval_key_weight, -bound, bound)
             if self.retrieval_key_bias is not None:
                 nn.init.zeros_(self.retrieval_key_bias)
+
+    @classmethod
+    def from_multihead_attention(cls, mha: nn.MultiheadAttention, **kwargs: Any) -> CompositionalAttention:
+        """The fixed pairing (``S = R = mha.num_heads``) holding copies of ``mha``'s weights: the
+        same function as ``mha``, from which to study or fine-tune it (outputs agree to rounding,
+        tested). Width, dropout, bias, ``batch_first``, ``kdim`` and ``vdim`` are ``mha``'s;
+        ``kwargs`` go to the constructor (e.g. ``search_backend``). ``mha`` must not use
+        ``add_bias_kv`` or ``add_zero_attn``, which this layer does not have."""
+        if mha.bias_k is not None or mha.add_zero_attn:
+            raise ValueError("from_multihead_attention: add_bias_kv and add_zero_attn have no counterpart here")
+        has_bias = mha.in_proj_bias is not None
+        weight = next(mha.parameters())
+        layer = cls(
+            mha.embed_dim,
+            mha.num_heads,
+            mha.num_heads,
+            dropout=mha.dropout,
+            bias=has_bias,
+            batch_first=mha.batch_first,
+            retrieval_selection="fixed",
+            kdim=mha.kdim,
+            vdim=mha.vdim,
+            device=weight.device,
+            dtype=weight.dtype,
+            **kwargs,
+        )
+        if mha._qkv_same_embed_dim:
+            weights = mha.in_proj_weight.chunk(3)
+        else:
+            weights = (mha.q_proj_weight, mha.k_proj_weight, mha.v_proj_weight)
+        with torch.no_grad():
+            for linear, source_weight in zip((layer.q_proj, layer.k_proj, layer.v_proj), weights):
+                linear.weight.copy_(source_weight)
+            if has_bias:
+                for linear, source_bias in zip((layer.q_proj, layer.k_proj, layer.v_proj), mha.in_proj_bias.chunk(3)):
+                    linear.bias.copy_(source_bias)
+            layer.out_proj.load_state_dict(mha.out_proj.state_dict())
+        return layer
 
     def forward(
         self,
@@ -470,9 +550,13 @@ class CompositionalAttention(nn.Module):
         if not need_weights:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p), None
         logits = (q * d_s**-0.5) @ k.transpose(-1, -2)
+        empty = None
         if mask is not None:
+            mask, empty = _without_empty_rows(mask)
             logits = logits + mask
         weights = logits.softmax(dim=-1)
+        if empty is not None:
+            weights = weights.masked_fill(empty, 0.0)
         attended = F.dropout(weights, p=dropout_p) if dropout_p > 0 else weights
         return attended @ v, weights
 
@@ -714,10 +798,17 @@ class CompositionalAttention(nn.Module):
         batch, num_s, n, _ = q.shape
         num_r, d_v = self.num_retrievals, self.retrieval_head_dim
         logits = q @ keys_t
+        empty = None
         if mask is not None:
+            mask, empty = _without_empty_rows(mask)
             logits = logits + mask
         weights = logits.softmax(dim=-1)
         attended = F.dropout(weights, p=dropout_p) if dropout_p > 0 else weights
         retrieved = (attended.reshape(batch, num_s * n, -1) @ v.to(attended.dtype)).view(batch, num_s, n, -1)
+        if empty is not None:
+            # zeroing the retrievals [.., R d_v] rather than the weights [.., L_k]: a smaller pass
+            retrieved = retrieved.masked_fill(empty, 0.0)
+            if need_weights:
+                weights = weights.masked_fill(empty, 0.0)
         selected, selection = self._select(retrieved.view(batch, num_s, n, num_r, d_v), folded_query, folded_bias)
         return selected, (weights if need_weights else None), selection

@@ -554,6 +554,149 @@ def test_masked_keys_do_not_influence_the_output(backend: str, need_weights: boo
     assert not torch.allclose(attend(changed_future)[:, :3], attend(x)[:, :3])
 
 
+def _left_padded_causal_masks() -> tuple[Tensor, Tensor]:
+    """A key padding mask ``[2, 6]`` hiding the first two keys of sequence 0, and a causal mask:
+    together they leave query rows 0 and 1 of sequence 0 without any key."""
+    padding = torch.zeros(2, 6, dtype=torch.bool)
+    padding[0, :2] = True
+    return padding, torch.ones(6, 6, dtype=torch.bool).triu(1)
+
+
+@pytest.mark.parametrize("num_retrievals", [2, 4])
+@pytest.mark.parametrize("need_weights", [False, True])
+def test_queries_without_any_key_return_zeros_with_finite_gradients_on_every_backend(
+    num_retrievals: int, need_weights: bool
+) -> None:
+    # SDPA gives a fully masked query row 0 (and zero gradients); the explicit softmax would give
+    # NaN and spread it through every gradient. All backends must agree.
+    padding, causal = _left_padded_causal_masks()
+    x = torch.randn(2, 6, 16, requires_grad=True)
+    layer = CompositionalAttention(16, 4, num_retrievals)
+    nn.init.normal_(layer.out_proj.bias)
+    results = {}
+    for backend in ("explicit", "sdpa", "batched", "per_retrieval"):
+        layer.search_backend = backend
+        layer.zero_grad(set_to_none=True)
+        x.grad = None
+        output, weights = layer(x, x, x, key_padding_mask=padding, attn_mask=causal, need_weights=need_weights)
+        output.square().sum().backward()
+        grads = [x.grad, *(p.grad for p in layer.parameters())]
+        assert all(torch.isfinite(g).all() for g in grads), backend
+        # the empty rows hold the output projection's bias only
+        torch.testing.assert_close(output[0, :2], layer.out_proj.bias.detach().expand(2, 16))
+        if need_weights:
+            assert torch.equal(weights[0][0, :2], torch.zeros(2, 6))
+            torch.testing.assert_close(weights[0][1].sum(-1), torch.ones(6))
+        results[backend] = (output.detach(), [g.clone() for g in grads])
+    for backend, (output, grads) in results.items():
+        torch.testing.assert_close(output, results["explicit"][0], msg=backend)
+        for grad, expected in zip(grads, results["explicit"][1]):
+            torch.testing.assert_close(grad, expected, rtol=1e-5, atol=1e-6, msg=backend)
+
+
+def test_queries_without_any_key_stay_finite_with_dropout_and_in_the_fixed_pairing() -> None:
+    padding, causal = _left_padded_causal_masks()
+    x = torch.randn(2, 6, 16)
+    masks = {"key_padding_mask": padding, "attn_mask": causal}
+    soft = CompositionalAttention(16, 4, 2, dropout=0.3).train()  # dropout: the explicit chunks on the CPU
+    output = soft(x, x, x, need_weights=False, **masks)[0]
+    output.sum().backward()
+    assert torch.isfinite(output).all() and all(torch.isfinite(p.grad).all() for p in soft.parameters())
+    fixed = CompositionalAttention(16, 4, 4, retrieval_selection="fixed")
+    mha = mha_with_same_weights(fixed)
+    # MHA's own weights path is NaN on these rows; its fused path gives what the layer gives either way
+    expected = mha(x, x, x, need_weights=False, **masks)[0]
+    for need_weights in (False, True):
+        torch.testing.assert_close(fixed(x, x, x, need_weights=need_weights, **masks)[0], expected)
+
+
+@pytest.mark.parametrize("mask_name", ["key_padding_mask", "attn_mask"])
+@pytest.mark.parametrize("dtype", [torch.long, torch.uint8])
+def test_integer_masks_are_refused_with_the_fix(mask_name: str, dtype: torch.dtype) -> None:
+    # added to the logits, a 0/1 integer mask would mask nothing; MHA refuses them as well
+    layer = CompositionalAttention(16, 4, 2)
+    x = torch.randn(2, 5, 16)
+    mask = torch.zeros(2, 5) if mask_name == "key_padding_mask" else torch.ones(5, 5).triu(1)
+    with pytest.raises(TypeError, match=rf"{mask_name} has dtype torch\.{str(dtype).split('.')[-1]}.*\.bool\(\)"):
+        layer(x, x, x, **{mask_name: mask.to(dtype)})
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"bias": False}, {"kdim": 10, "vdim": 6}, {"batch_first": False, "dropout": 0.2}],
+    ids=["default", "no_bias", "kdim_vdim", "sequence_first_dropout"],
+)
+def test_from_multihead_attention_is_the_same_function(options: dict) -> None:
+    mha = nn.MultiheadAttention(16, 4, **options)
+    layer = CompositionalAttention.from_multihead_attention(mha)
+    assert layer.retrieval_selection == "fixed" and layer.num_searches == layer.num_retrievals == 4
+    assert layer.dropout == mha.dropout and layer.batch_first == mha.batch_first
+    mha.eval(), layer.eval()
+    shape = (2, 5) if mha.batch_first else (5, 2)
+    query = torch.randn(*shape, 16)
+    key, value = torch.randn(*shape, mha.kdim), torch.randn(*shape, mha.vdim)
+    padding = torch.zeros(2, 5, dtype=torch.bool)
+    padding[1, 3:] = True
+    for need_weights in (False, True):
+        expected = mha(query, key, value, key_padding_mask=padding, need_weights=need_weights)
+        output = layer(query, key, value, key_padding_mask=padding, need_weights=need_weights)
+        torch.testing.assert_close(output[0], expected[0])
+        if need_weights:
+            torch.testing.assert_close(output[1][0], expected[1])
+    with pytest.raises(ValueError, match="add_bias_kv and add_zero_attn"):
+        CompositionalAttention.from_multihead_attention(nn.MultiheadAttention(16, 4, add_bias_kv=True))
+
+
+@pytest.mark.parametrize(("kdim", "num_retrievals"), [(None, 4), (None, 2), (10, 4)])
+def test_initialization_is_multihead_attentions(kdim: int | None, num_retrievals: int) -> None:
+    # MHA draws its packed [q; k; v] projection as one Xavier-uniform matrix (separate ones when
+    # the key and value widths differ), zero biases, and keeps nn.Linear's output projection
+    embed_dim = 256
+    layer = CompositionalAttention(embed_dim, 4, num_retrievals, kdim=kdim, vdim=kdim)
+    projections = {"q": layer.q_proj, "k": layer.k_proj, "v": layer.v_proj}
+    if kdim is None:
+        rows = sum(p.out_features for p in projections.values())
+        bounds = dict.fromkeys(projections, (6 / (embed_dim + rows)) ** 0.5)
+    else:
+        bounds = {name: (6 / (p.in_features + p.out_features)) ** 0.5 for name, p in projections.items()}
+    if kdim is None and num_retrievals == 4:  # MHA's shapes: its packed projection's bound
+        packed_rows, packed_columns = nn.MultiheadAttention(embed_dim, 4).in_proj_weight.shape
+        assert bounds["q"] == pytest.approx((6 / (packed_rows + packed_columns)) ** 0.5)
+    for name, projection in projections.items():
+        weight, bound = projection.weight.detach(), bounds[name]
+        assert weight.abs().max() <= bound and weight.abs().max() > 0.99 * bound, name
+        assert weight.std().item() == pytest.approx(bound / 3**0.5, rel=0.03), name
+        assert torch.equal(projection.bias, torch.zeros_like(projection.bias)), name
+    assert layer.out_proj.weight.abs().max() <= embed_dim**-0.5
+    assert torch.equal(layer.out_proj.bias, torch.zeros(embed_dim))
+
+
+def test_replaces_the_self_attention_of_torch_transformer_layers() -> None:
+    # nn.TransformerEncoderLayer / nn.TransformerEncoder read MHA's packed projection to choose
+    # their fused inference path; with the layer in place they take the plain path, and the
+    # fixed pairing built from their MHA computes what they computed (in eval: their fused path)
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 16)
+    padding = torch.zeros(2, 6, dtype=torch.bool)
+    padding[0, 4:] = True
+    for norm_first in (False, True):
+        encoder_layer = nn.TransformerEncoderLayer(16, 4, 32, dropout=0.0, batch_first=True, norm_first=norm_first)
+        encoder = nn.TransformerEncoder(encoder_layer, 2, enable_nested_tensor=False).eval()
+        with torch.no_grad():
+            expected = encoder(x, src_key_padding_mask=padding)
+        for layer in encoder.layers:
+            layer.self_attn = CompositionalAttention.from_multihead_attention(layer.self_attn)
+        for training in (False, True):
+            encoder.train(training)
+            output = encoder(x, src_key_padding_mask=padding)
+            torch.testing.assert_close(output[~padding], expected[~padding], rtol=1e-5, atol=1e-5)
+    decoder_layer = nn.TransformerDecoderLayer(16, 4, 32, dropout=0.0, batch_first=True)
+    decoder_layer.self_attn = CompositionalAttention(16, 4, 2)
+    decoder_layer.multihead_attn = CompositionalAttention(16, 4, 2)
+    memory = torch.randn(2, 3, 16)
+    assert decoder_layer(x, memory, tgt_is_causal=True, tgt_mask=nn.Transformer.generate_square_subsequent_mask(6)).shape == x.shape
+
+
 @pytest.mark.parametrize("backend", ["sdpa", "batched", "per_retrieval"])
 def test_fused_paths_are_permutation_equivariant(backend: str) -> None:
     layer = CompositionalAttention(16, 4, 3, search_backend=backend)
