@@ -460,6 +460,15 @@ def mala(
         return x, log_r, eta, rate
 
 
+def _capacity_below_batch(capacity: int, batch_size: int) -> str:
+    """The error for a buffer that can never hold one backward batch."""
+    return (
+        f"LocalSearchReplay: the buffer's capacity {capacity} is below the backward batch size {batch_size} "
+        "(by default the training batch size), so no backward batch or local search would ever run: raise "
+        "capacity or lower batch_size"
+    )
+
+
 class LocalSearchReplay(L.Callback):
     """Prioritized replay buffer, backward-trajectory training and MALA local search.
 
@@ -584,6 +593,8 @@ class LocalSearchReplay(L.Callback):
             )
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1 or None, got {batch_size}")
+        if batch_size is not None and batch_size > capacity:
+            raise ValueError(_capacity_below_batch(capacity, batch_size))
         self.capacity = capacity
         self.priority = priority
         self.backward_every = backward_every
@@ -750,6 +761,8 @@ class LocalSearchReplay(L.Callback):
             samples, log_r = outputs["samples"], outputs["log_reward"]
             self._insert(self.buffer, samples, log_r)
             if self.batch_size == 0:
+                if samples.shape[0] > self.capacity:
+                    raise ValueError(_capacity_below_batch(self.capacity, int(samples.shape[0])))
                 self.batch_size = int(samples.shape[0])
         self.step += 1
         pl_module.log("buffer/size", float(len(self.buffer)), on_step=True, on_epoch=False)

@@ -530,6 +530,15 @@ def test_backward_step_with_empty_buffer_trains_forward(tmp_path: Path) -> None:
     assert len(cb.buffer) == 16
 
 
+def test_a_buffer_smaller_than_a_backward_batch_is_refused(tmp_path: Path) -> None:
+    # it could never hold a backward batch: training would silently stay on-policy
+    with pytest.raises(ValueError, match="capacity 8 is below the backward batch size 16.*raise capacity"):
+        LocalSearchReplay(capacity=8, batch_size=16)
+    module, cb = GaussianMeanSampler(batch=16), make_callback(capacity=8)
+    with pytest.raises(ValueError, match="capacity 8 is below the backward batch size 16"):
+        fit(module, cb, 2, tmp_path)
+
+
 def test_runs_under_bf16_mixed(tmp_path: Path) -> None:
     module, cb = GaussianMeanSampler(), make_callback()
     trainer = fit(module, cb, 6, tmp_path, precision="bf16-mixed")
