@@ -100,6 +100,12 @@ class Trajectories:
         return (self.log_reward + self.log_pb.sum(-1) - self.log_pf.sum(-1) - self.log_start).float()
 
 
+_NO_TARGET = (
+    "DiffusionSampler has no target: pass energy=... (also to load_from_checkpoint), set `.energy`, or train "
+    "with a datamodule that has an `energy` attribute"
+)
+
+
 class DiffusionSampler(L.LightningModule):
     """Trains :class:`~modules.samplers.nets.SamplerNets` to sample from ``exp(log_reward) / Z``.
 
@@ -233,9 +239,7 @@ class DiffusionSampler(L.LightningModule):
             datamodule = self.trainer.datamodule if self._trainer is not None else None
             energy = getattr(datamodule, "energy", None)
             if energy is None:
-                raise RuntimeError(
-                    "DiffusionSampler has no target: pass energy=... or use a datamodule with an `energy` attribute"
-                )
+                raise RuntimeError(_NO_TARGET)
             self._check_energy(energy)
             self.energy = energy
 
@@ -327,6 +331,8 @@ class DiffusionSampler(L.LightningModule):
     # the target
     def log_reward(self, x: Tensor) -> Tensor:
         """``log R(x)`` of the target, ``[B, D] -> [B]`` (float32)."""
+        if self.energy is None:
+            raise RuntimeError(_NO_TARGET)
         return self.energy.log_reward(x).float()
 
     def _grad_log_reward(self, x: Tensor) -> Tensor:

@@ -451,6 +451,10 @@ def test_invalid_configurations_are_explained() -> None:
         make_sampler("tb", exploration_std=0.1, exploration_decay_steps=-5)
     with pytest.raises(ValueError, match="off-policy"):
         make_sampler("pis", exploration_std=0.1)
+    # e.g. loaded from a checkpoint without its target: sampling names what to pass
+    without_target = DiffusionSampler(SamplerNets(2, hidden_dim=8), partial(torch.optim.Adam), loss="tb")
+    with pytest.raises(RuntimeError, match=r"no target: pass energy=\.\.\. \(also to load_from_checkpoint\)"):
+        without_target.sample(4)
 
 
 def test_evaluation_metrics_are_exact_for_the_exact_sampler() -> None:
