@@ -34,7 +34,7 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 log = logging.getLogger("train")
@@ -148,6 +148,65 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path, train: bool
             f"ckpt_path={path}: no such file. Give a .ckpt file, a run directory, or 'last'."
         )
     return str(path)
+
+
+def _plain(value: Any) -> Any:
+    """A hyperparameter as plain Python, for comparison: OmegaConf containers and tuples as lists
+    and dicts."""
+    if isinstance(value, (DictConfig, ListConfig)):
+        value = OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return value
+
+
+def _override_value(value: Any) -> str:
+    """``value`` as it is written on a Hydra command line."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return "[" + ",".join(_override_value(item) for item in value) + "]"
+    return str(value)
+
+
+def check_checkpoint_hparams(model: L.LightningModule, ckpt_path: str, must_match: bool) -> None:
+    """Compares the hyperparameters saved in the checkpoint to evaluate with those of ``model``,
+    which the composed config built, since loading the weights keeps the config's.
+
+    A sampler trained with ``model.num_steps=20`` and evaluated with the default 100 loads without
+    complaint (same shapes) and reports the metrics of another sampler. With ``must_match`` a
+    difference stops the run with the overrides that reproduce the checkpoint's settings; without,
+    it is a warning.
+
+    Raises:
+        ValueError: ``must_match`` and a saved hyperparameter differs from the config's.
+    """
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    saved = _plain(dict(checkpoint.get("hyper_parameters") or {}))
+    current = _plain(dict(model.hparams))
+    differing = sorted(key for key in saved.keys() & current.keys() if saved[key] != current[key])
+    if not differing:
+        return
+    lines = "\n".join(f"  model.{key}: checkpoint {saved[key]!r}, config {current[key]!r}" for key in differing)
+    overrides = " ".join(f"model.{key}={_override_value(saved[key])}" for key in differing)
+    run_config = Path(ckpt_path).resolve().parent.parent / ".hydra"
+    from_run = (
+        f" or evaluate with the run's own config (--config-path {run_config} --config-name config),"
+        if (run_config / "config.yaml").is_file()
+        else ""
+    )
+    message = (
+        f"{ckpt_path} was trained with other model settings than this command gives:\n{lines}\n"
+        f"Repeat the training overrides ({overrides}),{from_run} or set check_ckpt_hparams=false "
+        "to evaluate the weights with this command's settings."
+    )
+    if must_match:
+        raise ValueError(message)
+    _warn(message)
 
 
 def instantiate_group(group: DictConfig | None) -> list[Any]:
@@ -283,6 +342,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
                     ckpt_path = None
             else:
                 ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir, train=False)
+                if ckpt_path is not None:
+                    check_checkpoint_hparams(model, ckpt_path, must_match=cfg.get("check_ckpt_hparams", True))
             _info(f"Testing {'checkpoint ' + ckpt_path if ckpt_path else 'current weights'}")
             trainer.test(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
             metric_dict.update(_floats(trainer.callback_metrics))

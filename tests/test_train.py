@@ -236,6 +236,48 @@ def test_resume_from_run_directory_equals_uninterrupted_run(train_cli, tmp_path:
     )
     assert result.returncode == 0, result.stdout[-5000:]
     assert "test/elbo" in result.stdout
+    # ... and refuses to evaluate it as another sampler (weights of the same shapes, other steps)
+    result = train_cli(
+        [
+            "experiment=samplers/gmm25_tb_expl_ls",
+            "trainer=cpu",
+            *TINY,
+            "model.num_steps=20",
+            "train=false",
+            f"ckpt_path={full}",
+            f"hydra.run.dir={tmp_path / 'eval_other'}",
+        ]
+    )
+    assert result.returncode != 0
+    assert "model.num_steps: checkpoint 8, config 20" in result.stdout
+    assert f"Repeat the training overrides (model.num_steps=8), or evaluate with the run's own config (--config-path {full}/.hydra" in result.stdout
+
+
+class _Configured(torch.nn.Module):
+    """Stands in for a LightningModule: ``hparams`` as ``save_hyperparameters`` leaves them."""
+
+    def __init__(self, **hparams: Any) -> None:
+        super().__init__()
+        self.hparams = hparams
+
+
+def test_checkpoint_hyperparameters_are_compared_before_evaluating(tmp_path: Path, caplog) -> None:
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    ckpt = run / "checkpoints" / "last.ckpt"
+    torch.save({"hyper_parameters": {"num_steps": 20, "loss": "tb", "pair": (0, 2), "clip": None}}, ckpt)
+    same = _Configured(num_steps=20, loss="tb", pair=[0, 2], clip=None, added_later=1)
+    train_script.check_checkpoint_hparams(same, str(ckpt), must_match=True)  # tuples read as lists
+    other = _Configured(num_steps=100, loss="tb", pair=[0, 1], clip=None)
+    with pytest.raises(ValueError) as error:
+        train_script.check_checkpoint_hparams(other, str(ckpt), must_match=True)
+    assert (
+        "  model.num_steps: checkpoint 20, config 100\n  model.pair: checkpoint [0, 2], config [0, 1]\n"
+        "Repeat the training overrides (model.num_steps=20 model.pair=[0,2]), or set check_ckpt_hparams=false"
+    ) in str(error.value)
+    with caplog.at_level("WARNING"):
+        train_script.check_checkpoint_hparams(other, str(ckpt), must_match=False)
+    assert "check_ckpt_hparams=false" in caplog.text
 
 
 def _stat(path: Path) -> tuple[int, int] | None:
