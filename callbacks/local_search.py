@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
@@ -531,8 +532,11 @@ class LocalSearchReplay(L.Callback):
     ``torch.load(weights_only=True)``): buffer contents, random stream, current step size, step
     counter and last local-search window. The random stream is a ``torch.Generator`` on the
     module's device, seeded with ``seed + global_rank`` so DDP ranks differ; each rank keeps its
-    own buffer. Lightning saves rank 0's callback state only: on resume every rank gets rank 0's
-    buffer, and ranks other than the saving one reseed their stream from (seed, rank, step).
+    own buffer and step size. Lightning writes rank 0's callback state only, so under DDP
+    ``state_dict`` gathers the other ranks' states into it (``"other_ranks"``; the checkpoint
+    grows with the number of processes) and each rank resumes its own. Resumed with another
+    number of processes, every rank takes rank 0's buffer and the other ranks reseed their stream
+    from (seed, rank, step).
     A stream saved on another device type (CPU vs CUDA) cannot be restored and is reseeded the
     same way, with a warning.
 
@@ -773,6 +777,18 @@ class LocalSearchReplay(L.Callback):
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
+        """This rank's state; under DDP, rank 0's with every other rank's in ``"other_ranks"``
+        (a collective call: every rank must call it, as Lightning's checkpointing does)."""
+        state = self._own_state()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            world_size = torch.distributed.get_world_size()
+            if world_size > 1:
+                gathered: list[Any] = [None] * world_size
+                torch.distributed.all_gather_object(gathered, move_data_to_device(state, "cpu"))
+                state["other_ranks"] = gathered[1:]
+        return state
+
+    def _own_state(self) -> dict[str, Any]:
         generator = self.generator
         state: dict[str, Any] = {
             "buffer": self.buffer.state_dict(),
@@ -789,6 +805,12 @@ class LocalSearchReplay(L.Callback):
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        other_ranks = state_dict.get("other_ranks", [])
+        rank, world_size = 0, 1
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            rank, world_size = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        if rank > 0 and len(other_ranks) + 1 == world_size:
+            state_dict = other_ranks[rank - 1]
         self.buffer.load_state_dict(state_dict["buffer"])
         if self.ls_buffer is not None and "ls_buffer" in state_dict:
             self.ls_buffer.load_state_dict(state_dict["ls_buffer"])

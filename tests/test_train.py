@@ -280,6 +280,45 @@ def test_checkpoint_hyperparameters_are_compared_before_evaluating(tmp_path: Pat
     assert "check_ckpt_hparams=false" in caplog.text
 
 
+def test_ddp_resume_restores_every_ranks_streams_and_buffers(train_cli, tmp_path: Path) -> None:
+    # Lightning writes rank 0's checkpoint; the sampler's stream and the local-search state of
+    # every rank go into it, so that two processes resumed repeat the uninterrupted run exactly
+    common = [
+        "experiment=samplers/gmm25_tb_expl_ls",
+        "trainer=ddp_sim",
+        *TINY,
+        "data.steps_per_epoch=8",
+        "trainer.check_val_every_n_epoch=2",
+        "callbacks.local_search.local_search_every=2",
+        "callbacks.local_search.local_search_steps=4",
+        "callbacks.local_search.burn_in=2",
+        "callbacks.sample_plots=null",
+        "test=false",
+        "seed=3",
+    ]
+    full, half = tmp_path / "full", tmp_path / "half"
+    result = train_cli([*common, "trainer.max_steps=8", f"hydra.run.dir={full}"])
+    assert result.returncode == 0, result.stdout[-5000:]
+    result = train_cli([*common, "trainer.max_steps=4", f"hydra.run.dir={half}"])
+    assert result.returncode == 0, result.stdout[-5000:]
+    saved = _load(half / "checkpoints" / "last.ckpt")
+    assert saved["sampler_rng_state"].shape[0] == 2  # both ranks' streams
+    (local_search,) = [state for key, state in saved["callbacks"].items() if key.startswith("LocalSearchReplay")]
+    assert len(local_search["other_ranks"]) == 1 and local_search["other_ranks"][0]["global_rank"] == 1
+    assert not torch.equal(local_search["buffer"]["x"], local_search["other_ranks"][0]["buffer"]["x"])
+    result = train_cli([*common, "trainer.max_steps=8", "ckpt_path=last", f"hydra.run.dir={half}"])
+    assert result.returncode == 0, result.stdout[-5000:]
+    a, b = _load(full / "checkpoints" / "last.ckpt"), _load(half / "checkpoints" / "last.ckpt")
+    assert a["global_step"] == b["global_step"] == 8
+    _assert_same_tree(a["state_dict"], b["state_dict"], "state_dict", exact=True)
+    _assert_same_tree(a["optimizer_states"], b["optimizer_states"], "optimizer_states", exact=True)
+    local_search_states = [
+        {key: state for key, state in run["callbacks"].items() if key.startswith("LocalSearchReplay")} for run in (a, b)
+    ]
+    _assert_same_tree(*local_search_states, "local search", exact=True)
+    assert torch.equal(a["sampler_rng_state"], b["sampler_rng_state"])
+
+
 def _stat(path: Path) -> tuple[int, int] | None:
     """(size, mtime in ns) of ``path``, ``None`` when it does not exist."""
     return (path.stat().st_size, path.stat().st_mtime_ns) if path.exists() else None

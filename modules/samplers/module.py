@@ -267,18 +267,22 @@ class DiffusionSampler(L.LightningModule):
             base = self.hparams.rng_seed if self.hparams.rng_seed is not None else torch.initial_seed()
             generator.manual_seed(int(base) + 1_000_003 * self.global_rank)
             if self._pending_rng_state is not None:
-                state, saved_device_type = self._pending_rng_state
+                states, saved_device_type = self._pending_rng_state
                 self._pending_rng_state = None
+                world_size = self.trainer.world_size if self._trainer is not None else 1
+                # every rank's stream ([world size, n]) when the checkpoint was saved under DDP
+                own_saved = states.dim() == 2 and states.shape[0] == world_size
+                state = states[self.global_rank] if own_saved else states.reshape(-1, states.shape[-1])[0]
                 if saved_device_type == generator.device.type:
-                    generator.set_state(state)
+                    generator.set_state(state.clone())  # a row of [world size, n]: its own storage
                 else:
                     rank_zero_warn(
                         f"DiffusionSampler: the random stream in the checkpoint was saved on {saved_device_type} "
                         f"and cannot be restored on {generator.device.type}; continuing with a fresh stream "
                         f"(seeded from rng_seed or torch.initial_seed()): the run will not repeat the saved one"
                     )
-                world_size = self.trainer.world_size if self._trainer is not None else 1
-                if world_size > 1:
+                if world_size > 1 and not own_saved:
+                    # one saved stream for several processes (another world size): each rank derives its own
                     derived = torch.randint(2**62, (1,), generator=generator, device=self.device).item()
                     generator.manual_seed(int(derived) + 1_000_003 * self.global_rank)
             self._generator = generator
@@ -286,7 +290,11 @@ class DiffusionSampler(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         generator = self._rng()
-        checkpoint["sampler_rng_state"] = generator.get_state()
+        state = generator.get_state()
+        if self._trainer is not None and self.trainer.world_size > 1:
+            # Lightning writes rank 0's checkpoint: it holds every rank's stream, [world size, n]
+            state = self.all_gather(state.to(self.device)).cpu()
+        checkpoint["sampler_rng_state"] = state
         checkpoint["sampler_rng_device"] = generator.device.type
         checkpoint["sampler_evaluation_seed"] = self._evaluation_base_seed()
 
@@ -294,7 +302,7 @@ class DiffusionSampler(L.LightningModule):
         state = checkpoint.get("sampler_rng_state")
         saved_device_type = checkpoint.get("sampler_rng_device")
         if saved_device_type is None and state is not None:  # checkpoints from before the device was stored
-            saved_device_type = "cpu" if state.numel() == torch.default_generator.get_state().numel() else "cuda"
+            saved_device_type = "cpu" if state.shape[-1] == torch.default_generator.get_state().numel() else "cuda"
         self._pending_rng_state = None if state is None else (state, saved_device_type)
         self._generator = None
         self._evaluation_seed = checkpoint.get("sampler_evaluation_seed")

@@ -369,7 +369,12 @@ def test_every_rank_evaluates_with_rank_zeros_seed() -> None:
         broadcasts.append((value, src))
         return 4242
 
-    sampler._trainer = SimpleNamespace(world_size=2, global_rank=1, strategy=SimpleNamespace(broadcast=broadcast))
+    def all_gather(tensor: Tensor, group: object = None, sync_grads: bool = False) -> Tensor:
+        return torch.stack([torch.zeros_like(tensor), tensor])  # rank 0's, then this rank's
+
+    sampler._trainer = SimpleNamespace(
+        world_size=2, global_rank=1, strategy=SimpleNamespace(broadcast=broadcast, all_gather=all_gather)
+    )
     torch.manual_seed(7)
     first = sampler.evaluation_generator(0, "val").initial_seed()
     torch.manual_seed(8)
@@ -378,6 +383,8 @@ def test_every_rank_evaluates_with_rank_zeros_seed() -> None:
     checkpoint: dict = {}
     sampler.on_save_checkpoint(checkpoint)
     assert checkpoint["sampler_evaluation_seed"] == 4242
+    # every rank's training stream, [world size, state]: this rank resumes its own row
+    assert torch.equal(checkpoint["sampler_rng_state"][1], sampler._rng().get_state())
 
 
 @pytest.mark.parametrize("stored_device", [True, False], ids=["device_stored", "older_checkpoint"])
