@@ -261,7 +261,7 @@ class _Configured(torch.nn.Module):
         self.hparams = hparams
 
 
-def test_checkpoint_hyperparameters_are_compared_before_evaluating(tmp_path: Path, caplog) -> None:
+def test_checkpoint_hyperparameters_are_compared_before_evaluating(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     ckpt = run / "checkpoints" / "last.ckpt"
@@ -275,9 +275,10 @@ def test_checkpoint_hyperparameters_are_compared_before_evaluating(tmp_path: Pat
         "  model.num_steps: checkpoint 20, config 100\n  model.pair: checkpoint [0, 2], config [0, 1]\n"
         "Repeat the training overrides (model.num_steps=20 model.pair=[0,2]), or set check_ckpt_hparams=false"
     ) in str(error.value)
-    with caplog.at_level("WARNING"):
-        train_script.check_checkpoint_hparams(other, str(ckpt), must_match=False)
-    assert "check_ckpt_hparams=false" in caplog.text
+    warned: list[str] = []
+    monkeypatch.setattr(train_script, "_warn", warned.append)
+    train_script.check_checkpoint_hparams(other, str(ckpt), must_match=False)
+    assert len(warned) == 1 and "model.num_steps: checkpoint 20, config 100" in warned[0]
 
 
 def test_ddp_resume_restores_every_ranks_streams_and_buffers(train_cli, tmp_path: Path) -> None:

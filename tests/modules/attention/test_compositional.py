@@ -1042,3 +1042,20 @@ def test_cuda_batched_call_matches_the_math_kernel_in_reduced_precision(
         results.append([output.float(), query.grad, keys.grad, layer.v_proj.weight.grad, layer.q_proj.weight.grad])
     for fused, math in zip(*results):
         torch.testing.assert_close(fused, math, rtol=0.05, atol=0.02 * math.abs().max().item())
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize(("num_retrievals", "key_length"), [(2, 33), (8, 33), (8, 300)], ids=["batched", "explicit", "per_search"])
+def test_cuda_queries_without_any_key_return_zeros_with_finite_gradients(num_retrievals: int, key_length: int) -> None:
+    # the automatic choice on CUDA: one batched call (R = 2), explicit chunks (R = 8, up to 256
+    # keys) or one call per search; every one gives a query without any key 0 and finite gradients
+    layer = CompositionalAttention(64, 8, num_retrievals).to(CUDA)
+    x = torch.randn(2, key_length, 64, device=CUDA, requires_grad=True)
+    padding = torch.zeros(2, key_length, dtype=torch.bool, device=CUDA)
+    padding[0, :3] = True
+    causal = torch.ones(key_length, key_length, dtype=torch.bool, device=CUDA).triu(1)
+    output = layer(x, x, x, key_padding_mask=padding, attn_mask=causal, need_weights=False)[0]
+    output.square().sum().backward()
+    assert torch.equal(output[0, :3], torch.zeros(3, 64, device=CUDA))  # zero output bias at init
+    assert torch.isfinite(output).all() and torch.isfinite(x.grad).all()
+    assert all(torch.isfinite(p.grad).all() for p in layer.parameters())
