@@ -87,6 +87,24 @@ def _assert_same_tree(a: object, b: object, where: str = "", exact: bool = False
         assert a == b, f"{where}: {a!r} != {b!r}"
 
 
+# Local search every second step, short: the tiny resume runs exercise it.
+TINY_LOCAL_SEARCH = [
+    "callbacks.local_search.local_search_every=2",
+    "callbacks.local_search.local_search_steps=4",
+    "callbacks.local_search.burn_in=2",
+]
+
+
+def _train_whole_and_half(train_cli, common: list[str], tmp_path: Path) -> tuple[Path, Path]:
+    """Runs ``common`` for 8 steps into ``tmp_path/full`` and for 4 into ``tmp_path/half`` (to be
+    resumed); returns both run directories."""
+    full, half = tmp_path / "full", tmp_path / "half"
+    for steps, run in ((8, full), (4, half)):
+        result = train_cli([*common, f"trainer.max_steps={steps}", f"hydra.run.dir={run}"])
+        assert result.returncode == 0, result.stdout[-5000:]
+    return full, half
+
+
 def test_ddp_sim_two_processes_log_synchronized_metric_once_per_validation(
     train_cli, tmp_path: Path
 ) -> None:
@@ -180,17 +198,11 @@ def test_resume_from_run_directory_equals_uninterrupted_run(train_cli, tmp_path:
         *TINY,
         "data.steps_per_epoch=4",
         "trainer.check_val_every_n_epoch=1",
-        "callbacks.local_search.local_search_every=2",
-        "callbacks.local_search.local_search_steps=4",
-        "callbacks.local_search.burn_in=2",
+        *TINY_LOCAL_SEARCH,
         "test=false",
         "seed=7",
     ]
-    full, half = tmp_path / "full", tmp_path / "half"
-    result = train_cli([*common, "trainer.max_steps=8", f"hydra.run.dir={full}"])
-    assert result.returncode == 0, result.stdout[-5000:]
-    result = train_cli([*common, "trainer.max_steps=4", f"hydra.run.dir={half}"])
-    assert result.returncode == 0, result.stdout[-5000:]
+    full, half = _train_whole_and_half(train_cli, common, tmp_path)
     assert _load(half / "checkpoints" / "last.ckpt")["global_step"] == 4
 
     # Resume from the run directory alone: its saved config, its last.ckpt.
@@ -290,18 +302,12 @@ def test_ddp_resume_restores_every_ranks_streams_and_buffers(train_cli, tmp_path
         *TINY,
         "data.steps_per_epoch=8",
         "trainer.check_val_every_n_epoch=2",
-        "callbacks.local_search.local_search_every=2",
-        "callbacks.local_search.local_search_steps=4",
-        "callbacks.local_search.burn_in=2",
+        *TINY_LOCAL_SEARCH,
         "callbacks.sample_plots=null",
         "test=false",
         "seed=3",
     ]
-    full, half = tmp_path / "full", tmp_path / "half"
-    result = train_cli([*common, "trainer.max_steps=8", f"hydra.run.dir={full}"])
-    assert result.returncode == 0, result.stdout[-5000:]
-    result = train_cli([*common, "trainer.max_steps=4", f"hydra.run.dir={half}"])
-    assert result.returncode == 0, result.stdout[-5000:]
+    full, half = _train_whole_and_half(train_cli, common, tmp_path)
     saved = _load(half / "checkpoints" / "last.ckpt")
     assert saved["sampler_rng_state"].shape[0] == 2  # both ranks' streams
     (local_search,) = [state for key, state in saved["callbacks"].items() if key.startswith("LocalSearchReplay")]
