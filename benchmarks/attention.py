@@ -260,6 +260,8 @@ def main() -> None:
         parser.error("--device cuda: no CUDA device is visible")
     if args.cuda_graph and args.device != "cuda":
         parser.error("--cuda-graph needs --device cuda")
+    if args.embed_dim % args.heads:
+        parser.error(f"--embed-dim {args.embed_dim} is not divisible by --heads {args.heads}")
 
     rows = ["mha", "mha_sdpa"]
     for backend in args.comp_backends:
@@ -304,6 +306,8 @@ def main() -> None:
                     flush=True,
                 )
     out = args.out or ROOT / "benchmarks" / "results" / f"attention_{args.device}.csv"
+    if not results:
+        sys.exit(f"no row was measured (see the failures above); {out} is left as it was")
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(results[0]))

@@ -91,15 +91,42 @@ def run(experiment: str, seed: int, overrides: list[str], device: str) -> dict[s
     return {"experiment": experiment, "seed": seed, "parameters": parameters, "seconds": seconds, **tested}
 
 
+# the test metric each kind of task is judged by, in order of preference
+HEADLINE_METRICS = ("test/l1", "test/acc", "test/seq_acc", "test/perplexity")
+
+
+def headline_metric(row: dict[str, Any]) -> str:
+    """The key of ``row``'s headline test metric: L1 (contextual retrieval), accuracy
+    (classification), exact-match accuracy (SCAN) or perplexity (language modelling), else
+    ``test/loss``."""
+    return next((key for key in HEADLINE_METRICS if key in row), "test/loss")
+
+
+def write_rows(rows: list[dict[str, Any]], out: Path) -> None:
+    """``rows`` as CSV, ``experiment`` and ``seed`` first."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fields = sorted({key for row in rows for key in row}, key=lambda k: (k not in ("experiment", "seed"), k))
+    with open(out, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=["contextual_retrieval"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--overrides", nargs="*", default=None, help="Hydra overrides (default: per task)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "attention_quality.csv")
+    parser.add_argument(
+        "--out", type=Path, default=None,
+        help="CSV (default: benchmarks/results/attention_quality.csv for contextual retrieval alone, else "
+        "attention_quality_<tasks>.csv); rewritten after every run, so finished runs survive a crash",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
+    suffix = "" if args.tasks == ["contextual_retrieval"] else "_" + "_".join(args.tasks)
+    out = args.out or ROOT / "benchmarks" / "results" / f"attention_quality{suffix}.csv"
 
     rows: list[dict[str, Any]] = []
     for task in args.tasks:
@@ -108,13 +135,14 @@ def main() -> None:
             for kind in ("compositional", "multihead"):
                 row = run(f"{task}_{kind}", seed, overrides, args.device)
                 rows.append(row)
-                metric = next(k for k in row if k.startswith("test/") and k.split("/")[1] in ("l1", "acc"))
+                write_rows(rows, out)
+                metric = headline_metric(row)
                 print(f"{task:24s} {kind:14s} seed {seed}: {metric} {row[metric]:.4f} ({row['seconds']:.0f} s)", flush=True)
     print()
     for task in args.tasks:
         for kind in ("compositional", "multihead"):
             runs = [r for r in rows if r["experiment"] == f"{task}_{kind}"]
-            metric = next(k for k in runs[0] if k.startswith("test/") and k.split("/")[1] in ("l1", "acc"))
+            metric = headline_metric(runs[0])
             values = [r[metric] for r in runs]
             spread = statistics.stdev(values) if len(values) > 1 else 0.0
             print(
@@ -122,13 +150,7 @@ def main() -> None:
                 f"over seeds {[r['seed'] for r in runs]}: {[round(v, 4) for v in values]}; "
                 f"{runs[0]['parameters']} parameters"
             )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fields = sorted({key for row in rows for key in row}, key=lambda k: (k not in ("experiment", "seed"), k))
-    with open(args.out, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    print(f"wrote {args.out}")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -42,3 +42,21 @@ def test_table_rows_and_ratios_to_the_sdpa_path(benchmark, tmp_path: Path, monke
         assert float(row["time_vs_sdpa"]) == pytest.approx(float(row["ms"]) / float(baseline["ms"]))
         assert float(row["memory_vs_sdpa"]) == pytest.approx(float(row["peak_mib"]) / float(baseline["peak_mib"]))
         assert float(row["flop_ratio"]) == 1.5  # (1 + R) / 2
+
+
+def test_bad_sizes_and_runs_without_any_row_leave_the_csv_alone(
+    benchmark, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "attention.csv"
+    out.write_text("earlier results\n")
+    common = ["attention.py", "--lengths", "8", "--repeats", "1", "--in-process", "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", [*common, "--embed-dim", "30", "--heads", "4"])
+    with pytest.raises(SystemExit):
+        benchmark.main()
+    assert "--embed-dim 30 is not divisible by --heads 4" in capsys.readouterr().err
+    # every row fails (here: out of the measured function's hands) -> a message, the CSV untouched
+    monkeypatch.setattr(sys, "argv", [*common, "--embed-dim", "16", "--heads", "2", "--retrievals", "2"])
+    monkeypatch.setattr(benchmark, "run_in_process", lambda spec: None)
+    with pytest.raises(SystemExit, match="no row was measured"):
+        benchmark.main()
+    assert out.read_text() == "earlier results\n"

@@ -79,3 +79,12 @@ def test_quality_runs_compare_parameter_matched_models(attention_quality: Module
     # the README's 30.7k parameters each: the baseline is matched to within 1 %
     compositional, multihead = rows["compositional"]["parameters"], rows["multihead"]["parameters"]
     assert abs(compositional - multihead) <= 0.01 * multihead
+
+
+def test_quality_headline_metric_per_kind_of_task(attention_quality: ModuleType) -> None:
+    # SCAN logs seq_acc and token_acc, language models perplexity: each has its headline metric
+    assert attention_quality.headline_metric({"test/l1": 0.1, "test/loss": 0.1}) == "test/l1"
+    assert attention_quality.headline_metric({"test/acc": 0.9, "test/loss": 0.3}) == "test/acc"
+    assert attention_quality.headline_metric({"test/token_acc": 0.9, "test/seq_acc": 0.5, "test/loss": 0.3}) == "test/seq_acc"
+    assert attention_quality.headline_metric({"test/perplexity": 30.0, "test/loss": 3.4}) == "test/perplexity"
+    assert attention_quality.headline_metric({"test/loss": 3.4}) == "test/loss"
