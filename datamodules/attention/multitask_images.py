@@ -530,7 +530,9 @@ class MultitaskImageDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        """Every task's test split, task after task."""
+        """Every task's test split, task after task (the datasets have no other held-out split, and
+        the official code logs test accuracy every epoch): progress to watch, not to choose a
+        checkpoint by, which is why the experiments test the final weights."""
         return self._eval_dataloader()
 
     def test_dataloader(self) -> DataLoader:
