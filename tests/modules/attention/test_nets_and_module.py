@@ -189,10 +189,10 @@ def test_supervised_module_l1_metric_and_errors() -> None:
         SupervisedModule(FixedLogits(), functools.partial(torch.optim.SGD, lr=0.1), loss="hinge")
 
 
-def _count_parameters(compose_cfg, experiment: str, tmp_path: Path) -> int:
+def _count_parameters(compose_cfg, experiment: str, tmp_path: Path, overrides: tuple[str, ...] = ()) -> int:
     """Parameters of an experiment's model outside its embedding tables (a language model's
     vocabulary-sized embedding, identical in both models, would hide any difference)."""
-    cfg = compose_cfg([f"experiment={experiment}"], tmp_path / experiment.replace("/", "_"))
+    cfg = compose_cfg([f"experiment={experiment}", *overrides], tmp_path / experiment.replace("/", "_"))
     model = hydra.utils.instantiate(cfg.model)
     embeddings = {id(p) for module in model.modules() if isinstance(module, nn.Embedding) for p in module.parameters()}
     return sum(p.numel() for p in model.parameters() if id(p) not in embeddings)
@@ -211,6 +211,36 @@ def test_multihead_baseline_matches_the_parameter_count(task: str, compose_cfg, 
     compositional = _count_parameters(compose_cfg, f"attention/{task}_compositional", tmp_path)
     multihead = _count_parameters(compose_cfg, f"attention/{task}_multihead", tmp_path)
     assert abs(multihead / compositional - 1) < 0.02, (task, compositional, multihead)
+
+
+def _cpu_sized_model_overrides(experiment: str) -> tuple[str, ...]:
+    """The ``model.*`` overrides of an experiment file's ``# CPU-sized:`` header command."""
+    text = (CONFIG_DIR / "experiment" / f"{experiment}.yaml").read_text()
+    (command,) = [line for line in text.splitlines() if line.startswith("# CPU-sized:")]
+    return tuple(word for word in command.split() if word.startswith("model."))
+
+
+@pytest.mark.parametrize(
+    "task",
+    sorted(
+        {
+            path.stem.rsplit("_", 1)[0]
+            for path in (CONFIG_DIR / "experiment" / "attention").glob("*_compositional.yaml")
+        }
+    ),
+)
+def test_multihead_baseline_matches_the_parameter_count_at_the_cpu_sized_commands(
+    task: str, compose_cfg, tmp_path: Path
+) -> None:
+    # the headers' smaller widths must keep the pair matched (the retrieval query width scales
+    # with them: E / 8)
+    counts = {
+        kind: _count_parameters(
+            compose_cfg, f"attention/{task}_{kind}", tmp_path, _cpu_sized_model_overrides(f"attention/{task}_{kind}")
+        )
+        for kind in ("compositional", "multihead")
+    }
+    assert abs(counts["multihead"] / counts["compositional"] - 1) < 0.02, (task, counts)
 
 
 def _tiny_retrieval_run(seed: int, max_steps: int, precision: str = "32-true") -> tuple[float, float]:
