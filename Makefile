@@ -35,10 +35,12 @@ system-deps:
 	  fi; \
 	fi
 
-$(PY):
-	$(PYTHON) -m venv $(VENV)
+# keyed on pip, not python: a venv creation that failed for want of ensurepip (Debian's
+# python3-venv) leaves a python without pip, which --clear replaces on the next call
+$(VENV)/bin/pip:
+	$(PYTHON) -m venv --clear $(VENV) || { echo "creating $(VENV) failed: on Debian/Ubuntu, apt-get install python3-venv" >&2; exit 1; }
 
-$(STAMP): pyproject.toml | $(PY)
+$(STAMP): pyproject.toml | $(VENV)/bin/pip
 	$(PY) -m pip install -e '.[dev]'
 	@touch $(STAMP)
 
