@@ -150,6 +150,45 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path, train: bool
     return str(path)
 
 
+def check_groups_are_configs(cfg: DictConfig) -> None:
+    """Stops when a config group holds a bare name, which happens when a run is resumed from its
+    saved config (``--config-path <run>/.hydra``), where group choices such as ``trainer=ddp``
+    are not found and become strings.
+
+    Raises:
+        ValueError: naming the group and the command that takes the override.
+    """
+    for group in ("data", "model", "trainer", "callbacks", "logger", "paths"):
+        value = cfg.get(group)
+        if isinstance(value, str):
+            raise ValueError(
+                f"{group}={value!r} is a name, not a config: a run's saved config (--config-path "
+                "<run>/.hydra) takes value overrides only. To change a config group, repeat the original "
+                f"command with ckpt_path=last hydra.run.dir=<run> {group}={value}"
+            )
+
+
+def check_run_dir_is_free(ckpt_path: str | None, output_dir: str | Path) -> None:
+    """Stops a fresh run (no ``ckpt_path``) whose run directory already holds another run's
+    checkpoints, which it would overwrite and whose metrics it would append to: e.g. a second
+    ``train.py`` in one SLURM allocation, whose run directories are keyed by the job id. A
+    requeued SLURM job resumes instead (:func:`resolve_ckpt_path`).
+
+    Raises:
+        FileExistsError: naming the directory and the two ways on.
+    """
+    restarted = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
+    if ckpt_path is not None or restarted:
+        return
+    existing = newest_checkpoint(Path(output_dir))
+    if existing is not None:
+        raise FileExistsError(
+            f"{output_dir} already holds a run ({existing}): resume it with ckpt_path=last, or give this "
+            "run a directory of its own, hydra.run.dir=<dir> (runs in one SLURM allocation share its job id, "
+            "which names the default directory)"
+        )
+
+
 def _plain(value: Any) -> Any:
     """A hyperparameter as plain Python, for comparison: OmegaConf containers and tuples as lists
     and dicts."""
@@ -288,7 +327,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
             "train=false only tests a checkpoint: give ckpt_path=PATH (a .ckpt file or a run "
             "directory such as logs/<task>/runs/<run>)"
         )
+    check_groups_are_configs(cfg)
     check_accelerator(cfg.trainer)
+    if cfg.get("train"):
+        check_run_dir_is_free(cfg.get("ckpt_path"), cfg.paths.output_dir)
 
     _info(f"Instantiating datamodule <{cfg.data._target_}>")
     datamodule: L.LightningDataModule = instantiate(cfg.data, _convert_="partial")
@@ -376,7 +418,11 @@ def optimized_value(
     if checkpoint is not None and checkpoint.monitor == name and best is not None:
         return float(best)
     if name not in metric_dict:
-        _warn(f"optimized_metric={name} was not logged; logged metrics: {sorted(metric_dict)}")
+        _warn(
+            f"optimized_metric={name} was not logged, so this run returns no value (an Optuna sweep stops on "
+            f"that): set optimized_metric to one of {sorted(metric_dict)}, or validate within the run "
+            "(e.g. trainer.check_val_every_n_epoch=1)"
+        )
         return None
     return metric_dict[name]
 

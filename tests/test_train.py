@@ -326,6 +326,27 @@ def test_ddp_resume_restores_every_ranks_streams_and_buffers(train_cli, tmp_path
     assert torch.equal(a["sampler_rng_state"], b["sampler_rng_state"])
 
 
+def test_a_fresh_run_refuses_a_directory_that_holds_another_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # e.g. a second train.py in one SLURM allocation: same job id, same default run directory
+    monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
+    train_script.check_run_dir_is_free(None, tmp_path)  # empty: fine
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
+    with pytest.raises(FileExistsError, match=r"already holds a run .*ckpt_path=last, or .*hydra.run.dir=<dir>"):
+        train_script.check_run_dir_is_free(None, tmp_path)
+    train_script.check_run_dir_is_free("last", tmp_path)  # resuming it: fine
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    train_script.check_run_dir_is_free(None, tmp_path)  # a requeued job resumes by itself
+
+
+def test_a_group_choice_on_a_saved_config_names_the_command_that_takes_it(compose_cfg, tmp_path: Path) -> None:
+    # `--config-path <run>/.hydra` has no config groups: trainer=ddp_sim arrives as a string
+    cfg = compose_cfg(["experiment=samplers/gmm25_tb", "trainer=cpu"], tmp_path)
+    cfg.trainer = "ddp_sim"
+    with pytest.raises(ValueError, match=r"trainer='ddp_sim' is a name.*ckpt_path=last hydra.run.dir=<run> trainer=ddp_sim"):
+        train_script.train(cfg)
+
+
 def _stat(path: Path) -> tuple[int, int] | None:
     """(size, mtime in ns) of ``path``, ``None`` when it does not exist."""
     return (path.stat().st_size, path.stat().st_mtime_ns) if path.exists() else None
@@ -579,7 +600,7 @@ def test_a_monitored_checkpoint_tests_the_best_not_the_last(
     assert "test/elbo" in metric_dict
 
 
-def test_optimized_value_is_the_best_checkpoint_score_when_it_monitors_that_metric() -> None:
+def test_optimized_value_is_the_best_checkpoint_score_when_it_monitors_that_metric(monkeypatch: pytest.MonkeyPatch) -> None:
     # Sweeps optimize the score of the tested (best) checkpoint, not the last logged value;
     # other metrics come from metric_dict, and an unlogged one gives None.
     cfg = OmegaConf.create({"optimized_metric": "m"})
@@ -594,7 +615,10 @@ def test_optimized_value_is_the_best_checkpoint_score_when_it_monitors_that_metr
     assert value(cfg, objects("other"), metrics) == 0.9
     assert value(cfg, objects(None), metrics) == 0.9
     assert value(cfg, {"trainer": SimpleNamespace(checkpoint_callback=None)}, metrics) == 0.9
-    assert value(cfg, objects("other"), {}) is None
+    warned: list[str] = []
+    monkeypatch.setattr(train_script, "_warn", warned.append)
+    assert value(cfg, objects("other"), {"test/elbo": 1.0}) is None
+    assert "set optimized_metric to one of ['test/elbo'], or validate within the run" in warned[0]
     assert value(OmegaConf.create({"optimized_metric": None}), objects("m"), metrics) is None
 
 
