@@ -104,6 +104,11 @@ def newest_checkpoint(run_dir: Path) -> Path | None:
     return max(candidates, key=lambda p: p.stat().st_mtime)
 
 
+def slurm_requeued() -> bool:
+    """Whether this is a SLURM job started again after a requeue (``SLURM_RESTART_COUNT > 0``)."""
+    return int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
+
+
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path, train: bool) -> str | None:
     """Turns ``cfg.ckpt_path`` into a checkpoint file, or ``None`` to start from scratch.
 
@@ -116,8 +121,7 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path, train: bool
     Raises:
         FileNotFoundError: a given path does not exist, or a run directory has no checkpoint.
     """
-    restarted = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
-    if ckpt_path is None and train and restarted:
+    if ckpt_path is None and train and slurm_requeued():
         ckpt_path = "last"
         _info("SLURM job was requeued (SLURM_RESTART_COUNT > 0): resuming from ckpt_path=last")
     if ckpt_path is None:
@@ -177,8 +181,7 @@ def check_run_dir_is_free(ckpt_path: str | None, output_dir: str | Path) -> None
     Raises:
         FileExistsError: naming the directory and the two ways on.
     """
-    restarted = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
-    if ckpt_path is not None or restarted:
+    if ckpt_path is not None or slurm_requeued():
         return
     existing = newest_checkpoint(Path(output_dir))
     if existing is not None:

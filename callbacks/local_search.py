@@ -461,6 +461,14 @@ def mala(
         return x, log_r, eta, rate
 
 
+def _rank_and_world_size() -> tuple[int, int]:
+    """This process's rank and the number of processes of the default process group ((0, 1)
+    without one)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
 def _capacity_below_batch(capacity: int, batch_size: int) -> str:
     """The error for a buffer that can never hold one backward batch."""
     return (
@@ -780,12 +788,11 @@ class LocalSearchReplay(L.Callback):
         """This rank's state; under DDP, rank 0's with every other rank's in ``"other_ranks"``
         (a collective call: every rank must call it, as Lightning's checkpointing does)."""
         state = self._own_state()
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            world_size = torch.distributed.get_world_size()
-            if world_size > 1:
-                gathered: list[Any] = [None] * world_size
-                torch.distributed.all_gather_object(gathered, move_data_to_device(state, "cpu"))
-                state["other_ranks"] = gathered[1:]
+        _, world_size = _rank_and_world_size()
+        if world_size > 1:
+            gathered: list[Any] = [None] * world_size
+            torch.distributed.all_gather_object(gathered, move_data_to_device(state, "cpu"))
+            state["other_ranks"] = gathered[1:]
         return state
 
     def _own_state(self) -> dict[str, Any]:
@@ -806,9 +813,7 @@ class LocalSearchReplay(L.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         other_ranks = state_dict.get("other_ranks", [])
-        rank, world_size = 0, 1
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            rank, world_size = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        rank, world_size = _rank_and_world_size()
         if rank > 0 and len(other_ranks) + 1 == world_size:
             state_dict = other_ranks[rank - 1]
         self.buffer.load_state_dict(state_dict["buffer"])

@@ -265,22 +265,15 @@ def test_resume_from_run_directory_equals_uninterrupted_run(train_cli, tmp_path:
     assert f"Repeat the training overrides (model.num_steps=8), or evaluate with the run's own config (--config-path {full}/.hydra" in result.stdout
 
 
-class _Configured(torch.nn.Module):
-    """Stands in for a LightningModule: ``hparams`` as ``save_hyperparameters`` leaves them."""
-
-    def __init__(self, **hparams: Any) -> None:
-        super().__init__()
-        self.hparams = hparams
-
-
 def test_checkpoint_hyperparameters_are_compared_before_evaluating(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     ckpt = run / "checkpoints" / "last.ckpt"
     torch.save({"hyper_parameters": {"num_steps": 20, "loss": "tb", "pair": (0, 2), "clip": None}}, ckpt)
-    same = _Configured(num_steps=20, loss="tb", pair=[0, 2], clip=None, added_later=1)
+    # stand-ins for LightningModules: ``hparams`` as ``save_hyperparameters`` leaves them
+    same = SimpleNamespace(hparams={"num_steps": 20, "loss": "tb", "pair": [0, 2], "clip": None, "added_later": 1})
     train_script.check_checkpoint_hparams(same, str(ckpt), must_match=True)  # tuples read as lists
-    other = _Configured(num_steps=100, loss="tb", pair=[0, 1], clip=None)
+    other = SimpleNamespace(hparams={"num_steps": 100, "loss": "tb", "pair": [0, 1], "clip": None})
     with pytest.raises(ValueError) as error:
         train_script.check_checkpoint_hparams(other, str(ckpt), must_match=True)
     assert (
