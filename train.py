@@ -37,7 +37,12 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from tenfold.loggers import run_id
+
 log = logging.getLogger("train")
+
+# `${tenfold.run_id:<run dir>}`: the W&B run id of configs/logger/wandb.yaml.
+OmegaConf.register_new_resolver("tenfold.run_id", run_id, replace=True)
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 

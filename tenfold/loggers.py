@@ -1,19 +1,24 @@
-"""A CSV logger that survives resuming.
+"""Loggers that survive resuming.
 
 Lightning's ``CSVLogger`` deletes an existing ``metrics.csv`` when it starts, so a run resumed in
 its own directory (``ckpt_path=last``, a requeued SLURM job) would lose the metrics logged before
 the interruption. :class:`ResumableCSVLogger` appends to the file instead.
+
+:func:`run_id` names a run directory for loggers that keep runs by id (W&B), so that every start
+of a run continues one logger run and no two runs share one.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
+from pathlib import Path
 
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
-__all__ = ["ResumableCSVLogger"]
+__all__ = ["ResumableCSVLogger", "run_id"]
 
 
 class _AppendingExperimentWriter(ExperimentWriter):
@@ -43,3 +48,16 @@ class ResumableCSVLogger(CSVLogger):
         self._fs.makedirs(self.root_dir, exist_ok=True)
         self._experiment = _AppendingExperimentWriter(log_dir=self.log_dir)
         return self._experiment
+
+
+def run_id(output_dir: str | Path) -> str:
+    """A logger run id for the run directory ``output_dir``: 16 hex digits of the SHA-1 of its
+    absolute, resolved path.
+
+    Every start of one run (a resume with ``ckpt_path=last``, a requeued SLURM job) has the same
+    directory and so the same id, and a logger created with ``resume="allow"`` continues the same
+    run. Every other run has another directory and so another id: the jobs of a sweep
+    (``<sweep dir>/<job number>``), and two runs in one SLURM allocation, which a job id alone
+    would merge.
+    """
+    return hashlib.sha1(str(Path(output_dir).resolve()).encode()).hexdigest()[:16]

@@ -173,6 +173,21 @@ def test_trainer_slurm_takes_nodes_and_devices_from_the_allocation(
     assert trainer["plugins"][0]["auto_requeue"] is False
 
 
+def test_wandb_run_id_names_the_run_directory(
+    compose_cfg: ComposeCfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # configs/logger/wandb.yaml: the two jobs of a basic-launcher sweep in one SLURM allocation
+    # (one SLURM_JOB_ID) get two W&B runs; a second start of one run directory continues its run.
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    loggers = [
+        instantiate(compose_cfg(["logger=wandb"], run_dir).logger.wandb)
+        for run_dir in (tmp_path / "sweep" / "0", tmp_path / "sweep" / "1", tmp_path / "sweep" / "0")
+    ]
+    ids = [logger._wandb_init["id"] for logger in loggers]
+    assert ids[0] != ids[1] and ids[0] == ids[2]
+    assert all(logger._wandb_init["resume"] == "allow" for logger in loggers)
+
+
 # --- exact resume with dropout (step_seed) ------------------------------------------------------
 
 

@@ -1,13 +1,16 @@
-"""tenfold.loggers.ResumableCSVLogger keeps the metrics of earlier starts of a run."""
+"""tenfold.loggers: ResumableCSVLogger keeps the metrics of earlier starts of a run; run_id names a
+run directory."""
 
 from __future__ import annotations
 
 import csv
+import hashlib
 from pathlib import Path
 
+import pytest
 from lightning.pytorch.loggers import CSVLogger
 
-from tenfold.loggers import ResumableCSVLogger
+from tenfold.loggers import ResumableCSVLogger, run_id
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -42,3 +45,13 @@ def test_lightning_csv_logger_would_have_deleted_them(tmp_path: Path) -> None:
     second.log_metrics({"a": 2.0}, step=1)
     second.save()
     assert [r["step"] for r in _rows(Path(second.log_dir) / "metrics.csv")] == ["1"]
+
+
+def test_run_id_is_one_per_run_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = tmp_path / "runs" / "4242"
+    run.mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    # the same directory however it is written: 16 hex digits of the SHA-1 of its resolved path
+    assert run_id(run) == run_id("runs/4242") == run_id(f"{run}/../4242")
+    assert run_id(run) == hashlib.sha1(str(run.resolve()).encode()).hexdigest()[:16]
+    assert run_id(run) != run_id(run / "0") != run_id(run / "1")
