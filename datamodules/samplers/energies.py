@@ -380,6 +380,11 @@ class LGCP(Energy):
     ``use_whitened=False`` as in its experiments, ``cox_process_utils.kernel_func``), repeated by
     qsh-zh/pis (``cox_utils.py``) and franciscovargas/denoising_diffusion_samplers; they hard-code
     126 where this class counts the points of the data file (the same for the shipped file).
+    The shipped points are those of Heng et al.'s scripts and PIS (``data/README.md``). DDS's
+    LGCP config loads another file, ``dds_data/pines.csv``: the same pattern min-max rescaled to
+    [0, 1]^2 with its first point twice (127 rows). Its 40 x 40 counts differ from these in 63
+    cells, so it is another posterior, with another log Z: ELBOs of LGCP are comparable only
+    between codes that read the same file.
     The Gaussian term uses the inverse Cholesky factor of ``K``:
     ``log N = -|L^{-1}(x - mu)|^2 / 2 - sum log diag L - D/2 log(2 pi)``. The factor and this
     ``[B, D] x [D, D]`` product are float64 (the rest follows the input dtype): in float32 the
