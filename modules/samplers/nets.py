@@ -33,7 +33,9 @@ class SamplerNets(nn.Module):
         langevin_scaling_per_dimension: ``s(t)`` has ``D`` outputs instead of one.
         langevin_num_hidden_layers: hidden layers of ``s``.
         langevin_grad_clip: clip ``grad log R`` elementwise to this magnitude (None: no clip).
-        drift_clip: clip the drift network's output elementwise (None: no clip).
+        drift_clip: clip the drift elementwise, Langevin term included, as the official
+            ``gfn.py`` (None: no clip). It also clips the raw log-variance output there, which
+            changes nothing before the ``tanh``.
         conditional_flow: create the state-flow network ``log F(x, t)`` (DB, SubTB, FL-SubTB).
         learned_backward: create the backward network, whose outputs ``(m, v)`` scale the
             reference's backward step by factors ``1 + tanh(m) r`` and ``1 + tanh(v) r`` with
@@ -114,17 +116,17 @@ class SamplerNets(nn.Module):
         """
         time_embedding, scaling = time_features if time_features is not None else self.time_features(t)
         out = self.drift(x, time_embedding=time_embedding)
-        if self.drift_clip is not None:
-            out = out.clamp(-self.drift_clip, self.drift_clip)
         drift, log_var = (out[..., : self.dim], out[..., self.dim :]) if self.learned_variance else (out, None)
-        if log_var is not None:
-            log_var = torch.tanh(log_var) * self.log_var_range
         if scaling is not None:
             if grad_log_reward is None:
                 raise ValueError("the Langevin parametrization needs grad_log_reward")
             if self.langevin_grad_clip is not None:
                 grad_log_reward = grad_log_reward.clamp(-self.langevin_grad_clip, self.langevin_grad_clip)
             drift = drift + scaling * grad_log_reward
+        if self.drift_clip is not None:
+            drift = drift.clamp(-self.drift_clip, self.drift_clip)
+        if log_var is not None:
+            log_var = torch.tanh(log_var) * self.log_var_range
         return drift, log_var
 
     def log_flow(self, x: Tensor, t: Tensor) -> Tensor:

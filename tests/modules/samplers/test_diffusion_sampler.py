@@ -567,6 +567,17 @@ def test_langevin_drift_is_network_plus_scaled_clipped_gradient(per_dimension: b
     torch.testing.assert_close(net(x, t, grad)[0], network_drift + c * clipped)
 
 
+def test_drift_clip_bounds_the_drift_with_its_langevin_term() -> None:
+    """nets.py: ``drift_clip`` clips NN + s(t) * grad log R, not NN alone (official ``gfn.py``
+    adds the Langevin term, then clips): with s = 1 and a gradient of 5 the drift stays at 2."""
+    net = SamplerNets(2, hidden_dim=8, langevin=True, langevin_grad_clip=None, drift_clip=2.0)
+    with torch.no_grad():
+        net.langevin_scaling.net.net[-1].bias.fill_(1.0)
+    x = torch.zeros(3, 2)
+    drift, _ = net(x, torch.tensor(0.5), torch.tensor([[5.0, -5.0], [1.5, 0.0], [-2.5, 1.0]]))
+    torch.testing.assert_close(drift, torch.tensor([[2.0, -2.0], [1.5, 0.0], [-2.0, 1.0]]))
+
+
 def test_langevin_parametrization_evaluates_inside_inference_mode() -> None:
     """Lightning validates under torch.inference_mode; the Langevin term still needs grad log R.
     At initialization the drift is 0.01 grad log R = -0.01 x / sigma2 for the target N(0, sigma2)
