@@ -7,7 +7,11 @@ A sampler is a learned SDE discretized in ``T`` steps on ``[0, 1]`` (see
 ``R(x) / Z`` for the target's reward ``R = exp(log_reward)``. Objectives (``loss=``):
 
 - ``pis``: reverse KL through the simulation with the Brownian reference (Zhang & Chen, 2022).
-- ``dds``: the same with the Ornstein-Uhlenbeck reference (Vargas et al., 2023).
+- ``dds``: the same with the Ornstein-Uhlenbeck reference (Vargas et al., 2023), here on the
+  other objectives' grid: ``T`` equal steps of a constant-rate OU (``ou_beta``) whose invariant
+  law is ``N(0, sigma2 I)``. DDS's own code (franciscovargas/denoising_diffusion_samplers,
+  ``dds/configs/``) tunes the invariant std per target and uses a cosine step schedule over its
+  own time horizon, so its published figures need those settings, not this class's defaults.
 - ``tb``: trajectory balance with a learned ``log Z`` (Malkin et al., 2022; Lahlou et al., 2023).
 - ``vargrad``: log-variance loss, TB with the batch estimate of ``log Z`` (Richter et al., 2020).
 - ``db``: detailed balance with a learned state flow ``log F(x, t)``.
