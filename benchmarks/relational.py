@@ -14,9 +14,11 @@ Two training protocols (``--protocol``), which differ on RMTS:
 
 - ``corelnet`` (default), the CoRelNet code's defaults (giancarlok/relationaltasks
   ``cognitive_tests/main.py``, its README's command): context norm over the whole sequence on
-  every task (``--norm_type contextnorm``), Adam 5e-4, batch 32, 5000 iterations. The official
-  code draws fresh training trials every iteration (its RMTS sampler triples the batch, 96);
-  here the 5000 steps go over the ESBN training set, reshuffled every epoch.
+  every task (``--norm_type contextnorm``), Adam 5e-4, 5000 iterations of 96 trials: the samplers
+  of the four tasks draw three times ``--train_batch_size 32`` per iteration. The official code
+  draws fresh training trials every iteration; here the 5000 steps go over the ESBN training set,
+  reshuffled every epoch. ``--batch-size 32`` trains on a third of those trials, as the README's
+  CoRelNet-protocol figures were measured.
 - ``esbn``, the ESBN scripts (emergent_symbols ``scripts/*.sh``, and the experiment configs'
   default): on RMTS the source pair and each choice pair are context-normalized apart
   (``--norm_type tasksegmented_contextnorm``), which tells every model within each pair whether
@@ -76,6 +78,9 @@ ESBN_EPOCHS_AT_M95 = {"same_diff": 100, "rmts": 200, "dist3": 150, "identity_rul
 """Epochs of the ESBN scripts (emergent_symbols ``scripts/*.sh``) at ``m = 95``; 50 at smaller m."""
 CORELNET_ITERATIONS = 5000
 """Training iterations of the CoRelNet code (``cognitive_tests/main.py --iterations``)."""
+BATCH_SIZE = {"corelnet": 96, "esbn": 32}
+"""Trials per optimizer step by protocol: the CoRelNet code's samplers of the four tasks draw
+``3 * --train_batch_size`` (``tasks/*.py``, ``get_sample``), the ESBN scripts batch 32."""
 PROTOCOLS = ("corelnet", "esbn")
 CHANCE = {"same_diff": 50.0, "rmts": 50.0, "dist3": 25.0, "identity_rules": 25.0}
 """Test accuracy (%) of guessing: 2 answers for same/different and RMTS, 4 otherwise."""
@@ -87,7 +92,7 @@ should cite its table or figure of arXiv 2206.05056 in a comment, and numbers th
 in plots stay out. Empty (see the module docstring), so the paper column is blank."""
 
 FIELDS = [
-    "protocol", "model", "task", "m_holdout", "seed", "epochs", "max_steps", "steps", "train_size", "test_size",
+    "protocol", "model", "task", "m_holdout", "seed", "epochs", "max_steps", "steps", "batch_size", "train_size", "test_size",
     "test_acc", "paper_acc", "seconds", "device",
 ]
 
@@ -105,7 +110,7 @@ def compose_run(model: str, task: str, m_holdout: int, seed: int, args: argparse
     overrides = [*experiment_overrides(model, task), f"data.m_holdout={m_holdout}", f"data.seed={seed}"]
     if args.protocol == "corelnet":
         overrides.append("model.net.context_segments=null")
-    overrides += [f"data.batch_size={args.batch_size}"]
+    overrides += [f"data.batch_size={args.batch_size or BATCH_SIZE[args.protocol]}"]
     for key in ("train_size", "test_size"):
         if getattr(args, key) is not None:
             overrides.append(f"data.{key}={getattr(args, key)}")
@@ -136,7 +141,8 @@ def run_one(model: str, task: str, m_holdout: int, seed: int, args: argparse.Nam
     paper = PAPER_TEST_ACCURACY.get((model, task, m_holdout))
     return {
         "protocol": args.protocol, "model": model, "task": task, "m_holdout": m_holdout, "seed": seed,
-        "epochs": epochs, "max_steps": max_steps, "steps": trainer.global_step, "train_size": data.train_size,
+        "epochs": epochs, "max_steps": max_steps, "steps": trainer.global_step, "batch_size": cfg.data.batch_size,
+        "train_size": data.train_size,
         "test_size": data.test_size, "test_acc": round(100 * metrics["test/acc"], 2),
         "paper_acc": "" if paper is None else paper, "seconds": round(time.perf_counter() - start, 1),
         "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
@@ -241,7 +247,9 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=None, help="esbn protocol: default the scripts' per task and m")
     parser.add_argument("--max-steps", type=int, default=300, help="optimizer steps at most per run; -1: no cap")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="trials per step; default the protocol's (corelnet 96, esbn 32)"
+    )
     parser.add_argument("--train-size", type=int, default=None, help="default: ESBN's per task and m")
     parser.add_argument("--test-size", type=int, default=None, help="default: ESBN's per task and m")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])

@@ -52,7 +52,9 @@ times the smallest for ``"subsample"``, where the official code also counts K ti
 the two agree wherever the kinds are big enough, in every setting of the papers); with ``m = 0``,
 when 20,000 exceed the capacity, 95 % and 5 % of it. The official code has no validation set:
 here validation trials are drawn like training trials, from the training objects, by an
-independent random stream (they may repeat training trials; they never contain a held-out object).
+independent random stream (they may repeat training trials; with ``m > 0`` they never contain a
+held-out object, with ``m = 0``, where training and test share every object, they may repeat test
+trials too: experiments therefore test the final weights, not the best validated ones).
 
 The CoRelNet variants (more distractors, longer rows, four-item rules, separate features) are new
 kinds, templates or presentations: a task's kinds are built in its constructor and

@@ -103,10 +103,13 @@ def test_setup_twice_keeps_the_trials():
 def test_hydra_configs_build_the_task(task):
     cfg = OmegaConf.load(CONFIG_DIR / f"{task}.yaml")
     assert cfg.m_holdout == 0 and cfg.train_size is None and cfg.batch_size == 32
+    # the held-out glyphs follow the run's seed (train.yaml's `seed`), as the official code's split
+    assert OmegaConf.to_container(cfg)["seed"] == "${seed}"
+    cfg.seed = 7
     cfg.m_holdout = 95
     cfg.val_size = 4
     dm = instantiate(cfg)
-    assert isinstance(dm, RelationalTaskDataModule)
+    assert isinstance(dm, RelationalTaskDataModule) and dm.hparams.seed == 7
     assert (cfg.sequence_length, cfg.num_classes) == SHAPES[task]
     assert (dm.sequence_length, dm.num_classes, dm.val_size) == (*SHAPES[task], 4)
 

@@ -31,7 +31,10 @@ def glyphs() -> torch.Tensor:
 def test_configs_build_the_variant(name):
     cfg = OmegaConf.load(CONFIG_DIR / f"{name}.yaml")
     assert cfg.task == name and cfg.m_holdout == 0 and cfg.train_size is None
+    assert OmegaConf.to_container(cfg)["seed"] == "${seed}"  # the run's seed (train.yaml)
+    cfg.seed = 7
     dm = instantiate(cfg)
+    assert dm.hparams.seed == 7
     coloured = name in COLOURED_TASKS
     assert dm.in_channels == cfg.in_channels == (3 if coloured else 1)
     assert dm.image_shape == (cfg.in_channels, 32, 32)

@@ -58,4 +58,7 @@ def test_official_gcn_ignores_its_input_under_context_norm(compose_cfg, fit_and_
     without_norm = net({"images": torch.rand(8, 2, 1, 32, 32)})
     assert (without_norm - without_norm[:1]).abs().max() > 1e-3
     before, after = train_and_test(cfg, 100, fit_and_test)
-    assert before == after == pytest.approx(0.5, abs=0.06)
+    # one answer for every trial, before and after training: the share of one class of the test
+    # trials (training may move the constant logits to the other class)
+    assert before == pytest.approx(0.5, abs=0.06)
+    assert after in (before, pytest.approx(1.0 - before, abs=1e-6))
