@@ -37,6 +37,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from tenfold.checkpoints import ConfigInCheckpoint
 from tenfold.loggers import run_id
 
 log = logging.getLogger("train")
@@ -197,6 +198,11 @@ def check_run_dir_is_free(ckpt_path: str | None, output_dir: str | Path) -> None
         )
 
 
+def compared_config(cfg: DictConfig) -> dict[str, Any]:
+    """The config sections that :func:`check_checkpoint_hparams` compares, as plain values."""
+    return {key: OmegaConf.to_container(cfg[key], resolve=True) for key in ("model", "data")}
+
+
 def _plain(value: Any) -> Any:
     """A hyperparameter as plain Python, for comparison: OmegaConf containers and tuples as lists
     and dicts."""
@@ -220,26 +226,70 @@ def _override_value(value: Any) -> str:
     return str(value)
 
 
-def check_checkpoint_hparams(model: L.LightningModule, ckpt_path: str, must_match: bool) -> None:
-    """Compares the hyperparameters saved in the checkpoint to evaluate with those of ``model``,
-    which the composed config built, since loading the weights keeps the config's.
+# Keys (the last part of a dotted name) that say how a run executes, not what it computes: an
+# evaluation may set them otherwise than the training run did.
+EXECUTION_SETTINGS = frozenset(
+    {"batch_size", "eval_batch_size", "num_workers", "pin_memory", "persistent_workers", "data_dir",
+     "cuda_graph", "compile_networks"}
+)
+
+
+def _flatten(prefix: str, tree: Any) -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` as ``{"<prefix>.a.b": 1}``; lists stay whole values."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        flat.update(_flatten(f"{prefix}.{key}" if prefix else str(key), value))
+    return flat
+
+
+def check_checkpoint_hparams(
+    model: L.LightningModule,
+    ckpt_path: str,
+    must_match: bool,
+    datamodule: L.LightningDataModule | None = None,
+    config: dict[str, Any] | None = None,
+) -> None:
+    """Compares the settings saved in the checkpoint to evaluate with this command's, since loading
+    the weights keeps the command's: the model's and the datamodule's saved hyperparameters, and
+    the ``model`` and ``data`` config sections that :class:`~tenfold.checkpoints.ConfigInCheckpoint`
+    saved (which also cover a network given to the model as an object, e.g. ``model.net``).
 
     A sampler trained with ``model.num_steps=20`` and evaluated with the default 100 loads without
-    complaint (same shapes) and reports the metrics of another sampler. With ``must_match`` a
-    difference stops the run with the overrides that reproduce the checkpoint's settings; without,
-    it is a warning.
+    complaint (same shapes) and reports the metrics of another sampler; a relational model
+    evaluated with another ``data.seed`` is tested on objects it was trained on. With
+    ``must_match`` a difference in the model stops the run with the overrides that reproduce the
+    checkpoint's settings; a difference in the data only warns (an evaluation may take a larger
+    test set, and training-only settings such as ``data.steps_per_epoch`` do not matter), as do
+    all differences without ``must_match``. :data:`EXECUTION_SETTINGS` (batch sizes, workers,
+    paths, compilation) are not compared.
+
+    Args:
+        config: this command's sections as plain values, ``{"model": ..., "data": ...}``.
 
     Raises:
-        ValueError: ``must_match`` and a saved hyperparameter differs from the config's.
+        ValueError: ``must_match`` and a saved model setting differs from the command's.
     """
     checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
-    saved = _plain(dict(checkpoint.get("hyper_parameters") or {}))
-    current = _plain(dict(model.hparams))
-    differing = sorted(key for key in saved.keys() & current.keys() if saved[key] != current[key])
+    saved = _flatten("model", _plain(dict(checkpoint.get("hyper_parameters") or {})))
+    current = _flatten("model", _plain(dict(model.hparams)))
+    if datamodule is not None:
+        saved.update(_flatten("data", _plain(dict(checkpoint.get("datamodule_hyper_parameters") or {}))))
+        current.update(_flatten("data", _plain(dict(datamodule.hparams))))
+    saved_config = ConfigInCheckpoint.saved(checkpoint)
+    if saved_config is not None and config is not None:
+        saved.update(_flatten("", _plain(saved_config)))
+        current.update(_flatten("", _plain(config)))
+    differing = sorted(
+        key
+        for key in saved.keys() & current.keys()
+        if saved[key] != current[key] and key.rsplit(".", 1)[-1] not in EXECUTION_SETTINGS
+    )
     if not differing:
         return
-    lines = "\n".join(f"  model.{key}: checkpoint {saved[key]!r}, config {current[key]!r}" for key in differing)
-    overrides = " ".join(f"model.{key}={_override_value(saved[key])}" for key in differing)
+    lines = "\n".join(f"  {key}: checkpoint {saved[key]!r}, config {current[key]!r}" for key in differing)
+    overrides = " ".join(f"{key}={_override_value(saved[key])}" for key in differing)
     run_config = Path(ckpt_path).resolve().parent.parent / ".hydra"
     from_run = (
         f" or evaluate with the run's own config (--config-path {run_config} --config-name config),"
@@ -247,11 +297,11 @@ def check_checkpoint_hparams(model: L.LightningModule, ckpt_path: str, must_matc
         else ""
     )
     message = (
-        f"{ckpt_path} was trained with other model settings than this command gives:\n{lines}\n"
+        f"{ckpt_path} was trained with other settings than this command gives:\n{lines}\n"
         f"Repeat the training overrides ({overrides}),{from_run} or set check_ckpt_hparams=false "
         "to evaluate the weights with this command's settings."
     )
-    if must_match:
+    if must_match and any(key.startswith("model.") for key in differing):
         raise ValueError(message)
     _warn(message)
 
@@ -345,6 +395,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     _info(f"Instantiating model <{cfg.model._target_}>")
     model: L.LightningModule = instantiate(cfg.model, _convert_="partial")
     callbacks = instantiate_group(cfg.get("callbacks"))
+    # in evaluations too: Lightning warns when a checkpoint holds the state of a missing callback
+    callbacks.append(ConfigInCheckpoint(compared_config(cfg)))
     loggers = instantiate_group(cfg.get("logger"))
     if not loggers:
         callbacks = without_logger_callbacks(callbacks)
@@ -393,7 +445,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
             else:
                 ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir, train=False)
                 if ckpt_path is not None:
-                    check_checkpoint_hparams(model, ckpt_path, must_match=cfg.get("check_ckpt_hparams", True))
+                    check_checkpoint_hparams(
+                        model, ckpt_path, cfg.get("check_ckpt_hparams", True), datamodule, compared_config(cfg)
+                    )
             _info(f"Testing {'checkpoint ' + ckpt_path if ckpt_path else 'current weights'}")
             trainer.test(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
             metric_dict.update(_floats(trainer.callback_metrics))

@@ -262,7 +262,11 @@ def test_resume_from_run_directory_equals_uninterrupted_run(train_cli, tmp_path:
     )
     assert result.returncode != 0
     assert "model.num_steps: checkpoint 8, config 20" in result.stdout
-    assert f"Repeat the training overrides (model.num_steps=8), or evaluate with the run's own config (--config-path {full}/.hydra" in result.stdout
+    # the training-only data setting is listed too (it alone would only warn)
+    assert (
+        "Repeat the training overrides (data.steps_per_epoch=4 model.num_steps=8), or evaluate with the run's own "
+        f"config (--config-path {full}/.hydra"
+    ) in result.stdout
 
 
 def test_checkpoint_hyperparameters_are_compared_before_evaluating(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -284,6 +288,42 @@ def test_checkpoint_hyperparameters_are_compared_before_evaluating(tmp_path: Pat
     monkeypatch.setattr(train_script, "_warn", warned.append)
     train_script.check_checkpoint_hparams(other, str(ckpt), must_match=False)
     assert len(warned) == 1 and "model.num_steps: checkpoint 20, config 100" in warned[0]
+
+
+RELATIONAL_TINY = [
+    "experiment=relational/same_diff_corelnet",
+    "trainer=cpu",
+    "extras.print_config=false",
+    "data.batch_size=8",
+    "data.train_size=16",
+    "data.val_size=16",
+    "data.test_size=16",
+    "trainer.max_epochs=1",
+]
+
+
+def test_evaluation_compares_the_data_and_network_the_checkpoint_was_trained_with(
+    compose_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The network (model.net, not among the module's hyperparameters) and the data (another
+    # data.seed holds out other glyphs: a test on training objects) are compared too, through the
+    # config that ConfigInCheckpoint saves; batch sizes may differ.
+    run = tmp_path / "run"
+    train_script.train(compose_cfg([*RELATIONAL_TINY, "seed=3", "test=false"], run))
+    evaluate = [*RELATIONAL_TINY, "seed=3", "train=false", f"ckpt_path={run}"]
+    with pytest.raises(ValueError) as error:
+        train_script.train(compose_cfg([*evaluate, "model.net.normalization=none", "data.seed=1"], tmp_path / "eval"))
+    assert (
+        "  data.seed: checkpoint 3, config 1\n  model.net.normalization: checkpoint 'softmax', config 'none'\n"
+        "Repeat the training overrides (data.seed=3 model.net.normalization=softmax)"
+    ) in str(error.value)
+    # the data alone: a warning (an evaluation may take another test set); batch sizes: nothing
+    warned: list[str] = []
+    monkeypatch.setattr(train_script, "_warn", warned.append)
+    train_script.train(compose_cfg([*evaluate, "data.seed=1"], tmp_path / "eval_seed"))
+    assert len(warned) == 1 and "  data.seed: checkpoint 3, config 1\n" in warned[0]
+    metrics, _ = train_script.train(compose_cfg([*evaluate, "data.batch_size=4"], tmp_path / "eval_batch"))
+    assert len(warned) == 1 and 0.0 <= metrics["test/acc"] <= 1.0
 
 
 def test_ddp_resume_restores_every_ranks_streams_and_buffers(train_cli, tmp_path: Path) -> None:
