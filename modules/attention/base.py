@@ -7,6 +7,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from torchmetrics import Metric
 
 __all__ = ["OptimizerFactory", "SchedulerFactory", "ConfiguredOptimizerModule"]
 
@@ -17,16 +18,21 @@ SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 class ConfiguredOptimizerModule(L.LightningModule):
     """A LightningModule whose optimizer and learning-rate scheduler are factories from the config.
 
+    It also resets its ``torchmetrics`` metrics when a fit starts: a ``validate``/``test`` call
+    before ``fit`` leaves metric states created under inference mode, which the fit loop's
+    no-grad validation may not update in place.
+
     Args:
         optimizer: ``optimizer(params=...) -> Optimizer`` (a Hydra ``_partial_`` such as
-            ``{_target_: torch.optim.Adam, _partial_: true, lr: 1e-4}``).
+            ``{_target_: torch.optim.Adam, _partial_: true, lr: 1e-4}``); ``None`` for a module
+            that is only evaluated (e.g. ``load_from_checkpoint(path, net=..., optimizer=None)``).
         scheduler: ``scheduler(optimizer=...) -> LRScheduler`` or ``None``; stepped every
             optimizer step (``scheduler_interval="step"``) or every epoch (``"epoch"``).
     """
 
     def __init__(
         self,
-        optimizer: OptimizerFactory,
+        optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         scheduler_interval: str = "step",
     ) -> None:
@@ -37,7 +43,17 @@ class ConfiguredOptimizerModule(L.LightningModule):
         self.scheduler_factory = scheduler
         self.scheduler_interval = scheduler_interval
 
+    def on_fit_start(self) -> None:
+        for metric in self.modules():
+            if isinstance(metric, Metric):
+                metric.reset()
+
     def configure_optimizers(self) -> Any:
+        if self.optimizer_factory is None:
+            raise ValueError(
+                f"{type(self).__name__} was built without an optimizer: pass optimizer=... (e.g. "
+                "functools.partial(torch.optim.Adam, lr=1e-4)) to train it"
+            )
         optimizer = self.optimizer_factory(params=self.parameters())
         if self.scheduler_factory is None:
             return optimizer

@@ -261,7 +261,10 @@ class CompositionalAttention(nn.Module):
             official contextual-retrieval model sets it to ``embed_dim``).
         dropout: dropout on the search attention weights (as MHA).
         bias: biases in every projection.
-        batch_first: ``[B, L, E]`` inputs and outputs (else ``[L, B, E]``, MHA's default).
+        batch_first: ``[B, L, E]`` inputs and outputs (else ``[L, B, E]``). MHA defaults to
+            ``False``: replacing an MHA (or the ``self_attn`` of a PyTorch Transformer layer)
+            built without ``batch_first=True`` needs ``batch_first=False`` here, or the layer
+            attends across the batch (the shapes agree, so nothing else catches it).
         temperature: temperature of the retrieval selection softmax.
         retrieval_selection: ``"soft"`` (the paper) or ``"fixed"``: search ``s`` reads retrieval
             ``s`` (needs ``S == R``; with ``search_dim == retrieval_dim`` this is multi-head
@@ -324,6 +327,12 @@ class CompositionalAttention(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        for name, count in (("num_searches", num_searches), ("num_retrievals", num_retrievals)):
+            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+                raise ValueError(
+                    f"{name} must be a positive int, got {count!r} (the arguments after embed_dim are "
+                    "num_searches, num_retrievals, not nn.MultiheadAttention's num_heads, dropout)"
+                )
         search_dim = search_dim or embed_dim
         if search_dim % num_searches:
             raise ValueError(f"search_dim {search_dim} is not divisible by num_searches {num_searches}")

@@ -162,7 +162,7 @@ class LanguageModelModule(ConfiguredOptimizerModule):
     def __init__(
         self,
         net: nn.Module,
-        optimizer: OptimizerFactory,
+        optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         scheduler_interval: str = "step",
     ) -> None:

@@ -10,7 +10,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics import MeanMetric, Metric
+from torchmetrics import MeanMetric
 
 from modules.attention.base import ConfiguredOptimizerModule, OptimizerFactory, SchedulerFactory
 
@@ -42,7 +42,7 @@ class SupervisedModule(ConfiguredOptimizerModule):
     def __init__(
         self,
         net: nn.Module,
-        optimizer: OptimizerFactory,
+        optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         scheduler_interval: str = "step",
         loss: Loss = "cross_entropy",
@@ -110,13 +110,6 @@ class SupervisedModule(ConfiguredOptimizerModule):
                     group_metric.update(scores[rows])
                     self.log(f"{split}/{self.metric_name}_{name}", group_metric, on_step=False, on_epoch=True)
         return loss
-
-    def on_fit_start(self) -> None:
-        # A validate/test call before fit leaves metric states created under inference mode,
-        # which the fit loop's no-grad validation may not update in place: start from fresh ones.
-        for metric in self.modules():
-            if isinstance(metric, Metric):
-                metric.reset()
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         return self._step(batch, "train")

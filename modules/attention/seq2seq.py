@@ -328,7 +328,7 @@ class Seq2SeqModule(ConfiguredOptimizerModule):
     def __init__(
         self,
         net: Seq2SeqTransformer,
-        optimizer: OptimizerFactory,
+        optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         scheduler_interval: str = "step",
         pad_id: int = 0,

@@ -122,7 +122,7 @@ class RelationalGamesModule(SupervisedModule):
     def __init__(
         self,
         net: nn.Module,
-        optimizer: OptimizerFactory,
+        optimizer: OptimizerFactory | None = None,
         test_sets: Sequence[str] = ("hexos", "stripes"),
         scheduler: SchedulerFactory | None = None,
         scheduler_interval: str = "step",

@@ -116,7 +116,9 @@ class DiffusionSampler(L.LightningModule):
     Args:
         net: the networks (drift, ``log Z``, optional flow and backward networks).
         optimizer: partial optimizer, called with the parameter groups (policy at its own lr,
-            ``log Z`` and flows at ``flow_lr``, the backward network at ``backward_lr``).
+            ``log Z`` and flows at ``flow_lr``, the backward network at ``backward_lr``); None for
+            a sampler that is only evaluated or sampled from (``load_from_checkpoint(path,
+            net=SamplerNets(...))``).
         scheduler: optional partial LR scheduler, stepped every optimizer step.
         energy: the target (an ``nn.Module`` with ``dim``, ``log_reward(x) -> [B]``, ``log_Z``,
             ``modes``, ``can_sample``, ``sample(n)``). When None, it is taken from the
@@ -167,7 +169,7 @@ class DiffusionSampler(L.LightningModule):
     def __init__(
         self,
         net: SamplerNets,
-        optimizer: Callable[..., torch.optim.Optimizer],
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         energy: nn.Module | None = None,
         loss: str = "tb",
@@ -239,13 +241,21 @@ class DiffusionSampler(L.LightningModule):
             )
 
     def setup(self, stage: str) -> None:
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        served = getattr(datamodule, "energy", None)
         if self.energy is None:
-            datamodule = self.trainer.datamodule if self._trainer is not None else None
-            energy = getattr(datamodule, "energy", None)
-            if energy is None:
+            if served is None:
                 raise RuntimeError(_NO_TARGET)
-            self._check_energy(energy)
-            self.energy = energy
+            self._check_energy(served)
+            self.energy = served
+        elif served is not None and served is not self.energy and (
+            type(served) is not type(self.energy) or served.dim != self.energy.dim
+        ):
+            rank_zero_warn(
+                f"the sampler keeps its own target, {type(self.energy).__name__}, and ignores the "
+                f"datamodule's, {type(served).__name__}; build the sampler with energy=None to take "
+                "the datamodule's"
+            )
 
     def on_fit_start(self) -> None:
         if not self.hparams.cuda_graph:
@@ -677,6 +687,11 @@ class DiffusionSampler(L.LightningModule):
         return groups
 
     def configure_optimizers(self) -> Any:
+        if self.optimizer_factory is None:
+            raise ValueError(
+                "DiffusionSampler was built without an optimizer: pass optimizer=... (e.g. "
+                "functools.partial(torch.optim.Adam, lr=1e-3)) to train it"
+            )
         optimizer = self.optimizer_factory(params=self._parameter_groups())
         if self.scheduler_factory is None:
             return optimizer

@@ -855,6 +855,9 @@ def test_inductor_compiled_layer_matches_eager_with_gradients(num_retrievals: in
             {"embed_dim": 16, "num_searches": 4, "num_retrievals": 2, "search_backend": "per_retrieval", "dropout": 0.1},
             "one dropout mask per retrieval",
         ),
+        # MHA's positional (embed_dim, num_heads, dropout)
+        ({"embed_dim": 32, "num_searches": 4, "num_retrievals": 0.1}, r"num_retrievals must be a positive int, got 0\.1"),
+        ({"embed_dim": 32, "num_searches": 0, "num_retrievals": 2}, "num_searches must be a positive int, got 0"),
     ],
 )
 def test_bad_configuration_is_named(kwargs: dict, message: str) -> None:

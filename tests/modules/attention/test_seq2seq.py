@@ -457,3 +457,20 @@ def test_label_smoothing_applies_to_the_training_loss_only() -> None:
     test = trainer().test(module, loader, verbose=False)[0]
     assert val["val/loss"] == pytest.approx(plain, rel=1e-5)
     assert test["test/loss"] == pytest.approx(plain, rel=1e-5)
+
+
+def test_validating_before_fitting_and_an_evaluation_only_module() -> None:
+    """A ``validate`` call before ``fit`` leaves metric states made under inference mode; the fit
+    must reset them (ConfiguredOptimizerModule.on_fit_start), not fail on an in-place update. A
+    module built without an optimizer evaluates and says what training needs."""
+    commands = dict(generate_scan_pairs())
+    loader = DataLoader([scan_batch([(c, commands[c]) for c in ("walk", "jump twice", "look left")])], batch_size=None)
+    module = make_module(make_net().train())
+    trainer().validate(module, loader, verbose=False)
+    fit = trainer(max_steps=2, limit_val_batches=1, num_sanity_val_steps=0)
+    fit.fit(module, loader, loader)
+    assert fit.global_step == 2
+    evaluation_only = Seq2SeqModule(make_net(), pad_id=PAD, bos_id=BOS, eos_id=EOS, max_decode_length=50)
+    assert "val/seq_acc" in trainer().validate(evaluation_only, loader, verbose=False)[0]
+    with pytest.raises(ValueError, match="built without an optimizer: pass optimizer="):
+        trainer(max_steps=1).fit(evaluation_only, loader)

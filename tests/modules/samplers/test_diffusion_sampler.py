@@ -464,6 +464,28 @@ def test_invalid_configurations_are_explained() -> None:
         without_target.sample(4)
 
 
+def test_a_sampler_with_its_own_target_warns_about_another_from_the_datamodule() -> None:
+    """The module's target wins over the datamodule's; a different one is a warning, not a silent
+    mismatch between what trains and what is evaluated against."""
+    from datamodules.samplers.datamodule import EnergyDataModule
+    from datamodules.samplers.energies import GMM25, GMM40
+
+    sampler = make_sampler("tb", energy=GMM25())
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_checkpointing=False)
+    trainer.datamodule = EnergyDataModule(GMM40(), batch_size=4, steps_per_epoch=1, eval_batch_size=4)
+    sampler.trainer = trainer
+    with pytest.warns(UserWarning, match="keeps its own target, GMM25, and ignores the datamodule's, GMM40"):
+        sampler.setup("fit")
+    assert isinstance(sampler.energy, GMM25)
+
+
+def test_a_sampler_without_an_optimizer_samples_and_refuses_to_train() -> None:
+    sampler = DiffusionSampler(SamplerNets(2, hidden_dim=8), energy=Gaussian(2), loss="tb", num_steps=4)
+    assert sampler.sample(3).shape == (3, 2)
+    with pytest.raises(ValueError, match="built without an optimizer: pass optimizer="):
+        sampler.configure_optimizers()
+
+
 def test_evaluation_metrics_are_exact_for_the_exact_sampler() -> None:
     """The exact sampler's log-Z estimates are exact, and its W2, W1 and MMD^2 to target samples
     are of the size of those between two independent target samples (finite-sample noise only)."""
