@@ -30,8 +30,10 @@ class EpochShuffleSampler(Sampler[int]):
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
+        # a generator: the epoch is read at the first index, after Lightning's set_epoch (a
+        # resumed run creates the loader's iterator before it)
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.num_items, generator=generator).tolist())
+        yield from torch.randperm(self.num_items, generator=generator).tolist()
 
     def __len__(self) -> int:
         return self.num_items

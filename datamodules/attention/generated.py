@@ -81,8 +81,10 @@ class EpochBatchSampler(Sampler[int]):
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
+        # a generator: the epoch is read at the first index, after Lightning's set_epoch (a
+        # resumed run creates the loader's iterator before it)
         start = self.epoch * self.num_batches
-        return iter(range(start, start + self.num_batches))
+        yield from range(start, start + self.num_batches)
 
     def __len__(self) -> int:
         return self.num_batches
