@@ -31,6 +31,8 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.utilities import rank_zero_only
@@ -158,6 +160,32 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path, train: bool
             f"ckpt_path={path}: no such file. Give a .ckpt file, a run directory, or 'last'."
         )
     return str(path)
+
+
+def check_sweep_starts_no_processes(trainer: L.Trainer) -> None:
+    """Stops a ``-m`` sweep whose trainer would start its DDP processes itself (``trainer=ddp`` or
+    ``ddp_sim`` outside SLURM): Lightning starts the other ranks by running this script again with
+    the same command line, ``-m`` included, so every rank runs the whole sweep, and an Optuna
+    sweep gives the ranks of one job different settings (Lightning-AI/pytorch-lightning#11617).
+
+    Raises:
+        ValueError: naming the ways that work.
+    """
+    if not in_sweep():
+        return
+    cluster = getattr(trainer.strategy, "cluster_environment", None)
+    if (
+        trainer.world_size > 1
+        and getattr(trainer.strategy, "_start_method", None) == "popen"
+        and cluster is not None
+        and not cluster.creates_processes_externally
+    ):
+        raise ValueError(
+            "A -m sweep cannot start DDP processes itself: Lightning starts the other ranks by running "
+            "this command again, -m included, so each rank would run the whole sweep (with Optuna, "
+            "each with its own settings). Submit the sweep with hydra/launcher=slurm trainer=slurm "
+            "(srun starts each job's processes), or run one command per point without -m."
+        )
 
 
 def check_groups_are_configs(cfg: DictConfig) -> None:
@@ -404,6 +432,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, _convert_="partial"
     )
+    check_sweep_starts_no_processes(trainer)
     cluster = getattr(trainer.strategy, "cluster_environment", None)
     environment = type(cluster).__name__ if cluster is not None else "none"
     _info(
@@ -463,10 +492,16 @@ def _floats(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v.item() if isinstance(v, torch.Tensor) else v) for k, v in metrics.items()}
 
 
+def in_sweep() -> bool:
+    """Whether this process runs a job of a Hydra ``-m`` sweep."""
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def optimized_value(
-    cfg: DictConfig, object_dict: dict[str, Any], metric_dict: dict[str, float]
+    cfg: DictConfig, object_dict: dict[str, Any], metric_dict: dict[str, float], warn_unlogged: bool = True
 ) -> float | None:
-    """Value of ``cfg.optimized_metric`` for sweeps (``None``, with a warning, when not logged).
+    """Value of ``cfg.optimized_metric`` for sweeps (``None`` when not logged, with a warning when
+    ``warn_unlogged``: in a sweep, where Optuna stops on it).
 
     The best value seen by the checkpoint callback when it monitors that metric (the value of the
     checkpoint that was tested), else the last logged value.
@@ -480,6 +515,8 @@ def optimized_value(
     if checkpoint is not None and checkpoint.monitor == name and best is not None:
         return float(best)
     if name not in metric_dict:
+        if not warn_unlogged:
+            return None
         _warn(
             f"optimized_metric={name} was not logged, so this run returns no value (an Optuna sweep stops on "
             f"that): set optimized_metric to one of {sorted(metric_dict)}, or validate within the run "
@@ -493,7 +530,7 @@ def optimized_value(
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point: runs :func:`train` and returns the optimized metric (for sweeps)."""
     metric_dict, object_dict = train(cfg)
-    value = optimized_value(cfg, object_dict, metric_dict)
+    value = optimized_value(cfg, object_dict, metric_dict, warn_unlogged=in_sweep())
     if value is not None:
         _info(f"optimized_metric {cfg.optimized_metric} = {value}")
     return value

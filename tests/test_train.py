@@ -16,8 +16,10 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, read_write
 
 import train as train_script
 
@@ -515,6 +517,22 @@ def test_unknown_override_key_names_the_key_and_the_fix(train_cli) -> None:
     assert "+trainer.max_step=3" in result.stdout
 
 
+def test_a_sweep_that_would_start_its_own_ddp_processes_stops(compose_cfg, tmp_path: Path) -> None:
+    # Lightning starts the other ranks with this command line, -m included: every rank would run
+    # the whole sweep. One process, or processes started by SLURM, are fine.
+    def as_sweep_job(overrides: list[str]):
+        cfg = compose_cfg(overrides, tmp_path)
+        with read_write(HydraConfig.get()):
+            HydraConfig.get().mode = RunMode.MULTIRUN
+        assert train_script.in_sweep()
+        return cfg
+
+    with pytest.raises(ValueError, match="A -m sweep cannot start DDP processes itself.*hydra/launcher=slurm"):
+        train_script.train(as_sweep_job(["experiment=samplers/gmm25_tb", "trainer=ddp_sim", *TINY]))
+    single = instantiate(as_sweep_job(["trainer=cpu"]).trainer, logger=False)
+    train_script.check_sweep_starts_no_processes(single)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without GPU")
 def test_gpu_trainer_without_gpu_says_use_cpu(train_cli, tmp_path: Path) -> None:
     result = train_cli(["experiment=samplers/gmm25_tb", "trainer=gpu", f"paths.log_dir={tmp_path}"])
@@ -652,6 +670,9 @@ def test_optimized_value_is_the_best_checkpoint_score_when_it_monitors_that_metr
     monkeypatch.setattr(train_script, "_warn", warned.append)
     assert value(cfg, objects("other"), {"test/elbo": 1.0}) is None
     assert "set optimized_metric to one of ['test/elbo'], or validate within the run" in warned[0]
+    # outside a sweep (an evaluation, a short run) nothing needs the value: no warning
+    assert value(cfg, objects("other"), {"test/elbo": 1.0}, warn_unlogged=False) is None
+    assert len(warned) == 1
     assert value(OmegaConf.create({"optimized_metric": None}), objects("m"), metrics) is None
 
 

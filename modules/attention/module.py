@@ -36,7 +36,9 @@ class SupervisedModule(ConfiguredOptimizerModule):
 
     Logged: ``<split>/loss``; classification ``<split>/acc``, regression ``<split>/l1`` (mean
     absolute error per target entry, whatever the loss); per group ``<split>/acc_<name>`` or
-    ``<split>/l1_<name>``. Epoch metrics accumulate in torchmetrics (exact under DDP).
+    ``<split>/l1_<name>``. Epoch metrics accumulate in torchmetrics and are synchronized across
+    DDP ranks; Lightning's distributed sampler pads a split that the ranks do not divide evenly
+    by repeating items, so test on one device for exact figures of such a split.
     """
 
     def __init__(
