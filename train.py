@@ -526,9 +526,27 @@ def optimized_value(
     return metric_dict[name]
 
 
+@rank_zero_only
+def save_run_config(cfg: DictConfig) -> None:
+    """Writes ``<run dir>/.hydra/`` (``config.yaml``, ``hydra.yaml``, ``overrides.yaml``) as Hydra
+    would, which ``configs/hydra/default.yaml`` leaves to this function (``output_subdir: null``):
+    Hydra writes them before the task starts, so a fresh run refused by
+    :func:`check_run_dir_is_free` overwrote the saved config of the run it protects."""
+    hydra_root = HydraConfig.instance().cfg
+    directory = Path(hydra_root.hydra.runtime.output_dir) / ".hydra"
+    directory.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, directory / "config.yaml")
+    OmegaConf.save(hydra_root, directory / "hydra.yaml")
+    OmegaConf.save(hydra_root.hydra.overrides.task, directory / "overrides.yaml")
+
+
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    """Hydra entry point: runs :func:`train` and returns the optimized metric (for sweeps)."""
+    """Hydra entry point: saves the run's config once its directory is checked, runs
+    :func:`train` and returns the optimized metric (for sweeps)."""
+    if cfg.get("train"):
+        check_run_dir_is_free(cfg.get("ckpt_path"), cfg.paths.output_dir)
+    save_run_config(cfg)
     metric_dict, object_dict = train(cfg)
     value = optimized_value(cfg, object_dict, metric_dict, warn_unlogged=in_sweep())
     if value is not None:

@@ -434,6 +434,13 @@ def test_slurm_environment_is_detected_and_requeued_job_resumes(
     assert _single_run_dir(tmp_path, "samplers/gmm25_tb") == run_dir
     assert _load(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 4
 
+    # A second, fresh train.py in the same allocation is refused before anything of the run is
+    # touched: its saved config stays the first run's (Hydra's own copy came before the check).
+    saved = {name: (run_dir / ".hydra" / name).read_bytes() for name in ("config.yaml", "hydra.yaml", "overrides.yaml")}
+    result = train_cli([*args, "seed=5", "trainer.max_steps=2"], env=SLURM_ENV)
+    assert result.returncode != 0 and "already holds a run" in result.stdout
+    assert {name: (run_dir / ".hydra" / name).read_bytes() for name in saved} == saved
+
 
 def test_slurm_configs_take_the_allocation_and_submitit_switches_lightning_requeue_off(
     monkeypatch: pytest.MonkeyPatch,
