@@ -99,7 +99,8 @@ class SupervisedModule(ConfiguredOptimizerModule):
         loss, scores = self.loss_and_scores(batch)
         batch_size = scores.shape[0]
         on_step = split == "train"
-        self.log(f"{split}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, sync_dist=not on_step, batch_size=batch_size)
+        # sync_dist: the epoch mean over every rank's batches (one scalar all-reduce per step in training)
+        self.log(f"{split}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=batch_size)
         metric = self.metrics[f"{split}_scores"]
         metric.update(scores)
         self.log(f"{split}/{self.metric_name}", metric, on_step=False, on_epoch=True, prog_bar=split != "train")

@@ -338,6 +338,8 @@ def test_ddp_two_processes_test_accuracy_equals_single_process(train_cli, tmp_pa
     result = train_cli([*common, "trainer=ddp_sim", "trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'ddp'}"])
     assert result.returncode == 0, result.stdout[-5000:]
     assert "2 device(s), CPUAccelerator, DDPStrategy" in result.stdout
+    # every epoch metric is synchronized (train/loss_epoch was each rank's own)
+    assert "when logging on epoch level in distributed setting" not in result.stdout
     rows = list(csv.DictReader(open(tmp_path / "ddp" / "csv" / "metrics.csv")))
     ddp_accuracy = float(next(r["test/acc"] for r in rows if r.get("test/acc")))
 
