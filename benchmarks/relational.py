@@ -18,7 +18,7 @@ Two training protocols (``--protocol``), which differ on RMTS:
   of the four tasks draw three times ``--train_batch_size 32`` per iteration. The official code
   draws fresh training trials every iteration; here the 5000 steps go over the ESBN training set,
   reshuffled every epoch. ``--batch-size 32`` trains on a third of those trials, as the README's
-  CoRelNet-protocol figures were measured.
+  1000-step CoRelNet-protocol tables were measured.
 - ``esbn``, the ESBN scripts (emergent_symbols ``scripts/*.sh``, and the experiment configs'
   default): on RMTS the source pair and each choice pair are context-normalized apart
   (``--norm_type tasksegmented_contextnorm``), which tells every model within each pair whether
