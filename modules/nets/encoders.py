@@ -4,6 +4,8 @@ Compositional Attention's image tasks).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import Tensor, nn
 
@@ -181,6 +183,12 @@ class ObjectSequenceModel(nn.Module):
 
     def images(self, batch: dict[str, Tensor]) -> Tensor:
         """``batch[images_key]`` ``[B, N, C, H, W]``, checked against ``sequence_length``."""
+        if not isinstance(batch, Mapping):
+            raise TypeError(
+                f"{type(self).__name__} takes the batch dict of its datamodule, e.g. "
+                f"net({{{self.images_key!r}: images}}) with images [B, {self.sequence_length}, C, H, W]; "
+                f"got {type(batch).__name__}"
+            )
         images = batch[self.images_key]
         if images.dim() != 5 or images.shape[1] != self.sequence_length:
             raise ValueError(

@@ -173,6 +173,8 @@ def test_bad_arguments_name_the_fix() -> None:
         CoRelNet(2, 2, decoder="attention", concat_embeddings=True)
     with pytest.raises(ValueError, match=r"sequence_length=2.*\$\{data.sequence_length\}"):
         CoRelNet(2, 2)(images(1, 6))
+    with pytest.raises(TypeError, match=r"takes the batch dict of its datamodule, e.g. net\(\{'images': images\}\)"):
+        CoRelNet(2, 2)(images(1, 2)["images"])
 
 
 CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
