@@ -193,8 +193,8 @@ class ObjectSequenceModel(nn.Module):
         if images.dim() != 5 or images.shape[1] != self.sequence_length:
             raise ValueError(
                 f"{type(self).__name__} expects {self.images_key!r} [B, {self.sequence_length}, C, H, W] "
-                f"(sequence_length={self.sequence_length}), got {tuple(images.shape)}: set sequence_length to the "
-                "data's (${data.sequence_length})"
+                f"(sequence_length={self.sequence_length}), got {tuple(images.shape)}: build it with the data's "
+                "sequence_length (in a config: ${data.sequence_length})"
             )
         return images
 

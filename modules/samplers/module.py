@@ -237,7 +237,7 @@ class DiffusionSampler(L.LightningModule):
         if energy.dim != self.net.dim:
             raise ValueError(
                 f"the target has dimension {energy.dim} but the sampler's networks were built for "
-                f"{self.net.dim}: set the net's dim to the target's (data.dim)"
+                f"{self.net.dim}: build SamplerNets(dim={energy.dim}, ...) (in a config: model.net.dim=${{data.dim}})"
             )
 
     def setup(self, stage: str) -> None:
@@ -594,7 +594,7 @@ class DiffusionSampler(L.LightningModule):
         backward replays the backward graph) and copies of ``log R(x_T) [B]`` and ``x_T [B, D]``
         (the graph's outputs are overwritten at the next replay)."""
         if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
-            raise ValueError("cuda_graph=True runs in one process: set model.cuda_graph=false for DDP")
+            raise ValueError("cuda_graph=True runs in one process: build the sampler with cuda_graph=False for DDP (model.cuda_graph=false)")
         if torch.is_autocast_enabled("cuda"):
             raise ValueError(
                 "cuda_graph=True captures the fp32 step: set trainer.precision=32-true, or model.cuda_graph=false"
