@@ -385,8 +385,26 @@ def print_config_tree(cfg: DictConfig) -> None:
     rich.print(tree)
 
 
+@rank_zero_only
+def save_run_config(cfg: DictConfig) -> None:
+    """Writes ``<run dir>/.hydra/`` (``config.yaml``, ``hydra.yaml``, ``overrides.yaml``) as Hydra
+    would, which ``configs/hydra/default.yaml`` leaves to this function (``output_subdir: null``):
+    Hydra writes them before the task starts, so a fresh run refused by
+    :func:`check_run_dir_is_free` overwrote the saved config of the run it protects. Nothing to
+    write for a :func:`train` call outside a Hydra run (e.g. ``benchmarks/samplers.py``)."""
+    if not HydraConfig.initialized():
+        return
+    hydra_root = HydraConfig.instance().cfg
+    directory = Path(hydra_root.hydra.runtime.output_dir) / ".hydra"
+    directory.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, directory / "config.yaml")
+    OmegaConf.save(hydra_root, directory / "hydra.yaml")
+    OmegaConf.save(hydra_root.hydra.overrides.task, directory / "overrides.yaml")
+
+
 def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Fits ``cfg.model`` on ``cfg.data`` (when ``cfg.train``), then tests (when ``cfg.test``).
+    """Fits ``cfg.model`` on ``cfg.data`` (when ``cfg.train``), then tests (when ``cfg.test``),
+    after checking the run directory and writing the run's config into it (``.hydra/``).
 
     Testing uses the best checkpoint of the fit when the checkpoint callback monitors a metric
     (the current weights, with a warning, when none was saved, e.g. under ``fast_dev_run``), the
@@ -417,14 +435,16 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     check_accelerator(cfg.trainer)
     if cfg.get("train"):
         check_run_dir_is_free(cfg.get("ckpt_path"), cfg.paths.output_dir)
+    save_run_config(cfg)
 
     _info(f"Instantiating datamodule <{cfg.data._target_}>")
     datamodule: L.LightningDataModule = instantiate(cfg.data, _convert_="partial")
     _info(f"Instantiating model <{cfg.model._target_}>")
     model: L.LightningModule = instantiate(cfg.model, _convert_="partial")
     callbacks = instantiate_group(cfg.get("callbacks"))
+    config_sections = compared_config(cfg)
     # in evaluations too: Lightning warns when a checkpoint holds the state of a missing callback
-    callbacks.append(ConfigInCheckpoint(compared_config(cfg)))
+    callbacks.append(ConfigInCheckpoint(config_sections))
     loggers = instantiate_group(cfg.get("logger"))
     if not loggers:
         callbacks = without_logger_callbacks(callbacks)
@@ -475,7 +495,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
                 ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir, train=False)
                 if ckpt_path is not None:
                     check_checkpoint_hparams(
-                        model, ckpt_path, cfg.get("check_ckpt_hparams", True), datamodule, compared_config(cfg)
+                        model, ckpt_path, cfg.get("check_ckpt_hparams", True), datamodule, config_sections
                     )
             _info(f"Testing {'checkpoint ' + ckpt_path if ckpt_path else 'current weights'}")
             trainer.test(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -526,27 +546,9 @@ def optimized_value(
     return metric_dict[name]
 
 
-@rank_zero_only
-def save_run_config(cfg: DictConfig) -> None:
-    """Writes ``<run dir>/.hydra/`` (``config.yaml``, ``hydra.yaml``, ``overrides.yaml``) as Hydra
-    would, which ``configs/hydra/default.yaml`` leaves to this function (``output_subdir: null``):
-    Hydra writes them before the task starts, so a fresh run refused by
-    :func:`check_run_dir_is_free` overwrote the saved config of the run it protects."""
-    hydra_root = HydraConfig.instance().cfg
-    directory = Path(hydra_root.hydra.runtime.output_dir) / ".hydra"
-    directory.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, directory / "config.yaml")
-    OmegaConf.save(hydra_root, directory / "hydra.yaml")
-    OmegaConf.save(hydra_root.hydra.overrides.task, directory / "overrides.yaml")
-
-
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    """Hydra entry point: saves the run's config once its directory is checked, runs
-    :func:`train` and returns the optimized metric (for sweeps)."""
-    if cfg.get("train"):
-        check_run_dir_is_free(cfg.get("ckpt_path"), cfg.paths.output_dir)
-    save_run_config(cfg)
+    """Hydra entry point: runs :func:`train` and returns the optimized metric (for sweeps)."""
     metric_dict, object_dict = train(cfg)
     value = optimized_value(cfg, object_dict, metric_dict, warn_unlogged=in_sweep())
     if value is not None:

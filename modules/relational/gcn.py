@@ -45,7 +45,8 @@ class GCNNet(ObjectSequenceModel):
     Consequence (measured, and tested): with context norm over the objects (the official
     default) the nodes' sum is ``N beta`` for every input (each feature is centred over the
     sequence, or over each segment, before the norm's shift ``beta``), so both layers see the same
-    input for every trial and the logits are a constant: the official GCN baseline is at chance on every ESBN task by construction.
+    input for every trial and the logits are a constant: the official GCN baseline is at chance
+    on every ESBN task by construction.
     ``context_norm=False`` makes it depend on the objects' sum (a DeepSets-style bag of objects),
     which still does not learn same/different within 300 steps here. Deviations: the official second layer
     has ``N`` outputs (``task_gen.seq_len``, of which the first ``num_classes`` are the answers);
