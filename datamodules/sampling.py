@@ -1,13 +1,15 @@
-"""Samplers shared by the datamodules of every family."""
+"""Samplers and the training loader shared by the datamodules of every family."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, IterableDataset, Sampler
 
-__all__ = ["EpochShuffleSampler"]
+__all__ = ["EpochShuffleSampler", "ResumableDataLoader"]
 
 
 class EpochShuffleSampler(Sampler[int]):
@@ -37,3 +39,108 @@ class EpochShuffleSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.num_items
+
+
+class ResumableDataLoader(DataLoader):
+    """A :class:`~torch.utils.data.DataLoader` that resumes within an epoch.
+
+    Lightning saves the ``state_dict`` of every training loader that has one in its checkpoints
+    and loads it into the new loader when it resumes. The state is the epoch being read (the
+    ``epoch`` of the loader's sampler, which Lightning's ``set_epoch`` sets, through its
+    distributed sampler wrapper too) and how many batches of it were handed out. A loader resumed
+    in that epoch skips those batches at the level of indices, before any item is loaded, so a
+    run resumed from a checkpoint saved within an epoch (``every_n_train_steps``,
+    ``train_time_interval``, a requeued job) reads the batches the uninterrupted run would have
+    read, in the same order, on every DDP rank. A checkpoint saved at the end of an epoch (all its
+    batches handed out) or in another epoch than the resumed one skips nothing.
+
+    Iteration starts at the first ``next``: with worker processes, the plain loader fetches its
+    first indices when the iterator is created, which a resumed Lightning run does before it sets
+    the epoch. Takes exactly the arguments of ``DataLoader``, so Lightning can rebuild it (to
+    insert its distributed sampler).
+
+    Torchdata's ``StatefulDataLoader`` does the same for samplers that keep no epoch; here the
+    samplers' epoch must be part of the state, which it does not see through Lightning's
+    distributed sampler wrapper.
+    """
+
+    _batches_read = 0
+    _epoch_read: int | None = None
+    _resume_state: dict[str, Any] | None = None
+    _batches_to_skip = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        # a generator: the epoch and the batches to skip are read at the first batch, after
+        # Lightning's set_epoch
+        self._epoch_read = self._sampler_epoch()
+        self._batches_read = self._batches_to_skip = self._batches_to_skip_now()
+        iterator = super().__iter__()
+        self._batches_to_skip = 0
+        for batch in iterator:
+            self._batches_read += 1
+            yield batch
+
+    @property
+    def _index_sampler(self) -> Iterable[Any]:
+        # DataLoader iterators take their indices from this property (torch.utils.data) when they
+        # are created; the skipped batches' indices are dropped here, so their items are never
+        # loaded
+        index_sampler = super()._index_sampler
+        if self._batches_to_skip:
+            return _SkipFirst(index_sampler, self._batches_to_skip)
+        return index_sampler
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{"epoch": sampler epoch or None, "batches": batches handed out in it}``."""
+        return {"epoch": self._epoch_read, "batches": self._batches_read}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Makes the next iteration skip the batches ``state_dict`` counted, if it reads the same
+        epoch (a checkpoint saved within that epoch)."""
+        if set(state_dict) != {"epoch", "batches"}:
+            raise ValueError(
+                f"ResumableDataLoader.load_state_dict: expected keys 'epoch' and 'batches', got "
+                f"{sorted(state_dict)}; was the checkpoint saved with another training loader?"
+            )
+        self._resume_state = dict(state_dict)
+
+    def _batches_to_skip_now(self) -> int:
+        state, self._resume_state = self._resume_state, None
+        if state is None or state["epoch"] != self._epoch_read:
+            return 0
+        batches = int(state["batches"])
+        if batches and isinstance(self.dataset, IterableDataset):
+            raise ValueError(
+                "ResumableDataLoader resumes within an epoch by skipping indices, which an "
+                "IterableDataset does not read: use a map-style dataset, or resume from a "
+                "checkpoint saved at the end of an epoch"
+            )
+        try:
+            total = len(self)
+        except TypeError:
+            return batches
+        return batches if batches < total else 0
+
+    def _sampler_epoch(self) -> int | None:
+        for sampler in (self.sampler, self.batch_sampler, getattr(self.batch_sampler, "sampler", None)):
+            epoch = getattr(sampler, "epoch", None)
+            if isinstance(epoch, int):
+                return epoch
+        return None
+
+
+class _SkipFirst:
+    """Iterates ``iterable`` without its first ``count`` elements, once: the iteration that reads
+    the first element uses the count up (a DataLoader iterator may create iterators it never
+    reads, and a persistent worker pool iterates its index sampler again every epoch)."""
+
+    def __init__(self, iterable: Iterable[Any], count: int) -> None:
+        self.iterable = iterable
+        self.count = count
+
+    def __iter__(self) -> Iterator[Any]:
+        count, self.count = self.count, 0
+        yield from itertools.islice(self.iterable, count, None)
+
+    def __len__(self) -> int:
+        return len(self.iterable)

@@ -1,6 +1,6 @@
 """Shared test set-up: one torch thread; fixtures ``compose_cfg`` (Hydra composition as
-``train.py`` does it, for in-process runs), ``train_and_resume`` (an exact-resume check through
-``train.train``), ``train_cli`` (``python train.py`` in a subprocess) and ``load_benchmark`` (a
+``train.py`` does it, for in-process runs), ``train_and_resume`` and
+``train_and_resume_within_epoch`` (exact-resume checks through ``train.train``), ``train_cli`` (``python train.py`` in a subprocess) and ``load_benchmark`` (a
 script of ``benchmarks/`` as a module)."""
 
 from __future__ import annotations
@@ -82,14 +82,51 @@ def train_and_resume(compose_cfg) -> Callable[[Sequence[str], Path], tuple[tuple
         resumed = train_script.train(
             compose_cfg([*overrides, "trainer.max_epochs=2", f"ckpt_path={tmp_path / 'half'}"], tmp_path / "half")
         )
-        states = [
-            torch.load(tmp_path / run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-            for run_dir in ("full", "half")
-        ]
-        assert states[0].keys() == states[1].keys()
-        for name, value in states[0].items():
-            torch.testing.assert_close(states[1][name], value, rtol=0, atol=0, msg=name)
+        assert_same_last_weights(tmp_path / "full", tmp_path / "half")
         return full, resumed
+
+    return run
+
+
+def assert_same_last_weights(first_run: Path, second_run: Path) -> None:
+    """Both runs' ``checkpoints/last.ckpt`` hold bit-identical weights."""
+    states = [
+        torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+        for run_dir in (first_run, second_run)
+    ]
+    assert states[0].keys() == states[1].keys()
+    for name, value in states[0].items():
+        torch.testing.assert_close(states[1][name], value, rtol=0, atol=0, msg=name)
+
+
+@pytest.fixture
+def train_and_resume_within_epoch(compose_cfg) -> Callable[[Sequence[str], Path, int], tuple[Path, dict]]:
+    """Trains ``overrides`` for two epochs (run directory ``tmp_path / "full"``), saving a
+    checkpoint every ``every_n_train_steps`` steps, then resumes a new run
+    (``tmp_path / "resumed"``) from the checkpoint of the largest saved step before the end,
+    as a crashed or preempted run would, and checks that both runs end with bit-identical weights.
+    Returns the checkpoint resumed from and the resumed run's ``train.train`` objects."""
+    import train as train_script
+
+    def run(overrides: Sequence[str], tmp_path: Path, every_n_train_steps: int) -> tuple[Path, dict]:
+        saving = [
+            "trainer.max_epochs=2",
+            f"callbacks.model_checkpoint.every_n_train_steps={every_n_train_steps}",
+            "callbacks.model_checkpoint.save_top_k=-1",
+            "callbacks.model_checkpoint.monitor=null",
+        ]
+        _, full_objects = train_script.train(compose_cfg([*overrides, *saving], tmp_path / "full"))
+        final_step = full_objects["trainer"].global_step
+        saved = sorted((tmp_path / "full" / "checkpoints").glob("epoch_*-step_*.ckpt"))
+        mid_run = [path for path in saved if int(path.stem.rsplit("_", 1)[1]) < final_step]
+        assert mid_run, f"no checkpoint before step {final_step}: {saved}"
+        checkpoint = mid_run[-1]
+        _, resumed_objects = train_script.train(
+            compose_cfg([*overrides, *saving, f"ckpt_path={checkpoint}"], tmp_path / "resumed")
+        )
+        assert resumed_objects["trainer"].global_step == final_step
+        assert_same_last_weights(tmp_path / "full", tmp_path / "resumed")
+        return checkpoint, resumed_objects
 
     return run
 

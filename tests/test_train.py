@@ -361,6 +361,38 @@ def test_ddp_resume_restores_every_ranks_streams_and_buffers(train_cli, tmp_path
     assert torch.equal(a["sampler_rng_state"], b["sampler_rng_state"])
 
 
+def test_ddp_resume_within_an_epoch_reads_each_ranks_remaining_batches(train_cli, tmp_path: Path) -> None:
+    # Two processes, a shuffled dataset under Lightning's distributed sampler wrapper: 32 trials,
+    # 4 per rank and step, 4 steps per epoch. Resumed from the checkpoint of step 6 (epoch 1,
+    # batch 2), each rank reads its last 2 batches of epoch 1, as the uninterrupted run did.
+    common = [
+        "experiment=attention/esbn_rmts_compositional",
+        "trainer=ddp_sim",
+        "data.train_size=32",
+        "data.val_size=16",
+        "data.test_size=16",
+        "data.batch_size=4",
+        "trainer.max_epochs=2",
+        "callbacks.model_checkpoint.every_n_train_steps=3",
+        "callbacks.model_checkpoint.save_top_k=-1",
+        "callbacks.model_checkpoint.monitor=null",
+        "callbacks.lr_monitor=null",
+        "logger=[]",
+        "test=false",
+        "seed=3",
+    ]
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    result = train_cli([*common, f"hydra.run.dir={full}"])
+    assert result.returncode == 0, result.stdout[-5000:]
+    checkpoint = full / "checkpoints" / "epoch_001-step_000006.ckpt"
+    assert _load(checkpoint)["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 1, "batches": 2}]
+    result = train_cli([*common, f"ckpt_path={checkpoint}", f"hydra.run.dir={resumed}"])
+    assert result.returncode == 0, result.stdout[-5000:]
+    a, b = _load(full / "checkpoints" / "last.ckpt"), _load(resumed / "checkpoints" / "last.ckpt")
+    assert a["global_step"] == b["global_step"] == 8
+    _assert_same_tree(a["state_dict"], b["state_dict"], "state_dict", exact=True)
+
+
 def test_a_fresh_run_refuses_a_directory_that_holds_another_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # e.g. a second train.py in one SLURM allocation: same job id, same default run directory
     monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)

@@ -11,6 +11,8 @@ import numpy as np
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from datamodules.sampling import ResumableDataLoader
+
 __all__ = [
     "EpochBatchSampler",
     "GeneratedBatches",
@@ -136,7 +138,7 @@ class GeneratedTaskDataModule(L.LightningDataModule):
         return self.datasets[split]
 
     def _dataloader(self, dataset: GeneratedBatches, sampler: Sampler[int] | None = None) -> DataLoader:
-        return DataLoader(
+        return ResumableDataLoader(
             dataset,
             batch_size=None,
             sampler=sampler,

@@ -47,6 +47,8 @@ import torchvision
 from torch import Tensor
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 
+from datamodules.sampling import ResumableDataLoader
+
 __all__ = [
     "MULTITASK_DATASETS",
     "NUM_CLASSES",
@@ -521,7 +523,7 @@ class MultitaskImageDataModule(L.LightningDataModule):
         """One multi-task batch per step (:class:`MultitaskBatchSampler`)."""
         tasks = self._tasks("train_tasks")
         sampler = MultitaskBatchSampler([len(task) for task in tasks], self.batch_size, self.seed)
-        return DataLoader(
+        return ResumableDataLoader(
             MultitaskTrainBatches(tasks),
             batch_size=None,
             sampler=sampler,

@@ -57,7 +57,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.sampling import EpochShuffleSampler
+from datamodules.sampling import EpochShuffleSampler, ResumableDataLoader
 
 __all__ = [
     "ACTIONS",
@@ -601,7 +601,7 @@ class SCANDataModule(L.LightningDataModule):
         batch_size: int,
         sampler: EpochShuffleSampler | None = None,
     ) -> DataLoader:
-        return DataLoader(
+        return ResumableDataLoader(
             dataset,
             batch_size=batch_size,
             sampler=sampler,

@@ -69,7 +69,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.attention.generated import check_loader_args, check_positive_int
-from datamodules.sampling import EpochShuffleSampler
+from datamodules.sampling import EpochShuffleSampler, ResumableDataLoader
 
 __all__ = [
     "ANSWERS",
@@ -538,7 +538,7 @@ class SortOfCLEVRDataModule(L.LightningDataModule):
     def _dataloader(self, split: str, shuffle: bool) -> DataLoader:
         if not self.datasets:
             self.setup()
-        return DataLoader(
+        return ResumableDataLoader(
             self.datasets[split],
             batch_size=self.batch_size,
             sampler=EpochShuffleSampler(len(self.datasets[split]), self.seed) if shuffle else None,

@@ -52,7 +52,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.sampling import EpochShuffleSampler
+from datamodules.sampling import EpochShuffleSampler, ResumableDataLoader
 
 __all__ = [
     "EOS",
@@ -442,7 +442,7 @@ class WikiTextDataModule(L.LightningDataModule):
         return getattr(self, name)
 
     def _dataloader(self, dataset: LanguageModelWindows, shuffle: bool) -> DataLoader:
-        return DataLoader(
+        return ResumableDataLoader(
             dataset,
             batch_size=self.batch_size,
             sampler=EpochShuffleSampler(len(dataset), self.seed) if shuffle else None,

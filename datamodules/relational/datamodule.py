@@ -22,7 +22,7 @@ from datamodules.relational.esbn_tasks import (
 )
 from datamodules.relational.glyphs import GLYPH_SIZE, NUM_GLYPHS, load_glyphs
 from datamodules.relational.registry import make_relational_task
-from datamodules.sampling import EpochShuffleSampler
+from datamodules.sampling import EpochShuffleSampler, ResumableDataLoader
 
 __all__ = ["RelationalTaskDataModule"]
 
@@ -246,7 +246,7 @@ class RelationalTaskDataModule(L.LightningDataModule):
     def _loader(self, split: str, sampler: EpochShuffleSampler | None = None) -> DataLoader:
         if self.splits is None:
             self.setup()
-        return DataLoader(
+        return ResumableDataLoader(
             self._datasets[split],
             batch_size=self.batch_size,
             sampler=sampler,

@@ -28,7 +28,7 @@ from datamodules.relational.relational_games import (
     render,
     require_released,
 )
-from datamodules.sampling import EpochShuffleSampler
+from datamodules.sampling import EpochShuffleSampler, ResumableDataLoader
 
 __all__ = [
     "RelationalGamesDataModule",
@@ -272,7 +272,7 @@ class RelationalGamesDataModule(L.LightningDataModule):
         return [self._loader(name) for name in self.test_sets]
 
     def _loader(self, split: str, sampler: EpochShuffleSampler | None = None) -> DataLoader:
-        return DataLoader(
+        return ResumableDataLoader(
             self.datasets[split],
             batch_size=self.batch_size,
             sampler=sampler,

@@ -14,6 +14,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.samplers.energies import Energy
+from datamodules.sampling import ResumableDataLoader
 
 __all__ = ["EnergyDataModule"]
 
@@ -120,7 +121,7 @@ class EnergyDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """``steps_per_epoch`` batches of zeros ``[batch_size, dim]``."""
         batch = torch.zeros(self.batch_size, self.dim)
-        return DataLoader(_RepeatedBatches(self.steps_per_epoch, batch), batch_size=None)
+        return ResumableDataLoader(_RepeatedBatches(self.steps_per_epoch, batch), batch_size=None)
 
     def val_dataloader(self) -> DataLoader:
         """One batch: ``{"x0": [eval_batch_size, dim], "target_samples": [eval_batch_size, dim]}``

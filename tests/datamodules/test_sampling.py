@@ -1,8 +1,13 @@
-"""EpochShuffleSampler: a permutation per epoch that depends only on (seed, epoch)."""
+"""EpochShuffleSampler: a permutation per epoch that depends only on (seed, epoch).
+ResumableDataLoader: a loader whose position within an epoch resumes from its state."""
 
 from __future__ import annotations
 
-from datamodules.sampling import EpochShuffleSampler
+import pytest
+import torch
+from torch.utils.data import Dataset, IterableDataset
+
+from datamodules.sampling import EpochShuffleSampler, ResumableDataLoader
 
 
 def test_each_epoch_is_a_permutation_fixed_by_seed_and_epoch() -> None:
@@ -18,3 +23,83 @@ def test_each_epoch_is_a_permutation_fixed_by_seed_and_epoch() -> None:
     assert list(fresh) == orders[1], "a resumed run (a new sampler) must read the same epoch order"
     other_seed = EpochShuffleSampler(50, seed=5)
     assert list(other_seed) != orders[0]
+
+
+class _RecordingDataset(Dataset):
+    """Items 0..19; records which were loaded (in this process)."""
+
+    def __init__(self) -> None:
+        self.loaded: list[int] = []
+
+    def __len__(self) -> int:
+        return 20
+
+    def __getitem__(self, index: int) -> int:
+        self.loaded.append(index)
+        return index
+
+
+def _loader(dataset: Dataset, num_workers: int = 0) -> ResumableDataLoader:
+    # 20 items in batches of 3: 7 batches per epoch, the last one of 2
+    return ResumableDataLoader(
+        dataset,
+        batch_size=3,
+        sampler=EpochShuffleSampler(20, seed=1),
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+    )
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_resumed_loader_reads_the_rest_of_the_epoch_in_order(num_workers: int) -> None:
+    original = _loader(_RecordingDataset(), num_workers)
+    original.sampler.set_epoch(2)
+    batches = iter(original)
+    read = [next(batches).tolist() for _ in range(3)]
+    state = original.state_dict()
+    assert state == {"epoch": 2, "batches": 3}
+    rest = [batch.tolist() for batch in batches]
+    assert len(rest) == 4 and sorted(sum(read + rest, [])) == list(range(20))
+
+    dataset = _RecordingDataset()
+    resumed = _loader(dataset, num_workers)
+    resumed.load_state_dict(state)
+    # Lightning's order: the iterator first, then set_epoch, then the first batch
+    batches = iter(resumed)
+    resumed.sampler.set_epoch(2)
+    assert [batch.tolist() for batch in batches] == rest
+    if num_workers == 0:
+        assert sorted(dataset.loaded) == sorted(sum(rest, [])), "skipped batches must not be loaded"
+    assert resumed.state_dict() == {"epoch": 2, "batches": 7}
+    # the next epoch is whole (a persistent worker pool reuses the index sampler)
+    resumed.sampler.set_epoch(3)
+    next_epoch = [batch.tolist() for batch in resumed]
+    reference = _loader(_RecordingDataset())
+    reference.sampler.set_epoch(3)
+    assert next_epoch == [batch.tolist() for batch in reference]
+
+
+def test_a_state_from_the_end_or_from_another_epoch_skips_nothing() -> None:
+    whole = _loader(_RecordingDataset())
+    whole.sampler.set_epoch(1)
+    expected = [batch.tolist() for batch in whole]
+    for state in ({"epoch": 1, "batches": 7}, {"epoch": 0, "batches": 3}, {"epoch": None, "batches": 3}):
+        resumed = _loader(_RecordingDataset())
+        resumed.load_state_dict(state)
+        resumed.sampler.set_epoch(1)
+        assert [batch.tolist() for batch in resumed] == expected, state
+
+
+def test_bad_states_and_iterable_datasets_are_refused() -> None:
+    with pytest.raises(ValueError, match="expected keys 'epoch' and 'batches'"):
+        _loader(_RecordingDataset()).load_state_dict({"_num_yielded": 3})
+
+    class Stream(IterableDataset):
+        def __iter__(self):
+            return iter(range(10))
+
+    loader = ResumableDataLoader(Stream(), batch_size=2)
+    loader.load_state_dict({"epoch": None, "batches": 2})
+    with pytest.raises(ValueError, match="map-style dataset"):
+        next(iter(loader))
+    torch.testing.assert_close(next(iter(loader)), torch.tensor([0, 1]))  # the state is used up

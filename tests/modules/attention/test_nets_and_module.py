@@ -280,6 +280,9 @@ def test_bf16_mixed_contextual_retrieval_trains() -> None:
     [
         # BatchSampler over EpochShuffleSampler (the ESBN tasks)
         ("esbn_rmts_compositional", ["data.train_size=32", "data.val_size=16", "data.test_size=16", "data.batch_size=8"], 8, "val/acc"),
+        # worker processes fetch their first indices when the loader's iterator is created,
+        # which a resumed run does before it sets the epoch
+        ("esbn_rmts_compositional", ["data.train_size=32", "data.val_size=16", "data.test_size=16", "data.batch_size=8", "data.num_workers=2"], 8, "val/acc"),
         # EpochBatchSampler (generated batches)
         ("contextual_retrieval_compositional", ["data.train_size=96", "data.val_size=32", "data.test_size=32", "data.batch_size=32"], 6, "val/l1"),
         # EpochShuffleSampler (a shuffled dataset)
@@ -304,6 +307,46 @@ def test_resume_continues_exactly(
     (full, _), (resumed, objects) = train_and_resume(common, tmp_path)
     assert objects["trainer"].global_step == steps
     assert resumed[metric] == pytest.approx(full[metric])
+
+
+@pytest.mark.parametrize(
+    ("experiment", "sizes", "steps_per_epoch", "every_n_train_steps"),
+    [
+        ("esbn_rmts_compositional", ["data.train_size=32", "data.val_size=16", "data.test_size=16", "data.batch_size=8"], 4, 3),
+        # worker processes fetch their first indices when the loader's iterator is created,
+        # which a resumed run does before it sets the epoch
+        ("esbn_rmts_compositional", ["data.train_size=32", "data.val_size=16", "data.test_size=16", "data.batch_size=8", "data.num_workers=2"], 4, 3),
+        ("contextual_retrieval_compositional", ["data.train_size=96", "data.val_size=32", "data.test_size=32", "data.batch_size=32"], 3, 2),
+        ("sort_of_clevr_compositional", ["data.train_images=2", "data.val_images=1", "data.test_images=1", "data.batch_size=16"], 4, 3),
+    ],
+    ids=["batch_sampler", "batch_sampler_workers", "generated_batches", "shuffled_dataset"],
+)
+# the resumed run writes its checkpoints into its own directory
+@pytest.mark.filterwarnings("ignore:The dirpath has changed")
+def test_resume_within_an_epoch_continues_exactly(
+    experiment: str,
+    sizes: list[str],
+    steps_per_epoch: int,
+    every_n_train_steps: int,
+    train_and_resume_within_epoch,
+    tmp_path: Path,
+) -> None:
+    # A checkpoint saved within an epoch (every_n_train_steps, a preempted job) resumes reading
+    # the rest of that epoch: the training loaders are ResumableDataLoaders, whose position goes
+    # into the checkpoint. A plain DataLoader reads the epoch from its first batch again.
+    common = [
+        f"experiment=attention/{experiment}",
+        "trainer=cpu",
+        *sizes,
+        "test=false",
+        "logger=[]",
+        "seed=3",
+        f"paths.log_dir={tmp_path / 'logs'}",
+    ]
+    checkpoint, objects = train_and_resume_within_epoch(common, tmp_path, every_n_train_steps)
+    step = int(checkpoint.stem.rsplit("_", 1)[1])
+    assert step > steps_per_epoch and step % steps_per_epoch, f"{checkpoint.name} is not within epoch 1"
+    assert objects["trainer"].global_step == 2 * steps_per_epoch
 
 
 def test_ddp_two_processes_test_accuracy_equals_single_process(train_cli, tmp_path: Path) -> None:
