@@ -83,6 +83,19 @@ def test_sampling_without_replacement_is_distinct() -> None:
         buffer.sample_indices(21, replacement=False)
 
 
+def test_draws_without_replacement_follow_the_priorities() -> None:
+    # One draw without replacement picks an entry with its priority probability (Gumbel-top-1):
+    # 10 entries, rank weight 0.01, the best one has probability 0.788 (uniform: 0.1)
+    buffer = PrioritizedReplayBuffer(capacity=10, priority="rank", rank_weight=0.01)
+    buffer.add(*ids(10))
+    best_probability = buffer.probabilities()[9].item()
+    assert best_probability == pytest.approx(0.788, abs=1e-3)
+    generator, draws = gen(0), 4000
+    picks = torch.cat([buffer.sample_indices(1, generator, replacement=False) for _ in range(draws)])
+    frequency = (picks == 9).float().mean().item()
+    assert abs(frequency - best_probability) < 4 * math.sqrt(best_probability * (1 - best_probability) / draws)
+
+
 def test_fifo_eviction_at_capacity() -> None:
     buffer = PrioritizedReplayBuffer(capacity=5)
     buffer.add(*ids(3))
@@ -237,6 +250,22 @@ def test_mala_adapts_the_step_from_the_last_window_acceptance_rate(
     assert rate == pytest.approx(15 / 55)  # burn_in=0: all 11 iterations of 5 chains
 
 
+def test_a_rejected_proposal_keeps_the_gradient_of_the_current_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    # step 0 rejects every proposal: step 1 must score its proposals with grad log R(x0) = -x0
+    grads_x: list[Tensor] = []
+
+    def reject_first(x: Tensor, y: Tensor, log_r_x: Tensor, log_r_y: Tensor, grad_x: Tensor, grad_y: Tensor, step_size: float) -> Tensor:
+        grads_x.append(grad_x.clone())
+        return torch.full((x.shape[0],), -math.inf)
+
+    monkeypatch.setattr(local_search_module, "mala_log_acceptance", reject_first)
+    x0 = torch.randn(6, 2, generator=gen(0))
+    x, _, _, _ = mala(x0, standard_gaussian_log_reward, 2, 0.3, adapt=False, generator=gen(1))
+    torch.testing.assert_close(x, x0)
+    for grad in grads_x:
+        torch.testing.assert_close(grad, -x0)
+
+
 def test_mala_under_no_grad_and_inference_mode() -> None:
     x0 = torch.randn(8, 3, generator=gen(0))
     ref = mala(x0, standard_gaussian_log_reward, 5, 0.2, generator=gen(1))
@@ -295,6 +324,24 @@ def test_epoch_draws_need_the_official_mode() -> None:
         LocalSearchReplay(batch_draws="epoch")
     with pytest.raises(ValueError, match="batch_draws must be one of"):
         LocalSearchReplay(local_search_mode="official", batch_draws="stale")
+
+
+@LIGHTNING_RESUME_WARNINGS
+@pytest.mark.parametrize("mode", ["paper", "official"])
+def test_a_resume_between_the_forward_and_backward_steps_of_a_window_is_exact(tmp_path: Path, mode: str) -> None:
+    # The checkpoint of step 3 (every 3 steps) falls inside local-search window 0 (steps 0-3),
+    # whose search ran at step 1, before a backward step: the resumed callback must know the
+    # window's search is done and the backward batch size, or it searches again / skips step 3
+    torch.manual_seed(0)
+    module, cb = GaussianMeanSampler(), make_callback(local_search_mode=mode)
+    fit(module, cb, 12, tmp_path / "a", every_n_train_steps=3)
+    torch.manual_seed(123)
+    resumed_module, resumed = GaussianMeanSampler(), make_callback(local_search_mode=mode)
+    fit(resumed_module, resumed, 12, tmp_path / "b", ckpt_path=str(tmp_path / "a" / "step=3.ckpt"), every_n_train_steps=3)
+    assert resumed_module.received == [(s, (16, 2)) for s in (3, 5, 7, 9, 11)]
+    torch.testing.assert_close(resumed_module.mu, module.mu, rtol=0, atol=0)
+    assert resumed.step_size == cb.step_size
+    assert torch.equal(resumed.generator.get_state(), cb.generator.get_state())
 
 
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log")
@@ -378,6 +425,7 @@ class GaussianMeanSampler(L.LightningModule):
         self.batch = batch
         self.backward_batch: Tensor | None = None
         self.received: list[tuple[int, tuple[int, ...]]] = []
+        self.backward_batches: list[Tensor] = []
 
     def log_reward(self, x: Tensor) -> Tensor:
         return -0.5 * (x - self.center).pow(2).sum(-1)
@@ -387,6 +435,7 @@ class GaussianMeanSampler(L.LightningModule):
             x = self.backward_batch
             self.backward_batch = None
             self.received.append((self.global_step, tuple(x.shape)))
+            self.backward_batches.append(x.detach().clone())
             return {"loss": 0.5 * (x - self.mu).pow(2).sum(-1).mean()}
         g = gen(1000 + self.global_step)
         x = self.mu + torch.randn(self.batch, self.mu.numel(), generator=g).to(self.device)
@@ -413,6 +462,7 @@ def fit(
     max_steps: int,
     root: Path,
     ckpt_path: str | None = None,
+    every_n_train_steps: int = 4,
     **trainer_kwargs: object,
 ) -> L.Trainer:
     trainer = L.Trainer(
@@ -425,7 +475,7 @@ def fit(
         default_root_dir=root,
         callbacks=[
             callback,
-            ModelCheckpoint(dirpath=root, filename="{step}", every_n_train_steps=4, save_top_k=-1),
+            ModelCheckpoint(dirpath=root, filename="{step}", every_n_train_steps=every_n_train_steps, save_top_k=-1),
         ],
     )
     trainer.fit(module, ckpt_path=ckpt_path)
@@ -443,8 +493,13 @@ def test_training_receives_backward_batches_and_resumes_exactly(tmp_path: Path, 
     assert cb.step == 12 and module.backward_batch is None
     doubled_first_batch = 16 if draws == "epoch" else 0  # as the official buffer's first add
     assert len(cb.buffer) == min(6 * 16 + doubled_first_batch, cb.capacity)
+    # backward batches come from the local-search buffer in the official mode (once it holds
+    # samples), from the main buffer in the paper's; neither evicted anything in 12 steps
+    source = cb.ls_buffer if mode == "official" else cb.buffer
     if mode == "official":
         assert cb.ls_buffer is not None and len(cb.ls_buffer) > 0
+    stored = source.contents()[0]
+    assert (module.backward_batches[-1][:, None] == stored[None]).all(-1).any(-1).all()
     logged = ("local_search/acceptance_rate", "local_search/step_size", "buffer/size")
     for key in (*logged, "buffer/max_log_reward"):
         assert key in trainer.callback_metrics

@@ -171,6 +171,16 @@ def test_shared_layers_apply_one_block_repeatedly() -> None:
     assert sum(p.numel() for p in unshared.parameters()) > 2 * sum(p.numel() for p in shared.parameters())
 
 
+@pytest.mark.parametrize("encoding_class", [SinusoidalPositionalEncoding, LearnedPositionalEncoding])
+def test_an_offset_encodes_the_positions_of_a_later_slice(encoding_class: type[nn.Module]) -> None:
+    # incremental decoding encodes one new token at position `offset`
+    torch.manual_seed(0)
+    encoding = encoding_class(8, max_length=10)
+    x = torch.randn(2, 6, 8)
+    torch.testing.assert_close(encoding(x[:, 3:5], offset=3), encoding(x)[:, 3:5])
+    assert not torch.allclose(encoding(x[:, 3:5]), encoding(x)[:, 3:5])
+
+
 def test_sinusoidal_encoding_values() -> None:
     encoding = SinusoidalPositionalEncoding(4, max_length=10)
     out = encoding(torch.zeros(1, 3, 4))[0]

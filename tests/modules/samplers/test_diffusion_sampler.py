@@ -200,6 +200,59 @@ def test_log_probabilities_take_the_networks_at_the_right_states_and_times() -> 
     assert_log_probs_of_both_directions(sampler, expected_log_probs)
 
 
+def test_backward_sampling_draws_with_the_network_at_the_later_state_and_time() -> None:
+    """The states of ``simulate_backward`` replayed by hand from the same generator: for
+    i = T-1, ..., 1, x_i = x_{i+1} (1 - m / (i + 1)) + sqrt(sigma2 dt i / (i + 1) v) eps, with
+    the backward network's corrections (m, v) at (x_{i+1}, t_{i+1}) and eps ~ N(0, I) drawn
+    [B, 1, D] per step; x_0 = 0. Random output layers, so the time the network sees matters."""
+    sigma2, num_steps, batch = 1.5, 4, 5
+    dt = 1 / num_steps
+    sampler = make_sampler("tb", sigma2=sigma2, num_steps=num_steps, net_kwargs=dict(learned_backward=True))
+    with torch.no_grad():
+        sampler.net.backward_policy.head[-1][-1].weight.normal_(0.0, 1.0)
+        sampler.net.backward_policy.head[-1][-1].bias.normal_(0.0, 1.0)
+    terminal = torch.randn(batch, 2, generator=torch.Generator().manual_seed(1))
+    states = sampler.simulate_backward(terminal, torch.Generator().manual_seed(5)).states
+
+    generator = torch.Generator().manual_seed(5)
+    x, expected = terminal, [terminal]
+    with torch.no_grad():
+        for i in reversed(range(1, num_steps)):
+            mean_correction, var_correction = sampler.net.backward_corrections(x, torch.tensor((i + 1) * dt))
+            noise = torch.randn(batch, 1, 2, generator=generator).squeeze(1)
+            x = x * (1 - mean_correction / (i + 1)) + (sigma2 * dt * i / (i + 1) * var_correction).sqrt() * noise
+            expected.append(x)
+    expected.append(torch.zeros(batch, 2))
+    torch.testing.assert_close(states, torch.stack(expected[::-1], dim=1))
+
+
+def test_off_policy_states_carry_no_gradient_with_a_learned_variance() -> None:
+    # TB trains log p_F of sampled states; the states themselves (mean and noise scale) must be
+    # detached, or the gradient would also flow through where the samples landed
+    sampler = make_sampler("tb", net_kwargs=dict(learned_variance=True))
+    trajectories = sampler.simulate(torch.zeros(4, 2), exploration_std=0.5)
+    assert not trajectories.states.requires_grad
+    assert trajectories.log_pf.requires_grad
+    assert sampler.simulate(torch.zeros(4, 2), reparametrize=True).states.requires_grad
+
+
+def test_optimizer_groups_take_their_own_learning_rates() -> None:
+    net = SamplerNets(2, hidden_dim=8, conditional_flow=True, learned_backward=True, langevin=True)
+    sampler = DiffusionSampler(
+        net, partial(torch.optim.Adam, lr=1e-3), energy=Gaussian(2), loss="db", flow_lr=0.1, backward_lr=7e-4
+    )
+    groups = sampler.configure_optimizers().param_groups
+    assert [group["lr"] for group in groups] == [1e-3, 0.1, 7e-4]
+    by_group = [{id(p) for p in group["params"]} for group in groups]
+
+    def trainable(*params: nn.Parameter) -> set[int]:
+        return {id(p) for p in params if p.requires_grad}
+
+    assert by_group[0] == trainable(*net.drift.parameters(), *net.langevin_scaling.parameters())
+    assert by_group[1] == trainable(net.log_z, *net.flow.parameters())
+    assert by_group[2] == trainable(*net.backward_policy.parameters())
+
+
 @pytest.mark.parametrize("learned", [True, False], ids=["learned_variance_and_backward", "fixed"])
 def test_networks_over_many_steps_run_in_chunks_of_steps_with_the_same_results(monkeypatch, learned: bool) -> None:
     """Where a network runs over all steps of a batch at once (backward trajectories' drift, the
@@ -385,6 +438,36 @@ def test_every_rank_evaluates_with_rank_zeros_seed() -> None:
     assert checkpoint["sampler_evaluation_seed"] == 4242
     # every rank's training stream, [world size, state]: this rank resumes its own row
     assert torch.equal(checkpoint["sampler_rng_state"][1], sampler._rng().get_state())
+
+
+def test_the_evaluation_seed_comes_back_from_the_checkpoint_and_differs_per_rank() -> None:
+    # Without rng_seed it is torch.initial_seed() at the first evaluation: a resumed process
+    # (another initial seed) must evaluate with the saved one. Ranks draw different noise.
+    from types import SimpleNamespace
+
+    def make(rank: int) -> DiffusionSampler:
+        sampler = DiffusionSampler(SamplerNets(2, hidden_dim=8), None, energy=Gaussian(2), rng_seed=None)
+        sampler._trainer = SimpleNamespace(
+            world_size=2,
+            global_rank=rank,
+            strategy=SimpleNamespace(
+                broadcast=lambda value, src: value,
+                all_gather=lambda tensor, group=None, sync_grads=False: torch.stack([tensor, tensor]),
+            ),
+        )
+        return sampler
+
+    torch.manual_seed(7)
+    original = make(0)
+    checkpoint: dict = {}
+    original.on_save_checkpoint(checkpoint)
+    torch.manual_seed(8)
+    resumed = make(0)
+    resumed.on_load_checkpoint(checkpoint)
+    assert resumed.evaluation_generator(0, "val").initial_seed() == original.evaluation_generator(0, "val").initial_seed()
+    torch.manual_seed(7)
+    other_rank = make(1)
+    assert other_rank.evaluation_generator(0, "val").initial_seed() != original.evaluation_generator(0, "val").initial_seed()
 
 
 @pytest.mark.parametrize("stored_device", [True, False], ids=["device_stored", "older_checkpoint"])

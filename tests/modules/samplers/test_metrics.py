@@ -130,6 +130,10 @@ def test_rbf_mmd2_by_hand() -> None:
     assert rbf_mmd2(x, y, bandwidths=(1.0,)).item() == pytest.approx(expected, abs=1e-7)
     z = torch.randn(30, 2, generator=torch.Generator().manual_seed(3))
     assert rbf_mmd2(z, z).item() == pytest.approx(0.0, abs=1e-12)
+    # distance 2 and bandwidths 0.5, 2 (where s, s^2, d and d^2 all differ): sum over s of
+    # exp(-d^2 / (2 s^2)) gives k(0, 2) = exp(-8) + exp(-1/2), k(0, 0) = k(2, 2) = 2
+    far = rbf_mmd2(x, torch.tensor([[2.0]]), bandwidths=(0.5, 2.0)).item()
+    assert far == pytest.approx(4.0 - 2.0 * (math.exp(-8.0) + math.exp(-0.5)), abs=1e-6)  # 2.786268, float32
 
 
 def test_modes_hit_by_hand() -> None:
@@ -141,3 +145,5 @@ def test_modes_hit_by_hand() -> None:
     assert modes_hit(samples, modes, radius=1.5) == 3
     assert modes_hit(samples, modes, radius=0.05) == 0
     assert modes_hit(samples[:0], modes, radius=1.0) == 0
+    # the radius itself counts (<=)
+    assert modes_hit(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 0.0]]), radius=1.0) == 1
