@@ -46,6 +46,9 @@ log = logging.getLogger("train")
 
 # `${tenfold.run_id:<run dir>}`: the W&B run id of configs/logger/wandb.yaml.
 OmegaConf.register_new_resolver("tenfold.run_id", run_id, replace=True)
+# `${tenfold.cwd:}`: the working directory (configs/paths/default.yaml). Hydra's
+# `${hydra:runtime.cwd}` is not set yet when a sweep resolves `hydra.sweep.dir`.
+OmegaConf.register_new_resolver("tenfold.cwd", os.getcwd, replace=True)
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 

@@ -504,6 +504,8 @@ def test_slurm_configs_take_the_allocation_and_submitit_switches_lightning_reque
 
 
 def test_basic_sweep_returns_the_optimized_metric_per_job(train_cli, tmp_path: Path) -> None:
+    # No path override: the sweep resolves its directory from paths.root_dir before Hydra sets
+    # its runtime (PROJECT_ROOT stands in for the working directory, which is the repository)
     result = train_cli(
         [
             "-m",
@@ -515,12 +517,12 @@ def test_basic_sweep_returns_the_optimized_metric_per_job(train_cli, tmp_path: P
             "trainer.check_val_every_n_epoch=1",
             "test=false",
             "seed=1,2",
-            f"paths.log_dir={tmp_path}",
-        ]
+        ],
+        env={"PROJECT_ROOT": str(tmp_path)},
     )
     assert result.returncode == 0, result.stdout[-5000:]
     assert result.stdout.count("optimized_metric val/elbo = ") == 2
-    (sweep,) = (tmp_path / "samplers" / "gmm25_tb" / "multiruns").iterdir()
+    (sweep,) = (tmp_path / "logs" / "samplers" / "gmm25_tb" / "multiruns").iterdir()
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
 
 
