@@ -19,6 +19,7 @@ checkpoint). A requeued SLURM job (``SLURM_RESTART_COUNT > 0``) resumes as with 
 
 from __future__ import annotations
 
+import copy
 import difflib
 import logging
 import os
@@ -36,7 +37,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from tenfold.checkpoints import ConfigInCheckpoint
@@ -394,15 +395,31 @@ def save_run_config(cfg: DictConfig) -> None:
     would, which ``configs/hydra/default.yaml`` leaves to this function (``output_subdir: null``):
     Hydra writes them before the task starts, so a fresh run refused by
     :func:`check_run_dir_is_free` overwrote the saved config of the run it protects. Nothing to
-    write for a :func:`train` call outside a Hydra run (e.g. ``benchmarks/samplers.py``)."""
+    write for a :func:`train` call outside a Hydra run (e.g. ``benchmarks/samplers.py``).
+
+    ``config.yaml`` carries a ``hydra`` block (this run directory, ``output_subdir: null``), so that
+    a resume from it (``--config-path <run>/.hydra --config-name config``) runs in this directory
+    and a refused attempt leaves the files alone. A resume keeps the run's overrides in
+    ``overrides.yaml`` and adds its own."""
     if not HydraConfig.initialized():
         return
     hydra_root = HydraConfig.instance().cfg
-    directory = Path(hydra_root.hydra.runtime.output_dir) / ".hydra"
+    output_dir = Path(hydra_root.hydra.runtime.output_dir)
+    directory = output_dir / ".hydra"
     directory.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, directory / "config.yaml")
+    overrides = list(hydra_root.hydra.overrides.task)
+    if cfg.get("ckpt_path") is not None and (directory / "overrides.yaml").is_file():
+        # a resume: the overrides that made the run, then this command's (later ones win)
+        earlier = list(OmegaConf.load(directory / "overrides.yaml"))
+        overrides = earlier + [override for override in overrides if override not in earlier]
+    saved = copy.deepcopy(cfg)
+    with open_dict(saved):
+        # `--config-path <run>/.hydra --config-name config` runs in this directory and leaves
+        # its saved files to this function (Hydra's own defaults would write them first)
+        saved.hydra = {"run": {"dir": str(output_dir)}, "output_subdir": None}
+    OmegaConf.save(saved, directory / "config.yaml")
     OmegaConf.save(hydra_root, directory / "hydra.yaml")
-    OmegaConf.save(hydra_root.hydra.overrides.task, directory / "overrides.yaml")
+    OmegaConf.save(OmegaConf.create(overrides), directory / "overrides.yaml")
 
 
 def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:

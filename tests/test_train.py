@@ -207,20 +207,19 @@ def test_resume_from_run_directory_equals_uninterrupted_run(train_cli, tmp_path:
     full, half = _train_whole_and_half(train_cli, common, tmp_path)
     assert _load(half / "checkpoints" / "last.ckpt")["global_step"] == 4
 
-    # Resume from the run directory alone: its saved config, its last.ckpt.
-    result = train_cli(
-        [
-            "--config-path",
-            str(half / ".hydra"),
-            "--config-name",
-            "config",
-            "ckpt_path=last",
-            f"hydra.run.dir={half}",
-            "trainer.max_steps=8",
-        ]
-    )
+    # Resume from the run directory alone: its saved config, its last.ckpt. An attempt that is
+    # refused (a group choice on a saved config) leaves the saved files as they were.
+    from_run = ["--config-path", str(half / ".hydra"), "--config-name", "config", "ckpt_path=last"]
+    saved = {name: (half / ".hydra" / name).read_bytes() for name in ("config.yaml", "hydra.yaml", "overrides.yaml")}
+    result = train_cli([*from_run, "trainer=ddp_sim"])
+    assert result.returncode != 0 and "is a name" in result.stdout
+    assert {name: (half / ".hydra" / name).read_bytes() for name in saved} == saved
+    # the saved config names its run directory: no hydra.run.dir needed
+    result = train_cli([*from_run, "trainer.max_steps=8"])
     assert result.returncode == 0, result.stdout[-5000:]
     assert "ckpt_path=last: resuming from" in result.stdout
+    overrides = list(OmegaConf.load(half / ".hydra" / "overrides.yaml"))
+    assert overrides[0] == "experiment=samplers/gmm25_tb_expl_ls" and overrides[-2:] == ["ckpt_path=last", "trainer.max_steps=8"]
 
     a, b = _load(full / "checkpoints" / "last.ckpt"), _load(half / "checkpoints" / "last.ckpt")
     assert a["global_step"] == b["global_step"] == 8 and a["epoch"] == b["epoch"] == 1
