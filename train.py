@@ -400,12 +400,15 @@ def save_run_config(cfg: DictConfig) -> None:
     ``config.yaml`` carries a ``hydra`` block (this run directory, ``output_subdir: null``), so that
     a resume from it (``--config-path <run>/.hydra --config-name config``) runs in this directory
     and a refused attempt leaves the files alone. A resume keeps the run's overrides in
-    ``overrides.yaml`` and adds its own."""
+    ``overrides.yaml`` and adds its own; an evaluation (``train=false``) in a run directory that
+    has them writes nothing."""
     if not HydraConfig.initialized():
         return
     hydra_root = HydraConfig.instance().cfg
     output_dir = Path(hydra_root.hydra.runtime.output_dir)
     directory = output_dir / ".hydra"
+    if not cfg.get("train") and (directory / "config.yaml").is_file():
+        return  # an evaluation inside the run it evaluates: the saved config stays the training's
     directory.mkdir(parents=True, exist_ok=True)
     overrides = list(hydra_root.hydra.overrides.task)
     if cfg.get("ckpt_path") is not None and (directory / "overrides.yaml").is_file():

@@ -220,6 +220,11 @@ def test_resume_from_run_directory_equals_uninterrupted_run(train_cli, tmp_path:
     assert "ckpt_path=last: resuming from" in result.stdout
     overrides = list(OmegaConf.load(half / ".hydra" / "overrides.yaml"))
     assert overrides[0] == "experiment=samplers/gmm25_tb_expl_ls" and overrides[-2:] == ["ckpt_path=last", "trainer.max_steps=8"]
+    # evaluating the run with its own config (in its directory) keeps the training's config
+    saved = {name: (half / ".hydra" / name).read_bytes() for name in saved}
+    result = train_cli([*from_run, "train=false"])
+    assert result.returncode == 0, result.stdout[-5000:]
+    assert {name: (half / ".hydra" / name).read_bytes() for name in saved} == saved
 
     a, b = _load(full / "checkpoints" / "last.ckpt"), _load(half / "checkpoints" / "last.ckpt")
     assert a["global_step"] == b["global_step"] == 8 and a["epoch"] == b["epoch"] == 1
