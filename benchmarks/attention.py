@@ -267,6 +267,11 @@ def main() -> None:
     for backend in args.comp_backends:
         rows += [f"comp_R{r}" if backend == "auto" else f"comp_{backend}_R{r}" for r in args.retrievals]
     if args.official_dir:
+        if not (Path(args.official_dir) / "model.py").is_file():
+            parser.error(
+                f"--official-dir {args.official_dir} has no model.py: give a scratch copy of the official "
+                "Contextual_Retrieval_Task folder (github.com/sarthmit/Compositional-Attention)"
+            )
         rows += [f"official_R{r}" for r in args.retrievals if r == args.heads]
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu"
     timing = "one CUDA graph per row, time per replay" if args.cuda_graph else "eager calls"

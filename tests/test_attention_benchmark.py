@@ -54,6 +54,11 @@ def test_bad_sizes_and_runs_without_any_row_leave_the_csv_alone(
     with pytest.raises(SystemExit):
         benchmark.main()
     assert "--embed-dim 30 is not divisible by --heads 4" in capsys.readouterr().err
+    # a folder without the official model.py (was: ModuleNotFoundError in a worker, row dropped)
+    monkeypatch.setattr(sys, "argv", [*common, "--official-dir", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        benchmark.main()
+    assert f"--official-dir {tmp_path} has no model.py" in capsys.readouterr().err
     # every row fails (here: out of the measured function's hands) -> a message, the CSV untouched
     monkeypatch.setattr(sys, "argv", [*common, "--embed-dim", "16", "--heads", "2", "--retrievals", "2"])
     monkeypatch.setattr(benchmark, "run_in_process", lambda spec: None)

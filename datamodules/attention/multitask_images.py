@@ -215,8 +215,9 @@ def _missing_data_message(
     attempt = "download" if download else "find"
     return (
         f"{name}: could not {attempt} the {split} split under {folder} ({type(error).__name__}: "
-        f"{error}). It needs the files {files} there: run once with download=true on a machine "
-        f"with internet access (torchvision downloads them), or copy them there from {source}"
+        f"{error}). It needs the files {files} there: run once on a machine with internet access "
+        f"with data.download=true (torchvision downloads them into paths.data_dir), or copy them "
+        f"there from {source}"
     )
 
 

@@ -373,7 +373,7 @@ def test_missing_data_names_the_dataset_folder_and_fix(tmp_path):
         dm.prepare_data()
     message = str(error.value)
     assert "svhn" in message and str(tmp_path / "svhn") in message
-    assert "download=true" in message and "train_32x32.mat" in message
+    assert "data.download=true" in message and "paths.data_dir" in message and "train_32x32.mat" in message
     with pytest.raises(RuntimeError, match="cifar-10-batches-py"):
         make_dm(tmp_path, datasets=["cifar10"]).setup("fit")
 
