@@ -182,6 +182,12 @@ class ObjectSequenceNet(ObjectSequenceModel):
     sinusoidal positions, transformed by ``encoder`` (post-norm in the official models, one layer,
     heads 8, feed-forward 512), averaged over positions and read out by ``Linear-ReLU-Linear``
     (hidden 256).
+
+    Differences from the official models: they add one more LayerNorm after the block (256
+    parameters at width 128), normalize the context with the unbiased variance
+    (``unbiased_context_norm=True`` gives that) and initialize attention with Xavier-normal
+    (gain 1/sqrt 2) and the feed-forward with Kaiming; here the block ends with its own post-norm
+    and layers keep torch's initialization.
     """
 
     def __init__(
