@@ -1,7 +1,8 @@
 """Shared test set-up: one torch thread; fixtures ``compose_cfg`` (Hydra composition as
 ``train.py`` does it, for in-process runs), ``train_and_resume`` and
-``train_and_resume_within_epoch`` (exact-resume checks through ``train.train``), ``train_cli`` (``python train.py`` in a subprocess) and ``load_benchmark`` (a
-script of ``benchmarks/`` as a module)."""
+``train_and_resume_within_epoch`` (exact-resume checks through ``train.train``), ``train_cli``
+(``python train.py`` in a subprocess) and ``load_benchmark`` (a script of ``benchmarks/`` as a
+module)."""
 
 from __future__ import annotations
 
@@ -100,15 +101,15 @@ def assert_same_last_weights(first_run: Path, second_run: Path) -> None:
 
 
 @pytest.fixture
-def train_and_resume_within_epoch(compose_cfg) -> Callable[[Sequence[str], Path, int], tuple[Path, dict]]:
+def train_and_resume_within_epoch(compose_cfg) -> Callable[[Sequence[str], Path, int], tuple[int, dict]]:
     """Trains ``overrides`` for two epochs (run directory ``tmp_path / "full"``), saving a
     checkpoint every ``every_n_train_steps`` steps, then resumes a new run
     (``tmp_path / "resumed"``) from the checkpoint of the largest saved step before the end,
     as a crashed or preempted run would, and checks that both runs end with bit-identical weights.
-    Returns the checkpoint resumed from and the resumed run's ``train.train`` objects."""
+    Returns the step resumed from and the resumed run's ``train.train`` objects."""
     import train as train_script
 
-    def run(overrides: Sequence[str], tmp_path: Path, every_n_train_steps: int) -> tuple[Path, dict]:
+    def run(overrides: Sequence[str], tmp_path: Path, every_n_train_steps: int) -> tuple[int, dict]:
         saving = [
             "trainer.max_epochs=2",
             f"callbacks.model_checkpoint.every_n_train_steps={every_n_train_steps}",
@@ -117,16 +118,17 @@ def train_and_resume_within_epoch(compose_cfg) -> Callable[[Sequence[str], Path,
         ]
         _, full_objects = train_script.train(compose_cfg([*overrides, *saving], tmp_path / "full"))
         final_step = full_objects["trainer"].global_step
-        saved = sorted((tmp_path / "full" / "checkpoints").glob("epoch_*-step_*.ckpt"))
-        mid_run = [path for path in saved if int(path.stem.rsplit("_", 1)[1]) < final_step]
-        assert mid_run, f"no checkpoint before step {final_step}: {saved}"
-        checkpoint = mid_run[-1]
+        checkpoints = (tmp_path / "full" / "checkpoints").glob("epoch_*-step_*.ckpt")
+        saved = {int(path.stem.rsplit("_", 1)[1]): path for path in checkpoints}
+        mid_run = sorted(step for step in saved if step < final_step)
+        assert mid_run, f"no checkpoint before step {final_step}: {sorted(saved)}"
+        step = mid_run[-1]
         _, resumed_objects = train_script.train(
-            compose_cfg([*overrides, *saving, f"ckpt_path={checkpoint}"], tmp_path / "resumed")
+            compose_cfg([*overrides, *saving, f"ckpt_path={saved[step]}"], tmp_path / "resumed")
         )
         assert resumed_objects["trainer"].global_step == final_step
         assert_same_last_weights(tmp_path / "full", tmp_path / "resumed")
-        return checkpoint, resumed_objects
+        return step, resumed_objects
 
     return run
 

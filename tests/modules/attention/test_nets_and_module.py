@@ -275,27 +275,14 @@ def test_bf16_mixed_contextual_retrieval_trains() -> None:
     assert math.isfinite(after) and after < before
 
 
-@pytest.mark.parametrize(
-    ("experiment", "sizes", "steps", "metric"),
-    [
-        # BatchSampler over EpochShuffleSampler (the ESBN tasks)
-        ("esbn_rmts_compositional", ["data.train_size=32", "data.val_size=16", "data.test_size=16", "data.batch_size=8"], 8, "val/acc"),
-        # worker processes fetch their first indices when the loader's iterator is created,
-        # which a resumed run does before it sets the epoch
-        ("esbn_rmts_compositional", ["data.train_size=32", "data.val_size=16", "data.test_size=16", "data.batch_size=8", "data.num_workers=2"], 8, "val/acc"),
-        # EpochBatchSampler (generated batches)
-        ("contextual_retrieval_compositional", ["data.train_size=96", "data.val_size=32", "data.test_size=32", "data.batch_size=32"], 6, "val/l1"),
-        # EpochShuffleSampler (a shuffled dataset)
-        ("sort_of_clevr_compositional", ["data.train_images=2", "data.val_images=1", "data.test_images=1", "data.batch_size=16"], 8, "val/acc"),
-    ],
-)
-def test_resume_continues_exactly(
-    experiment: str, sizes: list[str], steps: int, metric: str, train_and_resume, tmp_path: Path
-) -> None:
-    # 1 + 1 epochs equal 2 bit for bit. The epoch samplers must read their epoch when iterated,
-    # after Lightning's set_epoch: a resumed run creates the loader's iterator first, and the
-    # generated tasks' batch sampler trained its second epoch on the first epoch's batches again.
-    common = [
+# Tiny sizes of the resume tests, one per kind of training loader: 4, 3 and 4 batches per epoch.
+ESBN_SIZES = ["data.train_size=32", "data.val_size=16", "data.test_size=16", "data.batch_size=8"]
+RETRIEVAL_SIZES = ["data.train_size=96", "data.val_size=32", "data.test_size=32", "data.batch_size=32"]
+SORT_OF_CLEVR_SIZES = ["data.train_images=2", "data.val_images=1", "data.test_images=1", "data.batch_size=16"]
+
+
+def _resume_overrides(experiment: str, sizes: list[str], tmp_path: Path) -> list[str]:
+    return [
         f"experiment=attention/{experiment}",
         "trainer=cpu",
         *sizes,
@@ -304,7 +291,29 @@ def test_resume_continues_exactly(
         "seed=3",
         f"paths.log_dir={tmp_path / 'logs'}",
     ]
-    (full, _), (resumed, objects) = train_and_resume(common, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("experiment", "sizes", "steps", "metric"),
+    [
+        # BatchSampler over EpochShuffleSampler (the ESBN tasks)
+        ("esbn_rmts_compositional", ESBN_SIZES, 8, "val/acc"),
+        # worker processes fetch their first indices when the loader's iterator is created,
+        # which a resumed run does before it sets the epoch
+        ("esbn_rmts_compositional", [*ESBN_SIZES, "data.num_workers=2"], 8, "val/acc"),
+        # EpochBatchSampler (generated batches)
+        ("contextual_retrieval_compositional", RETRIEVAL_SIZES, 6, "val/l1"),
+        # EpochShuffleSampler (a shuffled dataset)
+        ("sort_of_clevr_compositional", SORT_OF_CLEVR_SIZES, 8, "val/acc"),
+    ],
+)
+def test_resume_continues_exactly(
+    experiment: str, sizes: list[str], steps: int, metric: str, train_and_resume, tmp_path: Path
+) -> None:
+    # 1 + 1 epochs equal 2 bit for bit. The epoch samplers must read their epoch when iterated,
+    # after Lightning's set_epoch: a resumed run creates the loader's iterator first, and the
+    # generated tasks' batch sampler trained its second epoch on the first epoch's batches again.
+    (full, _), (resumed, objects) = train_and_resume(_resume_overrides(experiment, sizes, tmp_path), tmp_path)
     assert objects["trainer"].global_step == steps
     assert resumed[metric] == pytest.approx(full[metric])
 
@@ -312,12 +321,10 @@ def test_resume_continues_exactly(
 @pytest.mark.parametrize(
     ("experiment", "sizes", "steps_per_epoch", "every_n_train_steps"),
     [
-        ("esbn_rmts_compositional", ["data.train_size=32", "data.val_size=16", "data.test_size=16", "data.batch_size=8"], 4, 3),
-        # worker processes fetch their first indices when the loader's iterator is created,
-        # which a resumed run does before it sets the epoch
-        ("esbn_rmts_compositional", ["data.train_size=32", "data.val_size=16", "data.test_size=16", "data.batch_size=8", "data.num_workers=2"], 4, 3),
-        ("contextual_retrieval_compositional", ["data.train_size=96", "data.val_size=32", "data.test_size=32", "data.batch_size=32"], 3, 2),
-        ("sort_of_clevr_compositional", ["data.train_images=2", "data.val_images=1", "data.test_images=1", "data.batch_size=16"], 4, 3),
+        ("esbn_rmts_compositional", ESBN_SIZES, 4, 3),
+        ("esbn_rmts_compositional", [*ESBN_SIZES, "data.num_workers=2"], 4, 3),
+        ("contextual_retrieval_compositional", RETRIEVAL_SIZES, 3, 2),
+        ("sort_of_clevr_compositional", SORT_OF_CLEVR_SIZES, 4, 3),
     ],
     ids=["batch_sampler", "batch_sampler_workers", "generated_batches", "shuffled_dataset"],
 )
@@ -334,18 +341,9 @@ def test_resume_within_an_epoch_continues_exactly(
     # A checkpoint saved within an epoch (every_n_train_steps, a preempted job) resumes reading
     # the rest of that epoch: the training loaders are ResumableDataLoaders, whose position goes
     # into the checkpoint. A plain DataLoader reads the epoch from its first batch again.
-    common = [
-        f"experiment=attention/{experiment}",
-        "trainer=cpu",
-        *sizes,
-        "test=false",
-        "logger=[]",
-        "seed=3",
-        f"paths.log_dir={tmp_path / 'logs'}",
-    ]
-    checkpoint, objects = train_and_resume_within_epoch(common, tmp_path, every_n_train_steps)
-    step = int(checkpoint.stem.rsplit("_", 1)[1])
-    assert step > steps_per_epoch and step % steps_per_epoch, f"{checkpoint.name} is not within epoch 1"
+    overrides = _resume_overrides(experiment, sizes, tmp_path)
+    step, objects = train_and_resume_within_epoch(overrides, tmp_path, every_n_train_steps)
+    assert step > steps_per_epoch and step % steps_per_epoch, f"step {step} is not within epoch 1"
     assert objects["trainer"].global_step == 2 * steps_per_epoch
 
 
