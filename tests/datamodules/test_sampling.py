@@ -23,6 +23,14 @@ def test_each_epoch_is_a_permutation_fixed_by_seed_and_epoch() -> None:
     assert list(fresh) == orders[1], "a resumed run (a new sampler) must read the same epoch order"
     other_seed = EpochShuffleSampler(50, seed=5)
     assert list(other_seed) != orders[0]
+    # seeds and epochs do not trade places: seed s at epoch e + 1 is not seed s + 1 at epoch e
+    grid = []
+    for seed in range(4):
+        sampler = EpochShuffleSampler(50, seed=seed)
+        for epoch in range(4):
+            sampler.set_epoch(epoch)
+            grid.append(tuple(sampler))
+    assert len(set(grid)) == 16
 
 
 class _RecordingDataset(Dataset):

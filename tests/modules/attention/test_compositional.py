@@ -52,7 +52,7 @@ def reference_compositional(layer: CompositionalAttention, x: Tensor, mask: Tens
         key_maps = layer.retrieval_key_weight
         scores = []
         for r, o in enumerate(retrieved):
-            index = r if key_maps.shape[0] > 1 else 0
+            index = r if layer.separate_retrieval_keys else 0
             key = o @ key_maps[index] + layer.retrieval_key_bias[index]
             scores.append((q_r[:, :, s] * key).sum(-1) / d_r**0.5 / layer.temperature)
         selection = torch.stack(scores, -1).softmax(-1)
@@ -669,6 +669,26 @@ def test_initialization_is_multihead_attentions(kdim: int | None, num_retrievals
         assert torch.equal(projection.bias, torch.zeros_like(projection.bias)), name
     assert layer.out_proj.weight.abs().max() <= embed_dim**-0.5
     assert torch.equal(layer.out_proj.bias, torch.zeros(embed_dim))
+
+
+def test_retrieval_selection_widths_and_initialization() -> None:
+    # d_s = 32 searches, d_v = 64 retrievals: the retrieval query/key width defaults to d_s (not
+    # d_v), and both selection maps are Xavier-uniform: bound sqrt(6 / (fan_in + fan_out))
+    layer = CompositionalAttention(128, 4, 4, retrieval_dim=256)
+    assert (layer.search_head_dim, layer.retrieval_head_dim, layer.retrieval_qk_dim) == (32, 64, 32)
+    assert layer.retrieval_query_proj.out_features == 4 * 32
+    assert tuple(layer.retrieval_key_weight.shape) == (1, 64, 32)
+    for weight, bound in (
+        (layer.retrieval_key_weight, (6 / (64 + 32)) ** 0.5),  # 0.25
+        (layer.retrieval_query_proj.weight, (6 / (128 + 4 * 32)) ** 0.5),
+    ):
+        weight = weight.detach()
+        assert 0.99 * bound < weight.abs().max() <= bound
+        assert weight.std().item() == pytest.approx(bound / 3**0.5, rel=0.05)
+    # one key map per retrieval with separate_retrieval_keys (the official --separate)
+    separate = CompositionalAttention(16, 4, 3, separate_retrieval_keys=True)
+    assert tuple(separate.retrieval_key_weight.shape) == (3, 4, 4)
+    assert tuple(separate.retrieval_key_bias.shape) == (3, 4)
 
 
 def test_replaces_the_self_attention_of_torch_transformer_layers() -> None:

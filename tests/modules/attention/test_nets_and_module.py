@@ -183,6 +183,11 @@ def test_supervised_module_l1_metric_and_errors() -> None:
     torch.testing.assert_close(scores, torch.tensor([0.25, 1.0]))
     with pytest.raises(ValueError, match="differ in shape"):
         module.loss_and_scores({"logits": torch.zeros(2, 3), "target": torch.zeros(2)})
+    # mse trains on squared errors; the per-example metric stays the L1 error
+    mse = SupervisedModule(FixedLogits(), functools.partial(torch.optim.SGD, lr=0.1), loss="mse")
+    loss, scores = mse.loss_and_scores(batch)
+    assert loss.item() == pytest.approx((0.25 + 0 + 1 + 1) / 4)
+    torch.testing.assert_close(scores, torch.tensor([0.25, 1.0]))
     with pytest.raises(ValueError, match="group_key and group_names go together"):
         SupervisedModule(FixedLogits(), functools.partial(torch.optim.SGD, lr=0.1), group_key="task")
     with pytest.raises(ValueError, match="loss must be"):
