@@ -29,7 +29,11 @@ class _AppendingExperimentWriter(ExperimentWriter):
         if self._fs.isfile(self.metrics_file_path):
             with self._fs.open(self.metrics_file_path, "r", newline="") as file:
                 header = next(csv.reader(file), [])
+            # Lightning's writer appends rows with its keys sorted: a file written in another
+            # column order is rewritten in that order first
             self.metrics_keys = sorted(header)
+            if header != self.metrics_keys:
+                self._rewrite_with_new_header(self.metrics_keys)
 
 
 class ResumableCSVLogger(CSVLogger):

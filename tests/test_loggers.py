@@ -36,6 +36,29 @@ def test_second_start_appends_and_merges_columns(tmp_path: Path) -> None:
     assert [r["c"] for r in rows] == ["", "", "4.0"]
 
 
+def test_second_start_with_known_columns_only_appends_under_the_file_header(tmp_path: Path) -> None:
+    # no new column, so no rewrite: the appended row must follow the header already in the file
+    first = ResumableCSVLogger(save_dir=tmp_path, name="csv", version="")
+    first.log_metrics({"a": 1.0, "b": 2.0}, step=0)
+    first.save()
+    second = ResumableCSVLogger(save_dir=tmp_path, name="csv", version="")
+    second.log_metrics({"b": 5.0}, step=1)
+    second.save()
+    rows = _rows(Path(second.log_dir) / "metrics.csv")
+    assert [r["step"] for r in rows] == ["0", "1"]
+    assert [r["a"] for r in rows] == ["1.0", ""]
+    assert [r["b"] for r in rows] == ["2.0", "5.0"]
+    # a file whose columns are not in Lightning's sorted order (written by other code)
+    other = tmp_path / "other"
+    (other / "csv").mkdir(parents=True)
+    (other / "csv" / "metrics.csv").write_text("step,b,a\n0,2.0,1.0\n")
+    third = ResumableCSVLogger(save_dir=other, name="csv", version="")
+    third.log_metrics({"a": 3.0, "b": 4.0}, step=1)
+    third.save()
+    rows = _rows(other / "csv" / "metrics.csv")
+    assert [(r["step"], r["a"], r["b"]) for r in rows] == [("0", "1.0", "2.0"), ("1", "3.0", "4.0")]
+
+
 def test_lightning_csv_logger_would_have_deleted_them(tmp_path: Path) -> None:
     # The reason for ResumableCSVLogger: if Lightning changes this, the subclass can go.
     first = CSVLogger(save_dir=tmp_path, name="csv", version="")
