@@ -92,6 +92,57 @@ def check_experiment_overrides(argv: list[str], config_dir: Path = CONFIG_DIR) -
     return "\n".join(lines)
 
 
+def _config_keys(node: DictConfig, prefix: str = "") -> list[str]:
+    """Dotted paths of every key of ``node``, nested mappings included (values unresolved)."""
+    paths = []
+    for key in node.keys():
+        path = f"{prefix}{key}"
+        paths.append(path)
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+            paths.extend(_config_keys(child, path + "."))
+    return paths
+
+
+def suggest_override_keys(argv: list[str], config_dir: Path = CONFIG_DIR) -> str | None:
+    """Close matches for the overridden keys of ``argv`` that the composed config lacks
+    (``trainer.max_step=3``: "did you mean trainer.max_steps?"), else ``None``.
+
+    Hydra refuses such a key with a hint to add it (``+trainer.max_step=3``), which is rarely the
+    fix. Called after a failed start: composes the config from the group choices of ``argv``
+    (``experiment=``, ``trainer=``, ...) and looks up every plain ``key=value`` override. Not for
+    a run's saved config (``--config-path``), whose groups are not choices."""
+    if any(arg.startswith(("--config-path", "--config-name", "-cp", "-cn")) for arg in argv):
+        return None
+    groups, values = [], []
+    for arg in argv:
+        key, sep, _ = arg.partition("=")
+        if not sep or arg.startswith(("-", "+", "~")) or key.startswith("hydra"):
+            continue
+        is_group = "." not in key and (config_dir / key).is_dir()
+        (groups if is_group else values).append((key, arg))
+    if not values:
+        return None
+    try:
+        with hydra.initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+            cfg = hydra.compose("train", overrides=[arg for _, arg in groups])
+    except Exception:  # a bad group choice: Hydra's own message says which
+        return None
+    known = _config_keys(cfg)
+    lines = []
+    for key, arg in values:
+        if key in known:
+            continue
+        close = difflib.get_close_matches(key, known, n=3, cutoff=0.75)
+        value = arg.partition("=")[2]
+        if close:
+            lines.append(f"'{key}' is not a key of this config. Did you mean: {', '.join(f'{c}={value}' for c in close)}?")
+        else:
+            choices = " ".join(arg for _, arg in groups)
+            lines.append(f"'{key}' is not a key of this config: python train.py {choices} --cfg job lists its keys.")
+    return "\n".join(lines) or None
+
+
 def check_accelerator(trainer_cfg: DictConfig) -> None:
     """Stop before Lightning does when the trainer asks for a GPU that this machine lacks."""
     accelerator = str(trainer_cfg.get("accelerator", "auto"))
@@ -584,4 +635,11 @@ if __name__ == "__main__":
     if problem is not None:
         print(problem, file=sys.stderr)
         sys.exit(1)
-    main()
+    try:
+        main()
+    except (SystemExit, Exception) as stop:
+        if not (isinstance(stop, SystemExit) and not stop.code):
+            hint = suggest_override_keys(sys.argv[1:])
+            if hint is not None:
+                print(hint, file=sys.stderr)
+        raise

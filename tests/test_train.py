@@ -560,6 +560,21 @@ def test_unknown_override_key_names_the_key_and_the_fix(train_cli) -> None:
     assert result.returncode != 0
     assert "Key 'max_step' is not in struct" in result.stdout
     assert "+trainer.max_step=3" in result.stdout
+    # and what was probably meant: Hydra's "+key" would add a key that nothing reads
+    assert "'trainer.max_step' is not a key of this config. Did you mean: trainer.max_steps=3" in result.stdout
+
+
+def test_override_key_suggestions_come_from_the_composed_config() -> None:
+    args = ["experiment=samplers/gmm25_tb_expl_ls", "trainer=cpu", "model.net.langvin=true", "seed=3"]
+    hint = train_script.suggest_override_keys(args)
+    # the experiment's own keys count (its local-search callback), seed exists, dim is too far
+    assert hint == "'model.net.langvin' is not a key of this config. Did you mean: model.net.langevin=true, model.net.langevin_grad_clip=true?"
+    assert train_script.suggest_override_keys([*args[:2], "callbacks.local_search.capacity=9"]) is None
+    unknown = train_script.suggest_override_keys(["trainer=cpu", "foo.bar=1"])
+    assert unknown == "'foo.bar' is not a key of this config: python train.py trainer=cpu --cfg job lists its keys."
+    # a bad group choice is Hydra's to report; a run's saved config has no group choices
+    assert train_script.suggest_override_keys(["trainer=nope", "foo.bar=1"]) is None
+    assert train_script.suggest_override_keys(["--config-path", "run/.hydra", "foo.bar=1"]) is None
 
 
 def test_a_sweep_that_would_start_its_own_ddp_processes_stops(compose_cfg, tmp_path: Path) -> None:
