@@ -54,7 +54,7 @@ test-slow: setup
 	$(PY) -m pytest -m slow
 
 lint: setup
-	$(PY) -m pyflakes train.py modules datamodules callbacks tenfold tests benchmarks
+	$(PY) -m pyflakes train.py tenfold tests benchmarks
 
 clean-logs:
 	rm -rf logs

@@ -8,7 +8,7 @@ encoder ``E -> E -> E``, one attention layer (self-attention over ``L`` tokens),
 - ``mha``: ``nn.MultiheadAttention(E, h)`` with ``need_weights=True`` (materializes the weights);
 - ``mha_sdpa``: the same with ``need_weights=False`` (PyTorch's fused SDPA path), the baseline of
   every ratio;
-- ``comp_R{R}``: :class:`modules.attention.CompositionalAttention` with ``S = h`` searches and
+- ``comp_R{R}``: :class:`tenfold.modules.attention.CompositionalAttention` with ``S = h`` searches and
   ``R`` retrievals, every head of width ``d = E / h`` (``retrieval_dim = R d``;
   ``need_weights=False``; the layer's automatic ``search_backend``);
 - ``comp_{backend}_R{R}``: the same with ``search_backend=backend``, one row per name given to
@@ -64,7 +64,7 @@ import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 from torch.distributed._tools.mem_tracker import MemTracker  # noqa: E402
 
-from modules.attention import CompositionalAttention  # noqa: E402
+from tenfold.modules.attention import CompositionalAttention  # noqa: E402
 
 
 class ContextualRetrievalModel(nn.Module):

@@ -61,7 +61,7 @@ Usage (from the repository root)::
 TB + Expl. + LS by default, also PIS, on 25GMM, ``--steps`` iterations, ``--seeds``) and
 evaluates it as ours (``samplers_official_quality_runs.csv``): with its buffers as released,
 and drawing every batch from the current buffer (``fresh``; the released buffer keeps a running
-``DataLoader`` iterator over an old snapshot, see ``callbacks.LocalSearchReplay``'s
+``DataLoader`` iterator over an old snapshot, see ``tenfold.callbacks.LocalSearchReplay``'s
 ``batch_draws``).
 
 Results go to ``--out`` (default ``benchmarks/results/``): ``samplers_quality.csv`` (summary),
@@ -475,8 +475,8 @@ def official_quality(
     ``"released"`` buffers or ``"fresh"`` draws from the current buffer) and evaluate it as ours:
     ELBO and importance-weighted log Z of ``eval_size`` forward trajectories, W2 against as many
     exact samples, modes hit within distance 1."""
-    from datamodules.samplers.energies import GMM25
-    from modules.samplers import metrics
+    from tenfold.datamodules.samplers.energies import GMM25
+    from tenfold.modules.samplers import metrics
 
     stepper = _OfficialStepper(official, method, torch.device(device), seed)
     if draws == "fresh":
@@ -893,7 +893,7 @@ def code_fingerprint() -> str:
     import hashlib
 
     digest = hashlib.sha1()
-    for pattern in ("modules/samplers/*.py", "modules/nets/*.py", "datamodules/samplers/*.py", "callbacks/local_search.py"):
+    for pattern in ("tenfold/modules/samplers/*.py", "tenfold/modules/nets/*.py", "tenfold/datamodules/samplers/*.py", "tenfold/callbacks/local_search.py"):
         for path in sorted(ROOT.glob(pattern)):
             digest.update(path.read_bytes())
     return digest.hexdigest()[:10]

@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import train as train_script
-from callbacks.step_seed import StepSeed
+from tenfold.callbacks.step_seed import StepSeed
 
 ComposeCfg = Callable[[Sequence[str], Path], DictConfig]
 

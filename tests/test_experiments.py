@@ -18,7 +18,7 @@ import torch
 from lightning.pytorch import LightningModule
 
 import train as train_script
-from datamodules.relational import relational_games
+from tenfold.datamodules.relational import relational_games
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 EXPERIMENTS = train_script.available_experiments(CONFIG_DIR)

@@ -13,9 +13,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
-from callbacks import AttentionMaps
-from datamodules.attention.contextual_retrieval import ContextualRetrievalDataModule
-from modules.attention import CompositionalAttention, ContextualRetrievalNet, SupervisedModule
+from tenfold.callbacks import AttentionMaps
+from tenfold.datamodules.attention.contextual_retrieval import ContextualRetrievalDataModule
+from tenfold.modules.attention import CompositionalAttention, ContextualRetrievalNet, SupervisedModule
 
 torch.set_num_threads(1)
 

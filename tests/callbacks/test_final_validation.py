@@ -7,7 +7,7 @@ import pytest
 import torch
 from lightning.pytorch.demos.boring_classes import BoringModel
 
-from callbacks import ValidateAtMaxSteps
+from tenfold.callbacks import ValidateAtMaxSteps
 
 
 class ValidationSteps(L.Callback):

@@ -10,8 +10,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-import callbacks.local_search as local_search_module
-from callbacks.local_search import (
+import tenfold.callbacks.local_search as local_search_module
+from tenfold.callbacks.local_search import (
     LocalSearchReplay,
     PrioritizedReplayBuffer,
     mala,
@@ -628,9 +628,9 @@ def test_cuda_buffer_generator_and_resume(tmp_path: Path) -> None:
 def test_diffusion_sampler_takes_backward_batches_unless_its_loss_is_on_policy(loss: str, tmp_path: Path) -> None:
     # The real module through the protocol: a reverse-KL loss (pis) is refused before any
     # optimizer step; TB trains its backward step (step 1) on the buffer's samples.
-    from datamodules.samplers.datamodule import EnergyDataModule
-    from datamodules.samplers.energies import GMM25
-    from modules.samplers import DiffusionSampler, SamplerNets
+    from tenfold.datamodules.samplers.datamodule import EnergyDataModule
+    from tenfold.datamodules.samplers.energies import GMM25
+    from tenfold.modules.samplers import DiffusionSampler, SamplerNets
 
     sampler = DiffusionSampler(SamplerNets(2, hidden_dim=8), torch.optim.Adam, loss=loss, num_steps=4, rng_seed=0)
     data = EnergyDataModule(GMM25(), batch_size=16, steps_per_epoch=2, eval_batch_size=16)

@@ -1,4 +1,4 @@
-"""Behaviour tests of the SamplePlots callback (callbacks/sample_plots.py)."""
+"""Behaviour tests of the SamplePlots callback (tenfold/callbacks/sample_plots.py)."""
 
 from pathlib import Path
 
@@ -12,7 +12,7 @@ from matplotlib.collections import PathCollection
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from callbacks import SamplePlots
+from tenfold.callbacks import SamplePlots
 
 torch.set_num_threads(1)
 
@@ -244,7 +244,7 @@ def test_seeded_draws_are_identical(tmp_path: Path) -> None:
 def test_diffusion_sampler_plots_are_seeded_and_leave_its_training_stream_alone(tmp_path: Path) -> None:
     # DiffusionSampler draws from a generator of its own, not the global one: the callback's seed
     # must still fix the plotted samples, and plotting must not advance the sampler's stream.
-    from modules.samplers import DiffusionSampler, SamplerNets
+    from tenfold.modules.samplers import DiffusionSampler, SamplerNets
 
     sampler = DiffusionSampler(
         SamplerNets(2, hidden_dim=8), torch.optim.Adam, energy=GaussianEnergy(2), loss="tb", num_steps=4, rng_seed=0

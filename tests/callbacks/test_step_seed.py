@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from callbacks.step_seed import StepSeed, step_seed
+from tenfold.callbacks.step_seed import StepSeed, step_seed
 
 
 def _trainer(batch_index: int, rank: int = 0) -> SimpleNamespace:

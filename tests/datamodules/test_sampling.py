@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.data import Dataset, IterableDataset
 
-from datamodules.sampling import EpochShuffleSampler, ResumableDataLoader
+from tenfold.datamodules.sampling import EpochShuffleSampler, ResumableDataLoader
 
 
 def test_each_epoch_is_a_permutation_fixed_by_seed_and_epoch() -> None:

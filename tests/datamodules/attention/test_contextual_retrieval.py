@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 from omegaconf import OmegaConf
 
-from datamodules.attention.contextual_retrieval import (
+from tenfold.datamodules.attention.contextual_retrieval import (
     COEFFICIENTS,
     ContextualRetrievalDataModule,
     generate_contextual_retrieval,
@@ -20,7 +20,7 @@ from datamodules.attention.contextual_retrieval import (
     split_task_combinations,
     task_combinations,
 )
-from datamodules.attention.generated import EpochBatchSampler
+from tenfold.datamodules.attention.generated import EpochBatchSampler
 
 CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs" / "data" / "attention"
 

@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 from omegaconf import OmegaConf
 
-from datamodules.attention.multitask_images import (
+from tenfold.datamodules.attention.multitask_images import (
     MULTITASK_DATASETS,
     MultitaskBatchSampler,
     MultitaskImageDataModule,
@@ -194,7 +194,7 @@ def test_triangle_images_are_balanced_binary_and_reproducible():
 def test_triangle_label_zero_means_equilateral(monkeypatch):
     # The official convention: label 0 draws the equilateral triangle. The vertices each image
     # is drawn from are recorded; their sides agree to truncation (under 2 pixels) exactly for label 0.
-    import datamodules.attention.multitask_images as multitask
+    import tenfold.datamodules.attention.multitask_images as multitask
 
     drawn: list[np.ndarray] = []
 

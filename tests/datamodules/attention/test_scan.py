@@ -11,7 +11,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from datamodules.attention import (
+from tenfold.datamodules.attention import (
     SCANDataModule,
     SCANVocabulary,
     generate_scan_pairs,
@@ -20,7 +20,7 @@ from datamodules.attention import (
     read_scan_split,
     scan_split,
 )
-from datamodules.attention.scan import ACTIONS, COMMAND_WORDS, generate_scan_commands
+from tenfold.datamodules.attention.scan import ACTIONS, COMMAND_WORDS, generate_scan_commands
 
 torch.set_num_threads(1)
 

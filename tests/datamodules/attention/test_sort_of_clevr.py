@@ -10,7 +10,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from datamodules.attention.sort_of_clevr import (
+from tenfold.datamodules.attention.sort_of_clevr import (
     ANSWERS,
     COLORS_RGB,
     SortOfCLEVRDataModule,

@@ -9,8 +9,8 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from datamodules.attention.multitask_images import draw_dots
-from datamodules.attention.triangles import (
+from tenfold.datamodules.attention.multitask_images import draw_dots
+from tenfold.datamodules.attention.triangles import (
     DEFAULT_TOLERANCE,
     TriangleDataModule,
     equilateral_vertices,

@@ -12,8 +12,8 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from datamodules.attention import wikitext
-from datamodules.attention.wikitext import (
+from tenfold.datamodules.attention import wikitext
+from tenfold.datamodules.attention.wikitext import (
     EOS_ID,
     UNK_ID,
     WikiTextDataModule,

@@ -5,7 +5,7 @@ colours, seeded determinism and configuration errors."""
 import numpy as np
 import pytest
 
-from datamodules.relational.coloured_tasks import (
+from tenfold.datamodules.relational.coloured_tasks import (
     COLOURED_TASKS,
     ColouredTask,
     colour_palette,

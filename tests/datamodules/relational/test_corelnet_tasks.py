@@ -10,7 +10,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from datamodules.relational.corelnet_tasks import (
+from tenfold.datamodules.relational.corelnet_tasks import (
     CORELNET_TASKS,
     IID_TEST,
     IID_TRAIN,
@@ -22,8 +22,8 @@ from datamodules.relational.corelnet_tasks import (
     identity4_kind,
     share_counts,
 )
-from datamodules.relational.esbn_tasks import generate_splits, resolve_sizes
-from datamodules.relational.registry import RELATIONAL_TASKS, make_relational_task
+from tenfold.datamodules.relational.esbn_tasks import generate_splits, resolve_sizes
+from tenfold.datamodules.relational.registry import RELATIONAL_TASKS, make_relational_task
 
 # ---- independent definitions ------------------------------------------------------------------
 

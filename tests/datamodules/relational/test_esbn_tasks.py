@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from datamodules.relational.esbn_tasks import (
+from tenfold.datamodules.relational.esbn_tasks import (
     TASKS,
     DistributionOfThree,
     IdentityRules,

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from datamodules.relational.glyphs import load_glyph_pixels, load_glyphs
+from tenfold.datamodules.relational.glyphs import load_glyph_pixels, load_glyphs
 
 # sha256 of the stacked uint8 array [100, 32, 32] of imgs/0.png..99.png of
 # taylorwwebb/emergent_symbols (commit 55cb8f90f62c0269f647b4a55fa2ee96f9ec6c36)

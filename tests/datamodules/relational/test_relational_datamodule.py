@@ -11,9 +11,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
-from datamodules.relational import RelationalTaskDataModule, load_glyphs
-from datamodules.relational import datamodule as datamodule_module
-from datamodules.relational.esbn_tasks import TaskSplits
+from tenfold.datamodules.relational import RelationalTaskDataModule, load_glyphs
+from tenfold.datamodules.relational import datamodule as datamodule_module
+from tenfold.datamodules.relational.esbn_tasks import TaskSplits
 
 torch.set_num_threads(1)
 

@@ -8,7 +8,7 @@ import itertools
 import numpy as np
 import pytest
 
-from datamodules.relational import relational_games as rg
+from tenfold.datamodules.relational import relational_games as rg
 
 # ---- independent definitions over one scene (forms, colours: 9 ints, -1 empty) -----------------
 

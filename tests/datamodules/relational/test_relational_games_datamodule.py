@@ -11,9 +11,9 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from datamodules.relational import RelationalGamesDataModule
-from datamodules.relational import games_datamodule as games_module
-from datamodules.relational import relational_games as rg
+from tenfold.datamodules.relational import RelationalGamesDataModule
+from tenfold.datamodules.relational import games_datamodule as games_module
+from tenfold.datamodules.relational import relational_games as rg
 
 torch.set_num_threads(1)
 

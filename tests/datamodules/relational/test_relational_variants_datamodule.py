@@ -12,9 +12,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
-from datamodules.relational import RelationalTaskDataModule, colour_palette, load_glyphs
-from datamodules.relational.coloured_tasks import COLOURED_TASKS
-from datamodules.relational.corelnet_tasks import CORELNET_TASKS
+from tenfold.datamodules.relational import RelationalTaskDataModule, colour_palette, load_glyphs
+from tenfold.datamodules.relational.coloured_tasks import COLOURED_TASKS
+from tenfold.datamodules.relational.corelnet_tasks import CORELNET_TASKS
 
 torch.set_num_threads(1)
 

@@ -9,7 +9,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from datamodules.samplers import LGCP, GMM25, GMM40, Energy, EnergyDataModule, Funnel, ManyWell
+from tenfold.datamodules.samplers import LGCP, GMM25, GMM40, Energy, EnergyDataModule, Funnel, ManyWell
 
 torch.set_num_threads(1)
 
@@ -82,8 +82,8 @@ def test_no_target_samples_when_energy_cannot_sample():
 def test_hydra_builds_energy_and_datamodule():
     dm = instantiate(
         {
-            "_target_": "datamodules.samplers.datamodule.EnergyDataModule",
-            "energy": {"_target_": "datamodules.samplers.energies.GMM25"},
+            "_target_": "tenfold.datamodules.samplers.datamodule.EnergyDataModule",
+            "energy": {"_target_": "tenfold.datamodules.samplers.energies.GMM25"},
             "batch_size": 3,
             "steps_per_epoch": 2,
         }
@@ -133,7 +133,7 @@ def test_lightning_loop_gets_the_batches():
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"energy": "gmm25"}, TypeError, "must be a datamodules.samplers.energies.Energy"),
+        ({"energy": "gmm25"}, TypeError, "must be a tenfold.datamodules.samplers.energies.Energy"),
         ({"batch_size": 0}, ValueError, "batch_size must be a positive int"),
         ({"steps_per_epoch": -1}, ValueError, "steps_per_epoch must be a positive int"),
         ({"eval_batch_size": 2.5}, ValueError, "eval_batch_size must be a positive int"),

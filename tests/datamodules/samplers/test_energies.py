@@ -10,7 +10,7 @@ import torch
 from scipy import integrate, stats
 from torch import distributions as D
 
-from datamodules.samplers.energies import (
+from tenfold.datamodules.samplers.energies import (
     DEFAULT_PINES_PATH,
     GMM25,
     GMM40,

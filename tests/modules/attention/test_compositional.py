@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.checkpoint import checkpoint
 
-from modules.attention import CompositionalAttention
+from tenfold.modules.attention import CompositionalAttention
 
 
 def mha_with_same_weights(layer: CompositionalAttention) -> nn.MultiheadAttention:
@@ -253,7 +253,7 @@ def test_query_chunks_and_recomputation_change_nothing(chunk: int | None, chunks
     x = torch.randn(2, 40, 16, requires_grad=True)
     padding = torch.zeros(2, 40, dtype=torch.bool)
     padding[1, -3:] = True
-    with patch("modules.attention.compositional.checkpoint", wraps=checkpoint) as checkpointed:
+    with patch("tenfold.modules.attention.compositional.checkpoint", wraps=checkpoint) as checkpointed:
         expected, grad_expected = _output_and_input_grad(reference, x, key_padding_mask=padding)
         assert checkpointed.call_count == 0
         output, grad = _output_and_input_grad(layer, x, key_padding_mask=padding)
@@ -307,7 +307,7 @@ def test_sdpa_searches_one_at_a_time_agree_with_explicit_searches(
     x = torch.randn(2, 7, 16, requires_grad=True)
     mask_kwargs = _mask_kwargs(mask_kind, batch=2, heads=4, length=7)
     expected, grad_expected = _output_and_input_grad(explicit, x, **mask_kwargs)
-    with patch("modules.attention.compositional.checkpoint", wraps=checkpoint) as checkpointed:
+    with patch("tenfold.modules.attention.compositional.checkpoint", wraps=checkpoint) as checkpointed:
         output, grad = _output_and_input_grad(sdpa, x, **mask_kwargs)
     torch.testing.assert_close(output, expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(grad, grad_expected, rtol=1e-5, atol=1e-5)
@@ -382,7 +382,7 @@ def test_fused_backends_agree_with_explicit_searches(
     assert fused_layer._search_path(x.unsqueeze(1), x.unsqueeze(1), need_weights=False, dropout_p=0.0) == backend
     expected, grad_expected = _output_and_input_grad(explicit, x, **mask_kwargs)
     sdpa = F.scaled_dot_product_attention
-    with patch("modules.attention.compositional.F.scaled_dot_product_attention", wraps=sdpa) as fused:
+    with patch("tenfold.modules.attention.compositional.F.scaled_dot_product_attention", wraps=sdpa) as fused:
         output, grad = _output_and_input_grad(fused_layer, x, **mask_kwargs)
     torch.testing.assert_close(output, expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(grad, grad_expected, rtol=1e-5, atol=1e-5)
@@ -449,7 +449,7 @@ def test_cpu_pads_queries_and_keys_only_where_the_fused_kernel_can_then_run(case
     layer.train(case == "dropout")
     x = torch.randn(2, 7, 16)
     mask = torch.zeros(7, 7, requires_grad=case == "mask_with_grad")
-    with patch("modules.attention.compositional.F.scaled_dot_product_attention", wraps=F.scaled_dot_product_attention) as sdpa:
+    with patch("tenfold.modules.attention.compositional.F.scaled_dot_product_attention", wraps=F.scaled_dot_product_attention) as sdpa:
         layer(x, x, x, attn_mask=mask, need_weights=False)
     queries, keys, values = sdpa.call_args.args
     assert queries.shape[-1] == keys.shape[-1] == (values.shape[-1] if padded else 4)
@@ -824,7 +824,7 @@ def test_one_retrieval_runs_per_retrieval_with_dropout_and_keeps_the_mean() -> N
     clean = layer(x, x, x, need_weights=False)[0]
     layer.train()
     sdpa = F.scaled_dot_product_attention
-    with torch.no_grad(), patch("modules.attention.compositional.F.scaled_dot_product_attention", wraps=sdpa) as fused:
+    with torch.no_grad(), patch("tenfold.modules.attention.compositional.F.scaled_dot_product_attention", wraps=sdpa) as fused:
         draws = torch.stack([layer(x, x, x, need_weights=False)[0] for _ in range(2000)])
     assert fused.call_count == 2000 and fused.call_args.kwargs["dropout_p"] == 0.5
     assert not torch.allclose(draws[0], draws[1])
@@ -1026,7 +1026,7 @@ def test_cuda_auto_backend_chooses_one_batched_call_explicit_chunks_or_per_searc
     memory = torch.randn(2, key_length, 64, device=CUDA)
     layer.train(dropout > 0)
     sdpa = F.scaled_dot_product_attention
-    with patch("modules.attention.compositional.F.scaled_dot_product_attention", wraps=sdpa) as fused:
+    with patch("tenfold.modules.attention.compositional.F.scaled_dot_product_attention", wraps=sdpa) as fused:
         output = layer(x, memory, memory, need_weights=False)[0]
     assert fused.call_count == expected_calls
     if dropout == 0.0:

@@ -17,9 +17,9 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 import train as train_script
-from datamodules.attention.wikitext import WikiTextDataModule
-from modules.attention.compositional import CompositionalAttention
-from modules.attention.language_model import (
+from tenfold.datamodules.attention.wikitext import WikiTextDataModule
+from tenfold.modules.attention.compositional import CompositionalAttention
+from tenfold.modules.attention.language_model import (
     LanguageModelModule,
     TransformerLM,
     inverse_sqrt_schedule,

@@ -16,15 +16,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from datamodules.attention.contextual_retrieval import ContextualRetrievalDataModule
-from modules.attention import (
+from tenfold.datamodules.attention.contextual_retrieval import ContextualRetrievalDataModule
+from tenfold.modules.attention import (
     CompositionalAttention,
     ContextualRetrievalNet,
     ObjectSequenceNet,
     SupervisedModule,
     VisionTransformerNet,
 )
-from modules.nets import ContextNorm, ConvGlyphEncoder, TransformerEncoder
+from tenfold.modules.nets import ContextNorm, ConvGlyphEncoder, TransformerEncoder
 
 COMPOSITIONAL = functools.partial(CompositionalAttention, num_searches=2, num_retrievals=2)
 MHA = functools.partial(nn.MultiheadAttention, num_heads=2, batch_first=True)

@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from datamodules.attention.scan import (
+from tenfold.datamodules.attention.scan import (
     ACTIONS,
     COMMAND_WORDS,
     SCANDataset,
@@ -26,8 +26,8 @@ from datamodules.attention.scan import (
     generate_scan_pairs,
     scan_split,
 )
-from modules.attention.compositional import CompositionalAttention
-from modules.attention.seq2seq import Seq2SeqModule, Seq2SeqTransformer, sequence_exact_match
+from tenfold.modules.attention.compositional import CompositionalAttention
+from tenfold.modules.attention.seq2seq import Seq2SeqModule, Seq2SeqTransformer, sequence_exact_match
 
 PAD, BOS, EOS = 0, 1, 2
 SRC_VOCAB, TGT_VOCAB = 16, 9

@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from modules.nets import ContextNorm
+from tenfold.modules.nets import ContextNorm
 
 torch.set_num_threads(1)
 

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torch.nn.functional import gelu
 
-from modules.nets import FourierTimeEmbedding, TimeConditionedMLP, TimeMLP
+from tenfold.modules.nets import FourierTimeEmbedding, TimeConditionedMLP, TimeMLP
 
 torch.set_num_threads(1)
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from modules.attention import CompositionalAttention
-from modules.nets import (
+from tenfold.modules.attention import CompositionalAttention
+from tenfold.modules.nets import (
     LearnedPositionalEncoding,
     SinusoidalPositionalEncoding,
     TransformerDecoder,

@@ -12,7 +12,7 @@ import lightning as L
 import pytest
 import torch
 
-from modules.relational import GCNNet
+from tenfold.modules.relational import GCNNet
 
 BATCH_SIZE = 32
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from modules.relational import CoRelNet, QueryAttentionReadout, normalize_similarities
+from tenfold.modules.relational import CoRelNet, QueryAttentionReadout, normalize_similarities
 
 
 @pytest.fixture(autouse=True)

@@ -14,9 +14,9 @@ import lightning as L
 import pytest
 import torch
 
-from datamodules.relational import RelationalTaskDataModule
-from modules.attention import SupervisedModule
-from modules.relational import CoRelNet
+from tenfold.datamodules.relational import RelationalTaskDataModule
+from tenfold.modules.attention import SupervisedModule
+from tenfold.modules.relational import CoRelNet
 
 
 @pytest.mark.parametrize("m_holdout", [0, 85])

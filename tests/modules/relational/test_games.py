@@ -12,11 +12,11 @@ import pytest
 import torch
 from torch import nn
 
-from datamodules.relational import RelationalGamesDataModule
-from datamodules.relational.relational_games import generate_scenes, render
-from modules.attention import ObjectSequenceNet
-from modules.nets import ConvGlyphEncoder, TransformerEncoder
-from modules.relational import (
+from tenfold.datamodules.relational import RelationalGamesDataModule
+from tenfold.datamodules.relational.relational_games import generate_scenes, render
+from tenfold.modules.attention import ObjectSequenceNet
+from tenfold.modules.nets import ConvGlyphEncoder, TransformerEncoder
+from tenfold.modules.relational import (
     ESBN,
     CoRelNet,
     GridObjectNet,

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from modules.relational import (
+from tenfold.modules.relational import (
     GCNNet,
     MetaLossSupervisedModule,
     MNMNet,

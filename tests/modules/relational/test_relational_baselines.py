@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from modules.attention import ObjectSequenceNet
-from modules.nets import TransformerEncoder
-from modules.relational import (
+from tenfold.modules.attention import ObjectSequenceNet
+from tenfold.modules.nets import TransformerEncoder
+from tenfold.modules.relational import (
     ESBN,
     CoRelNet,
     LSTMNet,

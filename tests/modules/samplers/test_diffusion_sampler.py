@@ -14,9 +14,9 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from modules.samplers import LOSSES, DiffusionSampler, SamplerNets
-from modules.samplers.metrics import rbf_mmd2, wasserstein2
-from modules.samplers.reference import BrownianReference, OUReference
+from tenfold.modules.samplers import LOSSES, DiffusionSampler, SamplerNets
+from tenfold.modules.samplers.metrics import rbf_mmd2, wasserstein2
+from tenfold.modules.samplers.reference import BrownianReference, OUReference
 
 torch.set_num_threads(1)
 
@@ -260,7 +260,7 @@ def test_networks_over_many_steps_run_in_chunks_of_steps_with_the_same_results(m
     under a row budget: batch 3 and a budget of 7 rows give chunks of 2, 2 and 1 steps for T = 5,
     with the one-call outputs and gradients; without learned variance or backward policy the
     networks' missing outputs stay None."""
-    import modules.samplers.module as sampler_module
+    import tenfold.modules.samplers.module as sampler_module
 
     def run(budget: int | None) -> tuple[list[Tensor], list[Tensor], dict[str, int]]:
         if budget is None:
@@ -550,8 +550,8 @@ def test_invalid_configurations_are_explained() -> None:
 def test_a_sampler_with_its_own_target_warns_about_another_from_the_datamodule() -> None:
     """The module's target wins over the datamodule's; a different one is a warning, not a silent
     mismatch between what trains and what is evaluated against."""
-    from datamodules.samplers.datamodule import EnergyDataModule
-    from datamodules.samplers.energies import GMM25, GMM40
+    from tenfold.datamodules.samplers.datamodule import EnergyDataModule
+    from tenfold.datamodules.samplers.energies import GMM25, GMM40
 
     sampler = make_sampler("tb", energy=GMM25())
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_checkpointing=False)
@@ -591,7 +591,7 @@ def test_evaluation_metrics_of_an_inexact_sampler_follow_their_definitions() -> 
     at (0, 0) and (50, 50): the metrics are the metrics.py estimators of the same forward and
     backward trajectories (the evaluation's noise replayed from the same seed), |estimate - log Z|
     for the two Delta log Z, the official MMD bandwidths, and one mode hit of two."""
-    from modules.samplers.metrics import eubo, log_z_importance, wasserstein1
+    from tenfold.modules.samplers.metrics import eubo, log_z_importance, wasserstein1
 
     energy = Gaussian(2, var=2.0, log_scale=0.7)
     energy.modes = torch.tensor([[0.0, 0.0], [50.0, 50.0]])
@@ -768,8 +768,8 @@ def test_cuda_stream_is_seeded_and_bf16_autocast_stays_close_to_fp32() -> None:
 def test_cuda_graph_is_exclusive_with_compile_and_a_no_op_with_a_warning_on_cpu(tmp_path) -> None:
     with pytest.raises(ValueError, match="choose one of compile_networks and cuda_graph"):
         make_sampler("tb", compile_networks=True, cuda_graph=True)
-    from datamodules.samplers.datamodule import EnergyDataModule
-    from datamodules.samplers.energies import GMM25
+    from tenfold.datamodules.samplers.datamodule import EnergyDataModule
+    from tenfold.datamodules.samplers.energies import GMM25
 
     def fit(cuda_graph: bool) -> dict[str, Tensor]:
         torch.manual_seed(0)
@@ -877,9 +877,9 @@ def test_cuda_graph_refuses_autocast_with_the_fix() -> None:
 @pytest.mark.cuda
 def test_cuda_graph_through_the_trainer_with_local_search(tmp_path) -> None:
     # forward steps replay the graphs, backward (replay-buffer) steps run eagerly in between
-    from callbacks import LocalSearchReplay
-    from datamodules.samplers.datamodule import EnergyDataModule
-    from datamodules.samplers.energies import GMM25
+    from tenfold.callbacks import LocalSearchReplay
+    from tenfold.datamodules.samplers.datamodule import EnergyDataModule
+    from tenfold.datamodules.samplers.energies import GMM25
 
     def fit(cuda_graph: bool) -> tuple[DiffusionSampler, LocalSearchReplay]:
         torch.manual_seed(0)
@@ -899,7 +899,7 @@ def test_cuda_graph_through_the_trainer_with_local_search(tmp_path) -> None:
 
     eager, eager_buffer = fit(False)
     capture = torch.cuda.make_graphed_callables
-    with patch("modules.samplers.module.torch.cuda.make_graphed_callables", wraps=capture) as captured:
+    with patch("tenfold.modules.samplers.module.torch.cuda.make_graphed_callables", wraps=capture) as captured:
         graphed, graphed_buffer = fit(True)
     assert captured.call_count == 1 and graphed._graphed_objective is None  # released at teardown
     torch.testing.assert_close(graphed_buffer.buffer.contents()[0], eager_buffer.buffer.contents()[0], rtol=1e-3, atol=1e-4)
@@ -909,8 +909,8 @@ def test_cuda_graph_through_the_trainer_with_local_search(tmp_path) -> None:
 
 @pytest.mark.cuda
 def test_cuda_graph_refuses_gradient_accumulation_before_the_first_step(tmp_path) -> None:
-    from datamodules.samplers.datamodule import EnergyDataModule
-    from datamodules.samplers.energies import GMM25
+    from tenfold.datamodules.samplers.datamodule import EnergyDataModule
+    from tenfold.datamodules.samplers.energies import GMM25
 
     sampler = DiffusionSampler(SamplerNets(2, hidden_dim=8), torch.optim.Adam, loss="tb", num_steps=4, cuda_graph=True)
     data = EnergyDataModule(GMM25(), batch_size=16, steps_per_epoch=4, eval_batch_size=16)

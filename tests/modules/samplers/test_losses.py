@@ -1,4 +1,4 @@
-"""By-hand values of the diffusion-sampler objectives (modules/samplers/losses.py).
+"""By-hand values of the diffusion-sampler objectives (tenfold/modules/samplers/losses.py).
 
 At the exact solution every objective is zero whatever its weighting, so these tests evaluate each
 loss on small random inputs (``[B, T]`` with ``T = 2`` or ``3``) and compare it with explicit Python
@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from modules.samplers import losses
+from tenfold.modules.samplers import losses
 
 torch.set_num_threads(1)
 

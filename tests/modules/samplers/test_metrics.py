@@ -1,11 +1,11 @@
-"""Value tests of the sampler evaluation metrics (modules/samplers/metrics.py)."""
+"""Value tests of the sampler evaluation metrics (tenfold/modules/samplers/metrics.py)."""
 
 import math
 
 import pytest
 import torch
 
-from modules.samplers.metrics import (
+from tenfold.modules.samplers.metrics import (
     delta_log_z,
     elbo,
     eubo,

@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import Tensor
 
-from callbacks import LocalSearchReplay
-from datamodules.samplers import GMM25, Energy, EnergyDataModule, Funnel
-from modules.samplers import DiffusionSampler, SamplerNets
+from tenfold.callbacks import LocalSearchReplay
+from tenfold.datamodules.samplers import GMM25, Energy, EnergyDataModule, Funnel
+from tenfold.modules.samplers import DiffusionSampler, SamplerNets
 
 torch.set_num_threads(1)
 

@@ -1,7 +1,0 @@
-"""Diffusion samplers for unnormalized densities (Sendera et al., 2024, arXiv 2402.05098)."""
-
-from modules.samplers.module import LOSSES, DiffusionSampler, Trajectories
-from modules.samplers.nets import SamplerNets
-from modules.samplers.reference import BrownianReference, OUReference
-
-__all__ = ["LOSSES", "BrownianReference", "DiffusionSampler", "OUReference", "SamplerNets", "Trajectories"]

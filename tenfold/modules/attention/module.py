@@ -1,0 +1,136 @@
+"""One LightningModule for the supervised tasks of the Compositional Attention paper: any net that
+maps a batch dict to predictions, trained with cross-entropy (classification) or an L1 / squared
+error (regression), with metrics per split and, optionally, per group of examples."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+
+from tenfold.modules.attention.base import ConfiguredOptimizerModule, OptimizerFactory, SchedulerFactory
+
+__all__ = ["SupervisedModule"]
+
+Loss = Literal["cross_entropy", "l1", "mse"]
+SPLITS = ("train", "val", "test")
+
+
+class SupervisedModule(ConfiguredOptimizerModule):
+    """Trains ``net(batch) -> predictions`` against ``batch[target_key]``.
+
+    Args:
+        net: ``net(batch)`` returns logits ``[B, K]`` (classification) or predictions shaped like
+            the target (regression).
+        optimizer, scheduler, scheduler_interval: see :class:`ConfiguredOptimizerModule`.
+        loss: ``"cross_entropy"`` (targets ``[B]`` class indices), ``"l1"`` or ``"mse"``.
+        group_key: a batch key with a group index per example (``[B]``, long or bool), e.g.
+            ``"task"`` for multitask classification or ``"relational"`` for Sort-of-CLEVR; the
+            metric is then also logged per group.
+        group_names: the names of the groups, in index order, for the metric names
+            (``val/acc_<name>``); required with ``group_key``.
+
+    Logged: ``<split>/loss``; classification ``<split>/acc``, regression ``<split>/l1`` (mean
+    absolute error per target entry, whatever the loss); per group ``<split>/acc_<name>`` or
+    ``<split>/l1_<name>``. Epoch metrics accumulate in torchmetrics and are synchronized across
+    DDP ranks; Lightning's distributed sampler pads a split that the ranks do not divide evenly
+    by repeating items, so test on one device for exact figures of such a split.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
+        scheduler_interval: str = "step",
+        loss: Loss = "cross_entropy",
+        target_key: str = "target",
+        group_key: str | None = None,
+        group_names: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__(optimizer, scheduler, scheduler_interval)
+        if loss not in ("cross_entropy", "l1", "mse"):
+            raise ValueError(f"loss must be 'cross_entropy', 'l1' or 'mse', got {loss!r}")
+        if (group_key is None) != (group_names is None):
+            raise ValueError(
+                "group_key and group_names go together: the batch key holding each example's group index "
+                "and the names of the groups in index order"
+            )
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        self.net = net
+        self.loss_name = loss
+        self.target_key = target_key
+        self.group_key = group_key
+        self.group_names = list(group_names) if group_names is not None else None
+        self.metric_name = "acc" if loss == "cross_entropy" else "l1"
+        # keyed "<split>_scores": nn.ModuleDict refuses keys that are Module attributes ("train")
+        self.metrics = nn.ModuleDict({f"{split}_scores": MeanMetric() for split in SPLITS})
+        self.group_metrics = nn.ModuleDict(
+            {f"{split}_scores": nn.ModuleList(MeanMetric() for _ in self.group_names or []) for split in SPLITS}
+        )
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        return self.net(batch)
+
+    def loss_and_scores(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """The mean loss and one score per example (correct 0/1, or mean absolute error) of a
+        batch; subclasses extend it (e.g. add a net's auxiliary loss) and every step uses it."""
+        predictions = self.net(batch)
+        target = batch[self.target_key]
+        if self.loss_name == "cross_entropy":
+            if predictions.dim() != 2 or target.shape != predictions.shape[:1]:
+                raise ValueError(
+                    f"cross_entropy needs logits [B, K] and class targets [B]; got {tuple(predictions.shape)} "
+                    f"and {tuple(target.shape)}"
+                )
+            loss = F.cross_entropy(predictions.float(), target)
+            return loss, (predictions.argmax(dim=-1) == target).float()
+        if predictions.shape != target.shape:
+            raise ValueError(f"predictions {tuple(predictions.shape)} and targets {tuple(target.shape)} differ in shape")
+        error = predictions.float() - target.float()
+        loss = error.abs().mean() if self.loss_name == "l1" else error.square().mean()
+        return loss, error.abs().flatten(1).mean(dim=1)
+
+    def _step(self, batch: dict[str, Tensor], split: str) -> Tensor:
+        loss, scores = self.loss_and_scores(batch)
+        batch_size = scores.shape[0]
+        on_step = split == "train"
+        # sync_dist: the epoch mean over every rank's batches (one scalar all-reduce per step in training)
+        self.log(f"{split}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=batch_size)
+        metric = self.metrics[f"{split}_scores"]
+        metric.update(scores)
+        self.log(f"{split}/{self.metric_name}", metric, on_step=False, on_epoch=True, prog_bar=split != "train")
+        if self.group_key is not None:
+            groups = batch[self.group_key].long()
+            for index, name in enumerate(self.group_names or []):
+                rows = groups == index
+                group_metric = self.group_metrics[f"{split}_scores"][index]
+                if rows.any():
+                    group_metric.update(scores[rows])
+                    self.log(f"{split}/{self.metric_name}_{name}", group_metric, on_step=False, on_epoch=True)
+        return loss
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    @torch.no_grad()
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        return self.net(batch)
+
+    def attention_maps(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The net's ``attention_maps(batch)`` (the protocol of :class:`tenfold.callbacks.AttentionMaps`),
+        or nothing when the net has none."""
+        if not hasattr(self.net, "attention_maps"):
+            return {}
+        batch = {key: value.to(self.device) if isinstance(value, Tensor) else value for key, value in batch.items()}
+        return self.net.attention_maps(batch)
