@@ -40,7 +40,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from tenfold.checkpoints import ConfigInCheckpoint
+from tenfold.checkpoints import ConfigInCheckpoint, is_complete_checkpoint
 from tenfold.loggers import run_id
 
 log = logging.getLogger("train")
@@ -159,12 +159,15 @@ def newest_checkpoint(run_dir: Path) -> Path | None:
 
     ``last.ckpt`` is written by ModelCheckpoint(save_last=True); ``hpc_ckpt_<n>.ckpt`` by
     Lightning's SLURM environment when the job is preempted or times out. ``None`` when neither
-    exists.
+    exists. A checkpoint cut short (a run killed while a copy wrote it) is passed over, with a
+    warning, for the next newest.
     """
     candidates = [*run_dir.glob("checkpoints/last*.ckpt"), *run_dir.glob("hpc_ckpt_*.ckpt")]
-    if not candidates:
-        return None
-    return max(candidates, key=lambda p: p.stat().st_mtime)
+    for candidate in sorted(candidates, key=lambda p: p.stat().st_mtime, reverse=True):
+        if is_complete_checkpoint(candidate):
+            return candidate
+        _warn(f"{candidate} is truncated or not a checkpoint (a run killed while writing it?): passed over")
+    return None
 
 
 def slurm_requeued() -> bool:
@@ -213,6 +216,11 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path, train: bool
     if not path.is_file():
         raise FileNotFoundError(
             f"ckpt_path={path}: no such file. Give a .ckpt file, a run directory, or 'last'."
+        )
+    if not is_complete_checkpoint(path):
+        raise ValueError(
+            f"ckpt_path={path} is truncated or not a checkpoint (a run killed while writing it?): give an "
+            f"earlier checkpoint (ls {path.parent}) or the run directory, whose newest whole checkpoint is taken"
         )
     return str(path)
 

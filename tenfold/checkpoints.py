@@ -1,14 +1,55 @@
-"""Checkpoint callbacks: the one behind ``checkpoints/last.ckpt``, and the one that keeps the run's
-composed config in every checkpoint."""
+"""Checkpoints: the callback behind ``checkpoints/last.ckpt``, the one that keeps the run's composed
+config in every checkpoint, and the plugin that writes each checkpoint whole or not at all."""
 
 from __future__ import annotations
 
+import os
+import zipfile
+from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
+from fsspec.implementations.local import LocalFileSystem
+from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-__all__ = ["ConfigInCheckpoint", "LastCheckpoint"]
+__all__ = ["AtomicCheckpointIO", "ConfigInCheckpoint", "LastCheckpoint", "is_complete_checkpoint"]
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's ``TorchCheckpointIO`` that writes a local checkpoint to a hidden file beside it
+    (``.<name>.partial``), flushes it to disk and renames it into place, so that a process killed
+    while saving leaves the previous checkpoint whole (configured in ``configs/trainer/``).
+
+    Lightning's own save writes a temporary file in the system's temporary directory and moves it
+    to the checkpoint's path: where that directory lies on another filesystem than the run (a
+    node-local ``/tmp``, runs on shared storage), the move is a copy, and a kill during it leaves
+    a truncated ``last.ckpt`` in place of the previous one. Remote paths (``s3://``) keep
+    Lightning's save."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None) -> None:
+        if storage_options is not None or not isinstance(get_filesystem(path), LocalFileSystem):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.partial")
+        try:
+            with partial.open("wb") as file:
+                torch.save(checkpoint, file)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
+
+
+def is_complete_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` is a whole ``torch.save`` archive (its zip directory, written last, is
+    there): ``False`` for a file cut short by a kill during a copy, or not a checkpoint at all."""
+    return zipfile.is_zipfile(path)
 
 
 class LastCheckpoint(ModelCheckpoint):

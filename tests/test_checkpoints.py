@@ -1,7 +1,9 @@
-"""tenfold.checkpoints.LastCheckpoint: last.ckpt holds the newest state whatever the trigger."""
+"""tenfold.checkpoints: last.ckpt holds the newest state whatever the trigger, and a checkpoint is
+written whole or not at all."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import lightning as L
@@ -9,7 +11,8 @@ import pytest
 import torch
 from lightning.pytorch.demos.boring_classes import BoringModel
 
-from tenfold.checkpoints import LastCheckpoint
+import tenfold.checkpoints as checkpoints_module
+from tenfold.checkpoints import AtomicCheckpointIO, LastCheckpoint, is_complete_checkpoint
 
 
 # 3 steps per epoch: with every_n_train_steps=3 both triggers fire at steps 3 and 6, which are
@@ -36,3 +39,61 @@ def test_last_checkpoint_saves_every_epoch_end_also_with_a_step_trigger(
     trainer.fit(BoringModel())
     assert saved == saved_steps
     assert torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"] == 6
+
+
+def test_atomic_save_replaces_the_file_whole_and_leaves_nothing_beside_it(tmp_path: Path) -> None:
+    io = AtomicCheckpointIO()
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"global_step": 1, "weight": torch.ones(3)}, path)
+    io.save_checkpoint({"global_step": 2, "weight": torch.full((3,), 2.0)}, path)
+    assert io.load_checkpoint(path)["global_step"] == 2
+    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]
+    assert is_complete_checkpoint(path)
+
+
+def test_a_save_that_dies_midway_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    io = AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io.save_checkpoint({"global_step": 1}, path)
+    before = path.read_bytes()
+
+    def dying_save(obj: object, file) -> None:
+        file.write(b"PK\x03\x04 half an archive")
+        raise KeyboardInterrupt  # as a kill would stop it, mid-write
+
+    monkeypatch.setattr(checkpoints_module.torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"global_step": 2}, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_a_copy_cut_short_never_replaces_the_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Lightning's save writes a temporary file in the system's temporary directory and moves it;
+    # across filesystems the move is a copy, here killed halfway: the checkpoint must stay whole
+    io = AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io.save_checkpoint({"global_step": 1}, path)
+    before = path.read_bytes()
+
+    def move_killed_halfway(source: str, destination: str, *args: object, **kwargs: object) -> None:
+        data = Path(source).read_bytes()
+        Path(destination).write_bytes(data[: len(data) // 2])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shutil, "move", move_killed_halfway)
+    try:
+        io.save_checkpoint({"global_step": 2, "weight": torch.ones(100)}, path)
+    except KeyboardInterrupt:
+        pass
+    assert is_complete_checkpoint(path)
+    assert path.read_bytes() == before or io.load_checkpoint(path)["global_step"] == 2
+
+
+def test_a_truncated_checkpoint_is_not_complete(tmp_path: Path) -> None:
+    # torch.save writes a zip archive whose directory comes last: a copy cut short has none
+    path = tmp_path / "whole.ckpt"
+    torch.save({"weight": torch.zeros(1000)}, path)
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(path.read_bytes()[:2000])
+    assert is_complete_checkpoint(path) and not is_complete_checkpoint(truncated)

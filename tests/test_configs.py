@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import train as train_script
 from tenfold.callbacks.step_seed import StepSeed
+from tenfold.checkpoints import AtomicCheckpointIO
 
 ComposeCfg = Callable[[Sequence[str], Path], DictConfig]
 
@@ -117,6 +118,14 @@ def test_trainer_default_takes_any_accelerator_on_one_device(compose_cfg: Compos
     trainer = _resolved(compose_cfg([], tmp_path).trainer)
     assert trainer["_target_"] == "lightning.pytorch.trainer.Trainer"
     assert (trainer["accelerator"], trainer["devices"], trainer["num_nodes"], trainer["strategy"]) == ("auto", 1, 1, "auto")
+    assert trainer["plugins"] == [{"_target_": "tenfold.checkpoints.AtomicCheckpointIO"}]
+
+
+@pytest.mark.parametrize("trainer", ["cpu", "ddp_sim"])
+def test_trainers_write_checkpoints_atomically(trainer: str, compose_cfg: ComposeCfg, tmp_path: Path) -> None:
+    cfg = compose_cfg([f"trainer={trainer}"], tmp_path)
+    built = instantiate(cfg.trainer, logger=False)
+    assert isinstance(built.strategy.checkpoint_io, AtomicCheckpointIO)
 
 
 def test_trainer_gpu_is_one_gpu(compose_cfg: ComposeCfg, tmp_path: Path) -> None:
@@ -156,7 +165,8 @@ def test_trainer_slurm_defaults_outside_an_allocation(
     assert (trainer["strategy"], trainer["accelerator"]) == ("ddp", "gpu")
     assert (trainer["num_nodes"], trainer["devices"]) == (1, 1)
     assert trainer["plugins"] == [
-        {"_target_": "lightning.pytorch.plugins.environments.SLURMEnvironment", "auto_requeue": True}
+        {"_target_": "lightning.pytorch.plugins.environments.SLURMEnvironment", "auto_requeue": True},
+        {"_target_": "tenfold.checkpoints.AtomicCheckpointIO"},
     ]
 
 

@@ -635,9 +635,9 @@ def test_resolve_ckpt_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
         resolve(str(run / "missing.ckpt"), run, train=True)
 
     last = run / "checkpoints" / "last.ckpt"
-    last.write_bytes(b"")
+    torch.save({}, last)
     hpc = run / "hpc_ckpt_1.ckpt"
-    hpc.write_bytes(b"")
+    torch.save({}, hpc)
     os.utime(last, (1, 1))
     os.utime(hpc, (2, 2))
     assert resolve("last", run, train=True) == str(hpc)
@@ -646,7 +646,7 @@ def test_resolve_ckpt_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert resolve(str(run), tmp_path, train=False) == str(last)
     # a newer top-k checkpoint of the run is not what `last` or a run directory resume from
     topk = run / "checkpoints" / "epoch_000-step_000004.ckpt"
-    topk.write_bytes(b"")
+    torch.save({}, topk)
     os.utime(topk, (4, 4))
     assert resolve("last", run, train=True) == str(last)
     assert resolve(str(run), tmp_path, train=False) == str(last)
@@ -654,6 +654,18 @@ def test_resolve_ckpt_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert resolve(None, run, train=True) is None
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
     assert resolve(None, run, train=True) == str(last)
+    monkeypatch.delenv("SLURM_RESTART_COUNT")
+
+    # a newest checkpoint cut short (a kill while it was copied) is passed over for the next one;
+    # named explicitly, it stops the run with what to give instead
+    last.write_bytes(hpc.read_bytes()[:20])
+    os.utime(last, (5, 5))
+    warnings: list[str] = []
+    monkeypatch.setattr(train_script, "_warn", warnings.append)
+    assert resolve("last", run, train=True) == str(hpc)
+    assert warnings == [f"{last} is truncated or not a checkpoint (a run killed while writing it?): passed over"]
+    with pytest.raises(ValueError, match=re.escape(f"ckpt_path={last} is truncated or not a checkpoint")):
+        resolve(str(last), run, train=False)
 
 
 def test_train_false_with_last_and_no_checkpoint_raises_with_the_fix(compose_cfg, tmp_path: Path) -> None:
