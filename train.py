@@ -35,7 +35,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
@@ -154,6 +154,11 @@ def check_accelerator(trainer_cfg: DictConfig) -> None:
         )
 
 
+def _resume_checkpoints(run_dir: Path) -> list[Path]:
+    """``<run_dir>/checkpoints/last*.ckpt`` and ``<run_dir>/hpc_ckpt_*.ckpt``, whole or not."""
+    return [*run_dir.glob("checkpoints/last*.ckpt"), *run_dir.glob("hpc_ckpt_*.ckpt")]
+
+
 def newest_checkpoint(run_dir: Path) -> Path | None:
     """Newest of ``<run_dir>/checkpoints/last*.ckpt`` and Lightning's ``<run_dir>/hpc_ckpt_*.ckpt``.
 
@@ -162,8 +167,7 @@ def newest_checkpoint(run_dir: Path) -> Path | None:
     exists. A checkpoint cut short (a run killed while a copy wrote it) is passed over, with a
     warning, for the next newest.
     """
-    candidates = [*run_dir.glob("checkpoints/last*.ckpt"), *run_dir.glob("hpc_ckpt_*.ckpt")]
-    for candidate in sorted(candidates, key=lambda p: p.stat().st_mtime, reverse=True):
+    for candidate in sorted(_resume_checkpoints(run_dir), key=lambda p: p.stat().st_mtime, reverse=True):
         if is_complete_checkpoint(candidate):
             return candidate
         _warn(f"{candidate} is truncated or not a checkpoint (a run killed while writing it?): passed over")
@@ -259,7 +263,7 @@ def check_groups_are_configs(cfg: DictConfig) -> None:
     Raises:
         ValueError: naming the group and the command that takes the override.
     """
-    for group in ("data", "model", "trainer", "callbacks", "logger", "paths"):
+    for group in ("data", "model", "trainer", "callbacks", "logger", "paths", "experiment", "debug"):
         value = cfg.get(group)
         if isinstance(value, str):
             raise ValueError(
@@ -280,10 +284,10 @@ def check_run_dir_is_free(ckpt_path: str | None, output_dir: str | Path) -> None
     """
     if ckpt_path is not None or slurm_requeued():
         return
-    existing = newest_checkpoint(Path(output_dir))
-    if existing is not None:
+    existing = _resume_checkpoints(Path(output_dir))
+    if existing:
         raise FileExistsError(
-            f"{output_dir} already holds a run ({existing}): resume it with ckpt_path=last, or give this "
+            f"{output_dir} already holds a run ({existing[0]}): resume it with ckpt_path=last, or give this "
             "run a directory of its own, hydra.run.dir=<dir> (runs in one SLURM allocation share its job id, "
             "which names the default directory)"
         )
@@ -341,6 +345,7 @@ def check_checkpoint_hparams(
     must_match: bool,
     datamodule: L.LightningDataModule | None = None,
     config: dict[str, Any] | None = None,
+    resume: bool = False,
 ) -> None:
     """Compares the settings saved in the checkpoint to evaluate with this command's, since loading
     the weights keeps the command's: the model's and the datamodule's saved hyperparameters, and
@@ -356,8 +361,13 @@ def check_checkpoint_hparams(
     all differences without ``must_match``. :data:`EXECUTION_SETTINGS` (batch sizes, workers,
     paths, compilation) are not compared.
 
+    The same holds for resuming a training run (``resume``): a resume with ``model.num_steps=20``
+    from a run trained with 10 would continue another sampler, one of another experiment fails
+    later with a list of mismatched weights.
+
     Args:
         config: this command's sections as plain values, ``{"model": ..., "data": ...}``.
+        resume: the command resumes training from ``ckpt_path`` (the message says how to resume).
 
     Raises:
         ValueError: ``must_match`` and a saved model setting differs from the command's.
@@ -387,25 +397,50 @@ def check_checkpoint_hparams(
         if (run_config / "config.yaml").is_file()
         else ""
     )
-    message = (
-        f"{ckpt_path} was trained with other settings than this command gives:\n{lines}\n"
-        f"Repeat the training overrides ({overrides}),{from_run} or set check_ckpt_hparams=false "
-        "to evaluate the weights with this command's settings."
-    )
+    if resume:
+        from_run = (
+            f" resume with the run's own config (--config-path {run_config} --config-name config ckpt_path=last),"
+            if (run_config / "config.yaml").is_file()
+            else ""
+        )
+        advice = (
+            f"Repeat the training overrides ({overrides}),{from_run} start a new run without ckpt_path, or set "
+            "check_ckpt_hparams=false to continue training with this command's settings."
+        )
+    else:
+        advice = (
+            f"Repeat the training overrides ({overrides}),{from_run} or set check_ckpt_hparams=false "
+            "to evaluate the weights with this command's settings."
+        )
+    message = f"{ckpt_path} was trained with other settings than this command gives:\n{lines}\n{advice}"
     if must_match and any(key.startswith("model.") for key in differing):
         raise ValueError(message)
     _warn(message)
 
 
-def instantiate_group(group: DictConfig | None) -> list[Any]:
-    """Instantiates every entry with a ``_target_`` of a config group (callbacks, loggers)."""
+def instantiate_group(group: DictConfig | None, name: str = "callbacks") -> list[Any]:
+    """Instantiates every entry of a config group (``callbacks``, ``logger``); ``null`` entries
+    are switched off.
+
+    Raises:
+        ValueError: an entry without ``_target_``, which is what ``+callbacks.<entry>.<key>=...``
+            makes where the group has no such entry: it would be skipped silently.
+    """
     if not group:
         return []
-    return [
-        instantiate(entry, _convert_="partial")
-        for entry in group.values()
-        if isinstance(entry, DictConfig) and "_target_" in entry
-    ]
+    built = []
+    for key, entry in group.items():
+        if entry is None:
+            continue
+        if not isinstance(entry, DictConfig) or "_target_" not in entry:
+            known = (CONFIG_DIR / name / f"{key}.yaml").is_file()
+            fix = f"add its config to the defaults: {name}=[default,{key}]" if known else "give it a _target_"
+            raise ValueError(
+                f"{name}.{key} has no _target_, so nothing would be built from it (a '+' override adds keys to "
+                f"an entry that this config does not have): {fix}, then set its keys ({name}.{key}.<key>=...)"
+            )
+        built.append(instantiate(entry, _convert_="partial"))
+    return built
 
 
 def without_logger_callbacks(callbacks: list[Any]) -> list[Any]:
@@ -479,9 +514,11 @@ def save_run_config(cfg: DictConfig) -> None:
         # `--config-path <run>/.hydra --config-name config` runs in this directory and leaves
         # its saved files to this function (Hydra's own defaults would write them first)
         saved.hydra = {"run": {"dir": str(output_dir)}, "output_subdir": None}
-    OmegaConf.save(saved, directory / "config.yaml")
-    OmegaConf.save(hydra_root, directory / "hydra.yaml")
-    OmegaConf.save(OmegaConf.create(overrides), directory / "overrides.yaml")
+    for name, content in (("config.yaml", saved), ("hydra.yaml", hydra_root), ("overrides.yaml", OmegaConf.create(overrides))):
+        # whole or not at all: a resume reads these files
+        partial = directory / f".{name}.partial"
+        OmegaConf.save(content, partial)
+        os.replace(partial, directory / name)
 
 
 def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -515,19 +552,29 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         )
     check_groups_are_configs(cfg)
     check_accelerator(cfg.trainer)
+    output_dir = cfg.paths.output_dir
+    fit_ckpt_path = None
     if cfg.get("train"):
-        check_run_dir_is_free(cfg.get("ckpt_path"), cfg.paths.output_dir)
-    save_run_config(cfg)
+        check_run_dir_is_free(cfg.get("ckpt_path"), output_dir)
+        fit_ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir, train=True)
 
     _info(f"Instantiating datamodule <{cfg.data._target_}>")
     datamodule: L.LightningDataModule = instantiate(cfg.data, _convert_="partial")
     _info(f"Instantiating model <{cfg.model._target_}>")
     model: L.LightningModule = instantiate(cfg.model, _convert_="partial")
-    callbacks = instantiate_group(cfg.get("callbacks"))
     config_sections = compared_config(cfg)
+    if fit_ckpt_path is not None:
+        check_checkpoint_hparams(
+            model, fit_ckpt_path, cfg.get("check_ckpt_hparams", True), datamodule, config_sections, resume=True
+        )
+    callbacks = instantiate_group(cfg.get("callbacks"), "callbacks")
+    if cfg.trainer.get("enable_progress_bar") is False:
+        callbacks = [callback for callback in callbacks if not isinstance(callback, ProgressBar)]
+    # written once the run is known to start: a refused command leaves a run's saved config as it was
+    save_run_config(cfg)
     # in evaluations too: Lightning warns when a checkpoint holds the state of a missing callback
     callbacks.append(ConfigInCheckpoint(config_sections))
-    loggers = instantiate_group(cfg.get("logger"))
+    loggers = instantiate_group(cfg.get("logger"), "logger")
     if not loggers:
         callbacks = without_logger_callbacks(callbacks)
     _info(f"Instantiating trainer <{cfg.trainer._target_}>")
@@ -553,12 +600,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     for logger in trainer.loggers:
         logger.log_hyperparams({"config": OmegaConf.to_container(cfg, resolve=True)})
 
-    output_dir = cfg.paths.output_dir
     metric_dict: dict[str, float] = {}
     try:
         if cfg.get("train"):
-            ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir, train=True)
-            trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
+            trainer.fit(model=model, datamodule=datamodule, ckpt_path=fit_ckpt_path)
             metric_dict.update(_floats(trainer.callback_metrics))
 
         if cfg.get("test"):

@@ -214,6 +214,15 @@ def test_resume_from_run_directory_equals_uninterrupted_run(train_cli, tmp_path:
     result = train_cli([*from_run, "trainer=ddp_sim"])
     assert result.returncode != 0 and "is a name" in result.stdout
     assert {name: (half / ".hydra" / name).read_bytes() for name in saved} == saved
+    result = train_cli([*from_run, "+experiment=samplers/gmm25_pis"])  # an experiment is a group choice too
+    assert result.returncode != 0 and "experiment='samplers/gmm25_pis' is a name" in result.stdout
+    # a resume with other model settings (the same shapes) would continue another sampler: refused,
+    # the saved config untouched
+    result = train_cli([*from_run, "model.sigma2=1.0"])
+    assert result.returncode != 0
+    assert "model.sigma2: checkpoint 5.0, config 1.0" in result.stdout
+    assert "or set check_ckpt_hparams=false to continue training with this command's settings" in result.stdout
+    assert {name: (half / ".hydra" / name).read_bytes() for name in saved} == saved
     # the saved config names its run directory: no hydra.run.dir needed
     result = train_cli([*from_run, "trainer.max_steps=8"])
     assert result.returncode == 0, result.stdout[-5000:]
@@ -500,10 +509,11 @@ def test_slurm_configs_take_the_allocation_and_submitit_switches_lightning_reque
     assert launcher.gpus_per_node == launcher.tasks_per_node
     assert "export TENFOLD_SLURM_AUTO_REQUEUE=false" in launcher.setup
 
-    (plugin,) = instantiate(cfg.trainer.plugins)
+    plugin, checkpoint_io = instantiate(cfg.trainer.plugins)
     assert type(plugin).__name__ == "SLURMEnvironment" and plugin.auto_requeue
+    assert type(checkpoint_io).__name__ == "AtomicCheckpointIO"
     monkeypatch.setenv("TENFOLD_SLURM_AUTO_REQUEUE", "false")
-    (plugin,) = instantiate(cfg.trainer.plugins)
+    plugin, _ = instantiate(cfg.trainer.plugins)
     assert not plugin.auto_requeue
 
 
@@ -611,6 +621,29 @@ def test_train_false_without_checkpoint_is_refused(compose_cfg, tmp_path: Path) 
 TRAIN_FALSE_LAST_FIX = (
     "With train=false give a checkpoint file or a run directory: ckpt_path=logs/<task>/runs/<run>"
 )
+
+
+def test_an_added_key_of_a_missing_callback_is_refused_with_the_defaults_form(compose_cfg, tmp_path: Path) -> None:
+    # Hydra's "+key" advice for callbacks.local_search.capacity on an experiment without local
+    # search makes an entry without _target_, which would be skipped: no local search, no error
+    cfg = compose_cfg(["experiment=samplers/gmm25_tb", "trainer=cpu", "+callbacks.local_search.capacity=10"], tmp_path)
+    with pytest.raises(ValueError, match=re.escape("callbacks.local_search has no _target_")) as error:
+        train_script.instantiate_group(cfg.callbacks, "callbacks")
+    assert "callbacks=[default,local_search]" in str(error.value)
+    cfg = compose_cfg(["experiment=samplers/gmm25_tb", "trainer=cpu", "callbacks=[default,local_search]"], tmp_path)
+    names = {type(callback).__name__ for callback in train_script.instantiate_group(cfg.callbacks, "callbacks")}
+    assert "LocalSearchReplay" in names
+    cfg = compose_cfg(["experiment=samplers/gmm25_tb", "trainer=cpu", "+callbacks.extra.every=3"], tmp_path)
+    with pytest.raises(ValueError, match=re.escape("callbacks.extra has no _target_") + ".*give it a _target_"):
+        train_script.instantiate_group(cfg.callbacks, "callbacks")
+
+
+def test_switching_the_progress_bar_off_drops_the_progress_bar_callback(compose_cfg, tmp_path: Path) -> None:
+    # Lightning refuses enable_progress_bar=false beside a progress-bar callback
+    overrides = ["experiment=samplers/gmm25_tb", "trainer=cpu", *TINY, "trainer.max_steps=1", "data.steps_per_epoch=1"]
+    cfg = compose_cfg([*overrides, "trainer.enable_progress_bar=false", "test=false", "callbacks.sample_plots=null"], tmp_path / "run")
+    _, objects = train_script.train(cfg)
+    assert objects["trainer"].progress_bar_callback is None and objects["trainer"].global_step == 1
 
 
 def test_resolve_ckpt_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -241,6 +241,13 @@ class DiffusionSampler(L.LightningModule):
             )
 
     def setup(self, stage: str) -> None:
+        precision = str(self.trainer.precision) if self._trainer is not None else "32-true"
+        if precision.endswith("-true") and precision != "32-true":
+            raise ValueError(
+                f"DiffusionSampler keeps its states, log-densities and parameters in float32; trainer.precision="
+                f"{precision} would cast the parameters: use trainer.precision=bf16-mixed (or 16-mixed on a GPU) "
+                "for reduced-precision matmuls, or 32-true"
+            )
         datamodule = self.trainer.datamodule if self._trainer is not None else None
         served = getattr(datamodule, "energy", None)
         if self.energy is None:

@@ -562,6 +562,17 @@ def test_a_sampler_with_its_own_target_warns_about_another_from_the_datamodule()
     assert isinstance(sampler.energy, GMM25)
 
 
+@pytest.mark.parametrize("precision", ["bf16-true", "16-true", "64-true"])
+def test_true_reduced_or_double_precision_is_refused_with_the_mixed_alternative(precision: str) -> None:
+    # they would cast the parameters, not the float32 states: a dtype error deep in the network
+    sampler = make_sampler("tb")
+    sampler.trainer = L.Trainer(accelerator="cpu", precision=precision, logger=False, enable_progress_bar=False)
+    with pytest.raises(ValueError, match=f"trainer.precision={precision} would cast the parameters: use trainer.precision=bf16-mixed"):
+        sampler.setup("fit")
+    sampler.trainer = L.Trainer(accelerator="cpu", precision="bf16-mixed", logger=False, enable_progress_bar=False)
+    sampler.setup("fit")
+
+
 def test_a_sampler_without_an_optimizer_samples_and_refuses_to_train() -> None:
     sampler = DiffusionSampler(SamplerNets(2, hidden_dim=8), energy=Gaussian(2), loss="tb", num_steps=4)
     assert sampler.sample(3).shape == (3, 2)
