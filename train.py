@@ -41,7 +41,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from tenfold.checkpoints import ConfigInCheckpoint, is_complete_checkpoint
-from tenfold.loggers import run_id
+from tenfold.loggers import ResumableCSVLogger, run_id
 
 log = logging.getLogger("train")
 
@@ -600,6 +600,12 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     for logger in trainer.loggers:
         logger.log_hyperparams({"config": OmegaConf.to_container(cfg, resolve=True)})
 
+    if fit_ckpt_path is not None:
+        # rows logged after the checkpoint (by a run killed later) are logged again by this run
+        resumed_step = int(torch.load(fit_ckpt_path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+        for logger in trainer.loggers:
+            if isinstance(logger, ResumableCSVLogger):
+                logger.drop_rows_from(resumed_step)
     metric_dict: dict[str, float] = {}
     try:
         if cfg.get("train"):

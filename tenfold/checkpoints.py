@@ -68,10 +68,19 @@ class LastCheckpoint(ModelCheckpoint):
     """
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_train_epoch_end(trainer, pl_module)
-        saves_on_another_trigger = self._every_n_train_steps > 0 or self._train_time_interval is not None
-        if saves_on_another_trigger and not self._should_skip_saving_checkpoint(trainer):
-            self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
+        # Lightning adds one to the loggers' step count (``_batches_that_stepped``) when it restarts
+        # from a checkpoint, assuming a save within a batch, before that batch's count; at the end of
+        # an epoch the count is complete, and a run resumed from this save would log every later row
+        # one step late. The save holds the count less one.
+        epoch_loop = trainer.fit_loop.epoch_loop
+        epoch_loop._batches_that_stepped -= 1
+        try:
+            super().on_train_epoch_end(trainer, pl_module)
+            saves_on_another_trigger = self._every_n_train_steps > 0 or self._train_time_interval is not None
+            if saves_on_another_trigger and not self._should_skip_saving_checkpoint(trainer):
+                self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
+        finally:
+            epoch_loop._batches_that_stepped += 1
 
 
 class ConfigInCheckpoint(Callback):

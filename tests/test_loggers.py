@@ -59,6 +59,38 @@ def test_second_start_with_known_columns_only_appends_under_the_file_header(tmp_
     assert [(r["step"], r["a"], r["b"]) for r in rows] == [("0", "1.0", "2.0"), ("1", "3.0", "4.0")]
 
 
+def test_rows_logged_after_the_resumed_checkpoint_are_dropped(tmp_path: Path) -> None:
+    # a run checkpointed after 4 steps logged steps 4 and 5 before it was killed: the resumed run
+    # logs them again; the validation row of step 3 (before the checkpoint) stays
+    first = ResumableCSVLogger(save_dir=tmp_path, name="csv", version="")
+    for step in range(6):
+        first.log_metrics({"loss": float(step)}, step=step)
+    first.log_metrics({"val": 9.0}, step=3)
+    first.save()
+    second = ResumableCSVLogger(save_dir=tmp_path, name="csv", version="")
+    second.drop_rows_from(4)
+    second.log_metrics({"loss": 40.0}, step=4)
+    second.save()
+    rows = _rows(Path(second.log_dir) / "metrics.csv")
+    assert [(r["step"], r["loss"], r["val"]) for r in rows] == [
+        ("0", "0.0", ""), ("1", "1.0", ""), ("2", "2.0", ""), ("3", "3.0", ""), ("3", "", "9.0"), ("4", "40.0", "")
+    ]
+    assert sorted(p.name for p in Path(second.log_dir).iterdir()) == ["metrics.csv"]
+
+
+def test_a_last_row_cut_short_by_a_kill_is_dropped(tmp_path: Path) -> None:
+    metrics = tmp_path / "csv" / "metrics.csv"
+    metrics.parent.mkdir()
+    metrics.write_text("loss,step\n0.5,0\n0.25,1\n0.1")  # killed while appending step 2
+    logger = ResumableCSVLogger(save_dir=tmp_path, name="csv", version="")
+    logger.log_metrics({"loss": 0.125}, step=2)
+    logger.log_metrics({"acc": 1.0}, step=2)  # a new column rewrites the header, keeping the rows
+    logger.save()
+    assert [(r["step"], r["loss"], r["acc"]) for r in _rows(metrics)] == [
+        ("0", "0.5", ""), ("1", "0.25", ""), ("2", "0.125", ""), ("2", "", "1.0")
+    ]
+
+
 def test_lightning_csv_logger_would_have_deleted_them(tmp_path: Path) -> None:
     # The reason for ResumableCSVLogger: if Lightning changes this, the subclass can go.
     first = CSVLogger(save_dir=tmp_path, name="csv", version="")

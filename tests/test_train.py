@@ -203,9 +203,18 @@ def test_resume_from_run_directory_equals_uninterrupted_run(train_cli, tmp_path:
         *TINY_LOCAL_SEARCH,
         "test=false",
         "seed=7",
+        "trainer.log_every_n_steps=1",
     ]
     full, half = _train_whole_and_half(train_cli, common, tmp_path)
     assert _load(half / "checkpoints" / "last.ckpt")["global_step"] == 4
+    # what a run killed after its checkpoint leaves in metrics.csv: rows of the steps it will
+    # train again, and a row cut short
+    metrics = half / "csv" / "metrics.csv"
+    header = metrics.read_text().splitlines()[0].split(",")
+    with metrics.open("a", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=header)
+        writer.writerows([{"step": step, "epoch": 1, "train/loss": -1.0} for step in (4, 5)])
+        file.write("1,0.00")
 
     # Resume from the run directory alone: its saved config, its last.ckpt. An attempt that is
     # refused (a group choice on a saved config) leaves the saved files as they were.
@@ -249,6 +258,11 @@ def test_resume_from_run_directory_equals_uninterrupted_run(train_cli, tmp_path:
     full_rows = [r for r in _read_csv(full / "csv" / "metrics.csv") if r.get("val/elbo")]
     assert [int(r["epoch"]) for r in rows] == [0, 1]
     assert [(r["val/elbo"], r["val/w2"]) for r in rows] == [(r["val/elbo"], r["val/w2"]) for r in full_rows]
+    # and every training row once, as the uninterrupted run logged it
+    def training_rows(run: Path) -> list[tuple[str, str]]:
+        return [(r["step"], r["train/loss"]) for r in _read_csv(run / "csv" / "metrics.csv") if r.get("train/loss")]
+
+    assert training_rows(half) == training_rows(full) and len(training_rows(full)) == 8
 
     # Evaluate a run directory only (train=false): tests its newest checkpoint.
     result = train_cli(
