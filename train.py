@@ -59,37 +59,46 @@ _SWEEP_SYNTAX = re.compile(r"[()*?\[\]]")
 
 def available_experiments(config_dir: Path = CONFIG_DIR) -> list[str]:
     """Names of all experiments: paths of ``configs/experiment/**/*.yaml`` without the suffix."""
-    root = config_dir / "experiment"
+    return available_configs("experiment", config_dir)
+
+
+def available_configs(group: str, config_dir: Path = CONFIG_DIR) -> list[str]:
+    """Names of a config group's options: paths of ``configs/<group>/**/*.yaml`` without the suffix."""
+    root = config_dir / group
     return sorted(p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*.yaml"))
 
 
-def check_experiment_overrides(argv: list[str], config_dir: Path = CONFIG_DIR) -> str | None:
-    """Message naming the unknown experiments in ``argv`` (``experiment=a[,b]``), else ``None``.
+def check_group_overrides(argv: list[str], config_dir: Path = CONFIG_DIR) -> str | None:
+    """Message naming the unknown choices of config groups in ``argv`` (``experiment=a[,b]``,
+    ``model=samplers/x``), with close matches and every option of the group, else ``None``.
 
-    Hydra's own error for a nested group (``experiment=samplers/x``) does not list what exists,
-    so the entry point checks first and lists every experiment file.
+    Hydra's own error for a nested choice (``experiment=samplers/x``) does not list what exists,
+    so the entry point checks first. Hydra's own groups (``hydra/...``), lists (``[a,b]``) and
+    sweep expressions are left to Hydra.
     """
-    known = set(available_experiments(config_dir))
-    unknown: list[str] = []
-    for arg in argv:
-        match = re.fullmatch(r"\+{0,2}experiment=(.*)", arg)
-        if match is None or _SWEEP_SYNTAX.search(match.group(1)):
-            continue
-        for name in match.group(1).split(","):
-            name = name.strip().removesuffix(".yaml")
-            if name and name != "null" and name not in known:
-                unknown.append(name)
-    if not unknown:
-        return None
     lines = []
-    for name in unknown:
-        lines.append(f"Unknown experiment '{name}': there is no configs/experiment/{name}.yaml.")
-        close = difflib.get_close_matches(name, sorted(known), n=3)
-        if close:
-            lines.append(f"  Did you mean: {', '.join(close)}?")
-    lines.append("Available experiments (python train.py experiment=<name>):")
-    lines.extend(f"  {name}" for name in sorted(known))
-    return "\n".join(lines)
+    for arg in argv:
+        match = re.fullmatch(r"\+{0,2}([A-Za-z_][\w/]*)=(.*)", arg)
+        if match is None or match.group(1).startswith("hydra") or not (config_dir / match.group(1)).is_dir():
+            continue
+        group, value = match.groups()
+        if _SWEEP_SYNTAX.search(value) or value.startswith("["):
+            continue
+        known = available_configs(group, config_dir)
+        unknown = [
+            name for name in (part.strip().removesuffix(".yaml") for part in value.split(","))
+            if name and name != "null" and name not in known
+        ]
+        for name in unknown:
+            lines.append(f"Unknown {group} '{name}': there is no configs/{group}/{name}.yaml.")
+            close = difflib.get_close_matches(name, known, n=3)
+            if close:
+                lines.append(f"  Did you mean: {', '.join(close)}?")
+        if unknown:
+            title = "experiments" if group == "experiment" else f"{group} configs"
+            lines.append(f"Available {title} (python train.py {group}=<name>):")
+            lines.extend(f"  {name}" for name in known)
+    return "\n".join(lines) or None
 
 
 def _config_keys(node: DictConfig, prefix: str = "") -> list[str]:
@@ -690,7 +699,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    problem = check_experiment_overrides(sys.argv[1:])
+    problem = check_group_overrides(sys.argv[1:])
     if problem is not None:
         print(problem, file=sys.stderr)
         sys.exit(1)

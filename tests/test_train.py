@@ -563,9 +563,9 @@ def test_unknown_experiment_lists_the_available_ones(train_cli) -> None:
         assert f"  {name}\n" in result.stdout
 
 
-def test_check_experiment_overrides_handles_sweeps_and_known_names() -> None:
+def test_check_group_overrides_handles_sweeps_and_known_names() -> None:
     known = train_script.available_experiments(CONFIG_DIR)[0]
-    check = train_script.check_experiment_overrides
+    check = train_script.check_group_overrides
     assert check([f"experiment={known}", "trainer=cpu"], CONFIG_DIR) is None
     assert check(["experiment=null"], CONFIG_DIR) is None
     assert check(["experiment=glob(samplers/*)"], CONFIG_DIR) is None
@@ -577,6 +577,15 @@ def test_check_experiment_overrides_handles_sweeps_and_known_names() -> None:
         message = check([f"{prefix}experiment=nope/x"], CONFIG_DIR)
         assert message is not None and "Unknown experiment 'nope/x'" in message, prefix
         assert "Available experiments" in message and f"  {known}" in message.splitlines()
+    # every group: nested choices get what Hydra does not give them, the options
+    message = check(["model=samplers/diffusion_samplr", "trainer=cpu", "logger=[csv,tensorboard]"], CONFIG_DIR)
+    assert message is not None and message.splitlines()[:3] == [
+        "Unknown model 'samplers/diffusion_samplr': there is no configs/model/samplers/diffusion_samplr.yaml.",
+        "  Did you mean: samplers/diffusion_sampler?",
+        "Available model configs (python train.py model=<name>):",
+    ]
+    assert "  relational/corelnet" in message.splitlines()
+    assert check(["hydra/launcher=slurm", "data=samplers/gmm25", "callbacks=[default,local_search]"], CONFIG_DIR) is None
 
 
 def test_unknown_override_key_names_the_key_and_the_fix(train_cli) -> None:
