@@ -327,6 +327,12 @@ class CompositionalAttention(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        if isinstance(embed_dim, bool) or not isinstance(embed_dim, int) or embed_dim < 1:
+            raise ValueError(f"embed_dim must be a positive int, got {embed_dim!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        if query_chunk_size is not None and (not isinstance(query_chunk_size, int) or query_chunk_size < 1):
+            raise ValueError(f"query_chunk_size must be a positive int or None (automatic), got {query_chunk_size!r}")
         for name, count in (("num_searches", num_searches), ("num_retrievals", num_retrievals)):
             if isinstance(count, bool) or not isinstance(count, int) or count < 1:
                 raise ValueError(

@@ -103,7 +103,10 @@ class LearnedPositionalEncoding(nn.Module):
 
 class _FeedForward(nn.Sequential):
     def __init__(self, embed_dim: int, hidden_dim: int, dropout: float, activation: Activation) -> None:
-        act = {"relu": nn.ReLU, "gelu": nn.GELU}[activation]
+        activations = {"relu": nn.ReLU, "gelu": nn.GELU}
+        if activation not in activations:
+            raise ValueError(f"activation must be one of {', '.join(activations)}, got {activation!r}")
+        act = activations[activation]
         super().__init__(nn.Linear(embed_dim, hidden_dim), act(), nn.Dropout(dropout), nn.Linear(hidden_dim, embed_dim))
 
 

@@ -45,8 +45,8 @@ class ReferenceProcess:
     fixed_start: bool
 
     def __init__(self, num_steps: int, sigma2: float) -> None:
-        if num_steps < 1:
-            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+            raise ValueError(f"num_steps must be an int >= 1 (model.num_steps), got {num_steps!r}")
         if sigma2 <= 0:
             raise ValueError(f"the diffusion variance sigma2 must be > 0, got {sigma2}")
         self.num_steps = num_steps

@@ -878,6 +878,11 @@ def test_inductor_compiled_layer_matches_eager_with_gradients(num_retrievals: in
         # MHA's positional (embed_dim, num_heads, dropout)
         ({"embed_dim": 32, "num_searches": 4, "num_retrievals": 0.1}, r"num_retrievals must be a positive int, got 0\.1"),
         ({"embed_dim": 32, "num_searches": 0, "num_retrievals": 2}, "num_searches must be a positive int, got 0"),
+        ({"embed_dim": "16", "num_searches": 4, "num_retrievals": 2}, "embed_dim must be a positive int, got '16'"),
+        ({"embed_dim": 16.0, "num_searches": 4, "num_retrievals": 2}, r"embed_dim must be a positive int, got 16\.0"),
+        ({"embed_dim": 16, "num_searches": 4, "num_retrievals": 2, "dropout": -0.5}, r"dropout must be in \[0, 1\), got -0\.5"),
+        ({"embed_dim": 16, "num_searches": 4, "num_retrievals": 2, "dropout": 1.5}, r"dropout must be in \[0, 1\)"),
+        ({"embed_dim": 16, "num_searches": 4, "num_retrievals": 2, "query_chunk_size": 0}, "query_chunk_size must be a positive int"),
     ],
 )
 def test_bad_configuration_is_named(kwargs: dict, message: str) -> None:

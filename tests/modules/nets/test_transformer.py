@@ -238,3 +238,8 @@ def test_final_norm_normalizes_the_stacks_output(attention) -> None:
     without = TransformerEncoder(32, 2, attention, dropout=0.0, norm_first=True, final_norm=False).eval()
     without.layers.load_state_dict(encoder.layers.state_dict())
     torch.testing.assert_close(without(x), stack_output)
+
+
+def test_an_unknown_activation_names_the_choices() -> None:
+    with pytest.raises(ValueError, match="activation must be one of relu, gelu, got 'tanh'"):
+        TransformerEncoderLayer(32, MHA, feedforward_dim=48, activation="tanh")

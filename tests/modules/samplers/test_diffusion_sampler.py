@@ -5,6 +5,7 @@ training run whose metric improves."""
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from functools import partial
 from unittest.mock import PropertyMock, patch
@@ -539,6 +540,9 @@ def test_invalid_configurations_are_explained() -> None:
         make_sampler("tb", exploration_std=-0.1)
     with pytest.raises(ValueError, match="must be >= 0"):
         make_sampler("tb", exploration_std=0.1, exploration_decay_steps=-5)
+    for num_steps in ("ten", 2.5, 0):  # e.g. model.num_steps=ten
+        with pytest.raises(ValueError, match=re.escape(f"num_steps must be an int >= 1 (model.num_steps), got {num_steps!r}")):
+            make_sampler("tb", num_steps=num_steps)
     with pytest.raises(ValueError, match="off-policy"):
         make_sampler("pis", exploration_std=0.1)
     # e.g. loaded from a checkpoint without its target: sampling names what to pass
