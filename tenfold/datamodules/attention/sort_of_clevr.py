@@ -69,6 +69,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from tenfold.datamodules.attention.generated import check_loader_args, check_positive_int
+from tenfold.datamodules.npz import load_npz
 from tenfold.datamodules.sampling import EpochShuffleSampler, ResumableDataLoader
 
 __all__ = [
@@ -516,11 +517,11 @@ class SortOfCLEVRDataModule(L.LightningDataModule):
             splits = self._generate()
         else:
             self.prepare_data()
-            with np.load(path) as stored:
-                splits = {split: {} for split in _SPLIT_CODES}
-                for key in stored.files:
-                    split, name = key.split("__", 1)
-                    splits[split][name] = stored[key]
+            stored = load_npz(path, "delete it: it is generated again")
+            splits = {split: {} for split in _SPLIT_CODES}
+            for key, array in stored.items():
+                split, name = key.split("__", 1)
+                splits[split][name] = array
         self.datasets = {split: SortOfCLEVRDataset(data) for split, data in splits.items()}
 
     def train_dataloader(self) -> DataLoader:

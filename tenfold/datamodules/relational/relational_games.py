@@ -72,6 +72,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tenfold.datamodules.npz import load_npz
+
 __all__ = [
     "GRID_SIZE",
     "CELL_SIZE",
@@ -562,12 +564,14 @@ def read_relational_games(path: str | Path) -> RelationalGamesArrays:
     path = Path(path)
     if not path.is_file():
         raise _missing_file(path)
-    with np.load(path) as data:
-        missing = {"images", "labels"} - set(data.files)
-        if missing:
-            raise ValueError(f"{path}: missing arrays {sorted(missing)} (has {data.files})")
-        images, labels = data["images"], data["labels"]
-        tasks = data["tasks"] if "tasks" in data.files else np.zeros(len(labels), dtype=np.int64)
+    data = load_npz(
+        path, f"delete it and download it again from {DOWNLOAD_URL} (gs://relations-game-datasets/{path.name})"
+    )
+    missing = {"images", "labels"} - set(data)
+    if missing:
+        raise ValueError(f"{path}: missing arrays {sorted(missing)} (has {sorted(data)})")
+    images, labels = data["images"], data["labels"]
+    tasks = data["tasks"] if "tasks" in data else np.zeros(len(labels), dtype=np.int64)
     if images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 3):
         raise ValueError(f"{path}: images are {images.shape}, expected [N, 36, 36, 3]")
     if images.size and (images.min() < 0 or images.max() > 255):

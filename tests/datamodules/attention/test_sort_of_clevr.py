@@ -338,6 +338,10 @@ def test_cache_file_written_once_and_equal_to_memory(tmp_path):
         assert torch.equal(cached.questions, generated.questions)
         assert torch.equal(cached.answers, generated.answers)
     assert _small(data_dir=str(tmp_path), official_quirks=True).cache_path != path
+    # a cache file cut short (a copy interrupted) names the fix: it is generated again
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ValueError, match="is truncated or not an .npz archive .*: delete it: it is generated again"):
+        _small(data_dir=str(tmp_path)).setup()
 
 
 def test_hydra_config_builds_the_paper_setting(compose_cfg, tmp_path):

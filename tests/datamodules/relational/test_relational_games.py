@@ -254,5 +254,9 @@ def test_reader_errors(tmp_path):
     np.savez(tmp_path / "labels.npz", images=np.zeros((2, 36, 36, 3)), labels=np.ones((2, 2)))
     with pytest.raises(ValueError, match="neither class ids nor one-hot"):
         rg.read_relational_games(tmp_path / "labels.npz")
+    # a download cut short names the file and where to get it again
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "labels.npz").read_bytes()[:100])
+    with pytest.raises(ValueError, match=r"cut\.npz is truncated or not an \.npz archive.*download it again.*relations-game-datasets"):
+        rg.read_relational_games(tmp_path / "cut.npz")
     with pytest.raises(ValueError, match="unknown relational games task 'leftof'"):
         rg.released_file(tmp_path, "leftof", "pentos")
