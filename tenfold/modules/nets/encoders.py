@@ -189,6 +189,11 @@ class ObjectSequenceModel(nn.Module):
                 f"net({{{self.images_key!r}: images}}) with images [B, {self.sequence_length}, C, H, W]; "
                 f"got {type(batch).__name__}"
             )
+        if self.images_key not in batch:
+            raise KeyError(
+                f"{type(self).__name__} reads the batch's {self.images_key!r} (images_key), which this batch lacks "
+                f"(it has {sorted(batch)}): build it with images_key=<the batch's key>"
+            )
         images = batch[self.images_key]
         if images.dim() != 5 or images.shape[1] != self.sequence_length:
             raise ValueError(

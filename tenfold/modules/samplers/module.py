@@ -624,6 +624,8 @@ class DiffusionSampler(L.LightningModule):
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """``n`` samples ``x_T`` of the current policy (no exploration), ``[n, D]``, with noise
         from ``generator`` (default: the module's training stream)."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"sample(n) takes a positive int number of samples, got {n!r}")
         return self.simulate(torch.zeros(n, self.net.dim, device=self.device), generator=generator).terminal
 
     @torch.no_grad()

@@ -175,6 +175,8 @@ def test_bad_arguments_name_the_fix() -> None:
         CoRelNet(2, 2)(images(1, 6))
     with pytest.raises(TypeError, match=r"takes the batch dict of its datamodule, e.g. net\(\{'images': images\}\)"):
         CoRelNet(2, 2)(images(1, 2)["images"])
+    with pytest.raises(KeyError, match=r"reads the batch's 'images' \(images_key\).*it has \['image'\]\).*images_key="):
+        CoRelNet(2, 2)({"image": images(1, 2)["images"]})
 
 
 CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"

@@ -540,6 +540,9 @@ def test_invalid_configurations_are_explained() -> None:
         make_sampler("tb", exploration_std=-0.1)
     with pytest.raises(ValueError, match="must be >= 0"):
         make_sampler("tb", exploration_std=0.1, exploration_decay_steps=-5)
+    for n in (-1, 2.5):
+        with pytest.raises(ValueError, match=re.escape(f"sample(n) takes a positive int number of samples, got {n!r}")):
+            make_sampler("tb").sample(n)
     for num_steps in ("ten", 2.5, 0):  # e.g. model.num_steps=ten
         with pytest.raises(ValueError, match=re.escape(f"num_steps must be an int >= 1 (model.num_steps), got {num_steps!r}")):
             make_sampler("tb", num_steps=num_steps)
