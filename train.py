@@ -152,6 +152,33 @@ def suggest_override_keys(argv: list[str], config_dir: Path = CONFIG_DIR) -> str
     return "\n".join(lines) or None
 
 
+# Trainer settings that are counts: a string from the command line (trainer.max_steps=abc) reaches
+# Lightning as one and fails there with "'<' not supported between 'str' and 'int'".
+_TRAINER_COUNTS = (
+    "max_steps", "max_epochs", "min_epochs", "min_steps", "check_val_every_n_epoch", "log_every_n_steps",
+    "accumulate_grad_batches", "num_sanity_val_steps", "num_nodes",
+)
+
+
+def check_value_types(cfg: DictConfig) -> None:
+    """Stops on a ``seed`` or a Trainer count that is not an int (e.g. ``seed=abc``,
+    ``trainer.max_steps=1e4``), naming the key.
+
+    Raises:
+        TypeError: naming the key, its value and what it takes.
+    """
+    seed = cfg.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise TypeError(f"seed must be an int (or null), got {seed!r}")
+    trainer_cfg = cfg.get("trainer")
+    if not isinstance(trainer_cfg, DictConfig):
+        return
+    for key in _TRAINER_COUNTS:
+        value = trainer_cfg.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise TypeError(f"trainer.{key} must be an int (or null), got {value!r}")
+
+
 def check_accelerator(trainer_cfg: DictConfig) -> None:
     """Stop before Lightning does when the trainer asks for a GPU that this machine lacks."""
     accelerator = str(trainer_cfg.get("accelerator", "auto"))
@@ -552,6 +579,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         torch.set_num_threads(int(cfg.num_threads))
     if cfg.get("extras") and cfg.extras.get("print_config"):
         print_config_tree(cfg)
+    check_value_types(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     if not cfg.get("train") and not cfg.get("ckpt_path"):

@@ -634,6 +634,22 @@ def test_gpu_trainer_without_gpu_says_use_cpu(train_cli, tmp_path: Path) -> None
     assert "trainer=cpu" in result.stdout
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("seed=abc", "seed must be an int (or null), got 'abc'"),
+        ("trainer.max_steps=1e4", "trainer.max_steps must be an int (or null), got 10000.0"),
+        ("trainer.check_val_every_n_epoch=two", "trainer.check_val_every_n_epoch must be an int (or null), got 'two'"),
+    ],
+)
+def test_values_of_the_wrong_type_are_named(override: str, message: str, compose_cfg, tmp_path: Path) -> None:
+    # Lightning would fail with "'<' not supported between instances of 'str' and 'int'"
+    cfg = compose_cfg(["experiment=samplers/gmm25_tb", "trainer=cpu", override], tmp_path / "run")
+    with pytest.raises(TypeError, match=re.escape(message)):
+        train_script.train(cfg)
+    assert not (tmp_path / "run" / ".hydra").exists()
+
+
 def test_train_false_without_checkpoint_is_refused(compose_cfg, tmp_path: Path) -> None:
     cfg = compose_cfg(["experiment=samplers/gmm25_tb", "trainer=cpu", "train=false"], tmp_path)
     with pytest.raises(ValueError, match="ckpt_path=PATH"):
