@@ -550,6 +550,15 @@ class CompositionalAttention(nn.Module):
                 f"last dimensions must be embed_dim={self.embed_dim}, kdim={self.kdim}, vdim={self.vdim}; got "
                 f"{query.shape[-1]}, {key.shape[-1]}, {value.shape[-1]}"
             )
+        weight_dtype = self.q_proj.weight.dtype
+        if not torch.is_autocast_enabled(query.device.type) and any(
+            x.dtype != weight_dtype for x in (query, key, value)
+        ):
+            raise TypeError(
+                f"query, key and value are {query.dtype}, {key.dtype}, {value.dtype} and the layer's parameters "
+                f"{weight_dtype}: cast the inputs (x.to({weight_dtype})) or the layer (layer.to(dtype)), or run "
+                "under torch.autocast for mixed precision"
+            )
         if key.shape[:2] != value.shape[:2] or key.shape[0] != query.shape[0]:
             raise ValueError(
                 f"batch sizes must agree and key/value lengths must agree; got shapes {tuple(query.shape)}, "

@@ -893,6 +893,8 @@ def test_bad_configuration_is_named(kwargs: dict, message: str) -> None:
 def test_bad_shapes_are_named() -> None:
     layer = CompositionalAttention(16, 4, 2)
     x = torch.randn(2, 5, 16)
+    with pytest.raises(TypeError, match=r"torch.float64, torch.float64, torch.float64 and the layer's parameters torch.float32: cast the inputs"):
+        layer(x.double(), x.double(), x.double())
     with pytest.raises(ValueError, match="embed_dim=16"):
         layer(torch.randn(2, 5, 8), x, x)
     with pytest.raises(ValueError, match="key_padding_mask has shape"):
