@@ -40,7 +40,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from tenfold.checkpoints import ConfigInCheckpoint, is_complete_checkpoint
+from tenfold.checkpoints import ConfigInCheckpoint, is_complete_checkpoint, replaced_atomically
 from tenfold.loggers import ResumableCSVLogger, run_id
 
 log = logging.getLogger("train")
@@ -68,6 +68,12 @@ def available_configs(group: str, config_dir: Path = CONFIG_DIR) -> list[str]:
     return sorted(p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*.yaml"))
 
 
+def _is_config_group(key: str, config_dir: Path = CONFIG_DIR) -> bool:
+    """Whether an override key names one of this project's config groups (``configs/<key>/``);
+    Hydra's own groups (``hydra/...``) are not."""
+    return "." not in key and not key.startswith("hydra") and (config_dir / key).is_dir()
+
+
 def check_group_overrides(argv: list[str], config_dir: Path = CONFIG_DIR) -> str | None:
     """Message naming the unknown choices of config groups in ``argv`` (``experiment=a[,b]``,
     ``model=samplers/x``), with close matches and every option of the group, else ``None``.
@@ -79,7 +85,7 @@ def check_group_overrides(argv: list[str], config_dir: Path = CONFIG_DIR) -> str
     lines = []
     for arg in argv:
         match = re.fullmatch(r"\+{0,2}([A-Za-z_][\w/]*)=(.*)", arg)
-        if match is None or match.group(1).startswith("hydra") or not (config_dir / match.group(1)).is_dir():
+        if match is None or not _is_config_group(match.group(1), config_dir):
             continue
         group, value = match.groups()
         if _SWEEP_SYNTAX.search(value) or value.startswith("["):
@@ -128,8 +134,7 @@ def suggest_override_keys(argv: list[str], config_dir: Path = CONFIG_DIR) -> str
         key, sep, _ = arg.partition("=")
         if not sep or arg.startswith(("-", "+", "~")) or key.startswith("hydra"):
             continue
-        is_group = "." not in key and (config_dir / key).is_dir()
-        (groups if is_group else values).append((key, arg))
+        (groups if _is_config_group(key, config_dir) else values).append((key, arg))
     if not values:
         return None
     try:
@@ -382,6 +387,7 @@ def check_checkpoint_hparams(
     datamodule: L.LightningDataModule | None = None,
     config: dict[str, Any] | None = None,
     resume: bool = False,
+    checkpoint: dict[str, Any] | None = None,
 ) -> None:
     """Compares the settings saved in the checkpoint to evaluate with this command's, since loading
     the weights keeps the command's: the model's and the datamodule's saved hyperparameters, and
@@ -404,11 +410,14 @@ def check_checkpoint_hparams(
     Args:
         config: this command's sections as plain values, ``{"model": ..., "data": ...}``.
         resume: the command resumes training from ``ckpt_path`` (the message says how to resume).
+        checkpoint: ``ckpt_path`` already loaded (``torch.load(..., weights_only=True)``), else
+            it is loaded here.
 
     Raises:
         ValueError: ``must_match`` and a saved model setting differs from the command's.
     """
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    if checkpoint is None:
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
     saved = _flatten("model", _plain(dict(checkpoint.get("hyper_parameters") or {})))
     current = _flatten("model", _plain(dict(model.hparams)))
     if datamodule is not None:
@@ -428,17 +437,11 @@ def check_checkpoint_hparams(
     lines = "\n".join(f"  {key}: checkpoint {saved[key]!r}, config {current[key]!r}" for key in differing)
     overrides = " ".join(f"{key}={_override_value(saved[key])}" for key in differing)
     run_config = Path(ckpt_path).resolve().parent.parent / ".hydra"
-    from_run = (
-        f" or evaluate with the run's own config (--config-path {run_config} --config-name config),"
-        if (run_config / "config.yaml").is_file()
-        else ""
-    )
+    from_run = ""
+    if (run_config / "config.yaml").is_file():
+        verb, extra = ("resume", " ckpt_path=last") if resume else ("or evaluate", "")
+        from_run = f" {verb} with the run's own config (--config-path {run_config} --config-name config{extra}),"
     if resume:
-        from_run = (
-            f" resume with the run's own config (--config-path {run_config} --config-name config ckpt_path=last),"
-            if (run_config / "config.yaml").is_file()
-            else ""
-        )
         advice = (
             f"Repeat the training overrides ({overrides}),{from_run} start a new run without ckpt_path, or set "
             "check_ckpt_hparams=false to continue training with this command's settings."
@@ -552,9 +555,8 @@ def save_run_config(cfg: DictConfig) -> None:
         saved.hydra = {"run": {"dir": str(output_dir)}, "output_subdir": None}
     for name, content in (("config.yaml", saved), ("hydra.yaml", hydra_root), ("overrides.yaml", OmegaConf.create(overrides))):
         # whole or not at all: a resume reads these files
-        partial = directory / f".{name}.partial"
-        OmegaConf.save(content, partial)
-        os.replace(partial, directory / name)
+        with replaced_atomically(directory / name) as partial:
+            OmegaConf.save(content, partial)
 
 
 def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -600,9 +602,17 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     _info(f"Instantiating model <{cfg.model._target_}>")
     model: L.LightningModule = instantiate(cfg.model, _convert_="partial")
     config_sections = compared_config(cfg)
+    fit_checkpoint = None
     if fit_ckpt_path is not None:
+        fit_checkpoint = torch.load(fit_ckpt_path, map_location="cpu", weights_only=True, mmap=True)
         check_checkpoint_hparams(
-            model, fit_ckpt_path, cfg.get("check_ckpt_hparams", True), datamodule, config_sections, resume=True
+            model,
+            fit_ckpt_path,
+            cfg.get("check_ckpt_hparams", True),
+            datamodule,
+            config_sections,
+            resume=True,
+            checkpoint=fit_checkpoint,
         )
     callbacks = instantiate_group(cfg.get("callbacks"), "callbacks")
     if cfg.trainer.get("enable_progress_bar") is False:
@@ -637,12 +647,11 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     for logger in trainer.loggers:
         logger.log_hyperparams({"config": OmegaConf.to_container(cfg, resolve=True)})
 
-    if fit_ckpt_path is not None:
+    if fit_checkpoint is not None:
         # rows logged after the checkpoint (by a run killed later) are logged again by this run
-        resumed_step = int(torch.load(fit_ckpt_path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
         for logger in trainer.loggers:
             if isinstance(logger, ResumableCSVLogger):
-                logger.drop_rows_from(resumed_step)
+                logger.drop_rows_from(int(fit_checkpoint["global_step"]))
     metric_dict: dict[str, float] = {}
     try:
         if cfg.get("train"):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-__all__ = ["AtomicCheckpointIO", "ConfigInCheckpoint", "LastCheckpoint", "is_complete_checkpoint"]
+__all__ = ["AtomicCheckpointIO", "ConfigInCheckpoint", "LastCheckpoint", "is_complete_checkpoint", "replaced_atomically"]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -35,15 +37,23 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.partial")
-        try:
-            with partial.open("wb") as file:
-                torch.save(checkpoint, file)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(partial, path)
-        finally:
-            partial.unlink(missing_ok=True)
+        with replaced_atomically(path) as partial, partial.open("wb") as file:
+            torch.save(checkpoint, file)
+            file.flush()
+            os.fsync(file.fileno())
+
+
+@contextmanager
+def replaced_atomically(path: Path) -> Iterator[Path]:
+    """The hidden file ``.<name>.partial`` beside ``path`` to write instead; when the block ends
+    without an error it is renamed to ``path`` (one step: readers see the old file or the new
+    one), else removed. A process killed while writing leaves ``path`` as it was."""
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        yield partial
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def is_complete_checkpoint(path: str | Path) -> bool:
