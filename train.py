@@ -41,7 +41,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from tenfold.checkpoints import ConfigInCheckpoint, is_complete_checkpoint, replaced_atomically
-from tenfold.loggers import ResumableCSVLogger, run_id
+from tenfold.loggers import ResumableLogger, run_id
 
 log = logging.getLogger("train")
 
@@ -644,14 +644,14 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         "loggers": loggers,
         "trainer": trainer,
     }
+    if fit_checkpoint is not None:
+        # steps logged after the checkpoint (by a run killed later) are logged again by this run;
+        # before the first use of a logger (a TensorBoard writer takes the step when it opens)
+        for logger in trainer.loggers:
+            if isinstance(logger, ResumableLogger):
+                logger.discard_steps_from(int(fit_checkpoint["global_step"]))
     for logger in trainer.loggers:
         logger.log_hyperparams({"config": OmegaConf.to_container(cfg, resolve=True)})
-
-    if fit_checkpoint is not None:
-        # rows logged after the checkpoint (by a run killed later) are logged again by this run
-        for logger in trainer.loggers:
-            if isinstance(logger, ResumableCSVLogger):
-                logger.drop_rows_from(int(fit_checkpoint["global_step"]))
     metric_dict: dict[str, float] = {}
     try:
         if cfg.get("train"):

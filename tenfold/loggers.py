@@ -1,9 +1,16 @@
 """Loggers that survive resuming.
 
-Lightning's ``CSVLogger`` deletes an existing ``metrics.csv`` when it starts, so a run resumed in
-its own directory (``ckpt_path=last``, a requeued SLURM job) would lose the metrics logged before
-the interruption. :class:`ResumableCSVLogger` appends to the file instead, and ``train.py`` drops
-the rows that a resumed run logs again (those logged after the checkpoint it resumes from).
+A run killed after its last checkpoint has logged steps that its resumed continuation
+(``ckpt_path=last``, a requeued SLURM job) logs again. ``train.py`` calls
+:meth:`ResumableLogger.discard_steps_from` with the checkpoint's step on every logger that has it,
+before anything is logged, so each step is shown once, as the continuation logged it:
+
+- :class:`ResumableCSVLogger`: Lightning's ``CSVLogger`` deletes an existing ``metrics.csv`` when it
+  starts, so the metrics logged before the interruption would be lost. This one appends to the
+  file instead and drops the rows of the steps logged again.
+- :class:`ResumableTensorBoardLogger`: TensorBoard would draw both versions of the repeated steps.
+  This one opens its event file with ``purge_step`` (``SummaryWriter``'s own mechanism), which
+  hides the older events of those steps from TensorBoard.
 
 :func:`run_id` names a run directory for loggers that keep runs by id (W&B), so that every start
 of a run continues one logger run and no two runs share one.
@@ -16,13 +23,24 @@ import hashlib
 import io
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 
-__all__ = ["ResumableCSVLogger", "run_id"]
+__all__ = ["ResumableCSVLogger", "ResumableLogger", "ResumableTensorBoardLogger", "run_id"]
+
+
+@runtime_checkable
+class ResumableLogger(Protocol):
+    """A logger that can forget what it logged at a step or later (the protocol ``train.py`` uses
+    when a run resumes; a user's own logger class may implement it)."""
+
+    def discard_steps_from(self, step: int) -> None:
+        """Hides or removes what was logged at ``step`` or later. Called once, before the resumed
+        run logs anything, with the step of the checkpoint it resumes from."""
 
 
 class _AppendingExperimentWriter(ExperimentWriter):
@@ -76,13 +94,35 @@ class ResumableCSVLogger(CSVLogger):
         return self._experiment
 
     @rank_zero_only
-    def drop_rows_from(self, step: int) -> None:
+    def discard_steps_from(self, step: int) -> None:
         """Removes the rows logged at ``step`` or later: called when a run resumes from a
         checkpoint saved after ``step`` optimizer steps, whose continuation logs them again (a
         run killed after its last checkpoint had logged them once already)."""
         experiment = self.experiment
         if self._fs.isfile(experiment.metrics_file_path):
             experiment.rewrite_rows(lambda row: not row.get("step", "").isdigit() or int(row["step"]) < step)
+
+
+class ResumableTensorBoardLogger(TensorBoardLogger):
+    """``lightning.pytorch.loggers.TensorBoardLogger`` whose resumed run hides the events of the
+    steps it logs again.
+
+    Same arguments as ``TensorBoardLogger`` (give a fixed ``version``, so that every restart of a
+    run writes to the same folder). :meth:`discard_steps_from` must come before the first use of
+    :attr:`experiment`: ``purge_step`` is an argument of the ``SummaryWriter`` it creates.
+    """
+
+    @rank_zero_only
+    def discard_steps_from(self, step: int) -> None:
+        """Hides, in TensorBoard, the events logged at ``step`` or later by earlier starts of the
+        run: the event file this run writes starts with a session-start marker at ``step``, and
+        TensorBoard's reader drops older files' events from there."""
+        if self._experiment is not None:
+            raise RuntimeError(
+                "discard_steps_from() must be called before the logger's SummaryWriter is created "
+                "(before anything is logged)"
+            )
+        self._kwargs["purge_step"] = step
 
 
 def run_id(output_dir: str | Path) -> str:

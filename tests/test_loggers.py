@@ -1,16 +1,19 @@
-"""tenfold.loggers: ResumableCSVLogger keeps the metrics of earlier starts of a run; run_id names a
-run directory."""
+"""tenfold.loggers: ResumableCSVLogger keeps the metrics of earlier starts of a run, and it and
+ResumableTensorBoardLogger show the steps a resumed run logs again once; run_id names a run
+directory."""
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import time
 from pathlib import Path
 
 import pytest
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tenfold.loggers import ResumableCSVLogger, run_id
+from tenfold.loggers import ResumableCSVLogger, ResumableLogger, ResumableTensorBoardLogger, run_id
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -68,7 +71,7 @@ def test_rows_logged_after_the_resumed_checkpoint_are_dropped(tmp_path: Path) ->
     first.log_metrics({"val": 9.0}, step=3)
     first.save()
     second = ResumableCSVLogger(save_dir=tmp_path, name="csv", version="")
-    second.drop_rows_from(4)
+    second.discard_steps_from(4)
     second.log_metrics({"loss": 40.0}, step=4)
     second.save()
     rows = _rows(Path(second.log_dir) / "metrics.csv")
@@ -110,3 +113,46 @@ def test_run_id_is_one_per_run_directory(tmp_path: Path, monkeypatch: pytest.Mon
     assert run_id(run) == run_id("runs/4242") == run_id(f"{run}/../4242")
     assert run_id(run) == hashlib.sha1(str(run.resolve()).encode()).hexdigest()[:16]
     assert run_id(run) != run_id(run / "0") != run_id(run / "1")
+
+
+def _tensorboard_scalars(log_dir: str | Path, tag: str) -> list[tuple[int, float]]:
+    """What TensorBoard's reader shows of ``tag`` in ``log_dir``: (step, value) in file order."""
+    events = EventAccumulator(str(log_dir))
+    events.Reload()
+    return [(event.step, event.value) for event in events.Scalars(tag)]
+
+
+def _log_two_starts(logger_class: type[TensorBoardLogger], tmp_path: Path) -> list[tuple[int, float]]:
+    """A run that logged steps 0-5, killed after its checkpoint at step 4 and resumed: the second
+    start logs steps 4 and 5 again, with other values."""
+    first = logger_class(save_dir=tmp_path, name="tb", version="")
+    for step in range(6):
+        first.log_metrics({"loss": float(step)}, step=step)
+    first.finalize("failed")
+    time.sleep(1.1)  # event files are named (and read) in order of their start second
+    second = logger_class(save_dir=tmp_path, name="tb", version="")
+    if isinstance(second, ResumableLogger):
+        second.discard_steps_from(4)
+    for step in (4, 5):
+        second.log_metrics({"loss": 10.0 * step}, step=step)
+    second.finalize("success")
+    return _tensorboard_scalars(second.log_dir, "loss")
+
+
+def test_tensorboard_shows_the_resumed_runs_values_of_the_repeated_steps(tmp_path: Path) -> None:
+    shown = _log_two_starts(ResumableTensorBoardLogger, tmp_path)
+    assert shown == [(0, 0.0), (1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0), (5, 50.0)]
+
+
+def test_lightning_tensorboard_logger_would_have_shown_both(tmp_path: Path) -> None:
+    # The reason for ResumableTensorBoardLogger: if TensorBoard drops repeated steps by itself,
+    # the subclass can go.
+    shown = _log_two_starts(TensorBoardLogger, tmp_path)
+    assert shown == [(0, 0.0), (1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0), (5, 5.0), (4, 40.0), (5, 50.0)]
+
+
+def test_tensorboard_steps_are_discarded_only_before_its_writer_exists(tmp_path: Path) -> None:
+    logger = ResumableTensorBoardLogger(save_dir=tmp_path, name="tb", version="")
+    logger.log_metrics({"loss": 1.0}, step=0)
+    with pytest.raises(RuntimeError, match="before anything is logged"):
+        logger.discard_steps_from(0)

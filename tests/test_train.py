@@ -20,8 +20,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, read_write
+from torch.utils.tensorboard import SummaryWriter
 
 import train as train_script
+from tests.test_loggers import _tensorboard_scalars
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "configs"
@@ -204,17 +206,21 @@ def test_resume_from_run_directory_equals_uninterrupted_run(train_cli, tmp_path:
         "test=false",
         "seed=7",
         "trainer.log_every_n_steps=1",
+        "logger=many_loggers",
     ]
     full, half = _train_whole_and_half(train_cli, common, tmp_path)
     assert _load(half / "checkpoints" / "last.ckpt")["global_step"] == 4
     # what a run killed after its checkpoint leaves in metrics.csv: rows of the steps it will
-    # train again, and a row cut short
+    # train again, and a row cut short; and in TensorBoard, the events of those steps
     metrics = half / "csv" / "metrics.csv"
     header = metrics.read_text().splitlines()[0].split(",")
     with metrics.open("a", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=header)
         writer.writerows([{"step": step, "epoch": 1, "train/loss": -1.0} for step in (4, 5)])
         file.write("1,0.00")
+    with SummaryWriter(half / "tensorboard") as events:
+        for step in (4, 5):
+            events.add_scalar("train/loss", -1.0, step)
 
     # Resume from the run directory alone: its saved config, its last.ckpt. An attempt that is
     # refused (a group choice on a saved config) leaves the saved files as they were.
@@ -263,6 +269,9 @@ def test_resume_from_run_directory_equals_uninterrupted_run(train_cli, tmp_path:
         return [(r["step"], r["train/loss"]) for r in _read_csv(run / "csv" / "metrics.csv") if r.get("train/loss")]
 
     assert training_rows(half) == training_rows(full) and len(training_rows(full)) == 8
+    # TensorBoard shows each step once too
+    tensorboard_losses = [_tensorboard_scalars(run / "tensorboard", "train/loss") for run in (half, full)]
+    assert tensorboard_losses[0] == tensorboard_losses[1] and [step for step, _ in tensorboard_losses[1]] == list(range(8))
 
     # Evaluate a run directory only (train=false): tests its newest checkpoint.
     result = train_cli(
