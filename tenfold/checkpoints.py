@@ -71,26 +71,64 @@ class LastCheckpoint(ModelCheckpoint):
     ``train_time_interval`` it stops saving at epoch ends, which would leave ``last.ckpt`` up to
     ``N - 1`` steps behind a finished epoch or run; this callback adds the epoch-end save.
 
+    It also makes a resumed run log at the steps the uninterrupted run would have used, from any
+    checkpoint saved while it was in the run (also a monitored ``ModelCheckpoint``'s). Lightning
+    (2.6) restores the loggers' step count (``_batches_that_stepped``) with one added on some
+    restarts and not on others: from a save at a training epoch's end, a run stopped there by
+    ``max_steps`` and resumed to a later ``max_steps`` logged every row one step late, and
+    resumed to a later ``max_epochs`` it did not. This callback writes the count the continuation
+    must start from into its checkpointed state and sets it when training restarts.
+
     Lightning keys a callback's checkpointed state by its class name and trigger settings; as its
     own class, this callback's key never collides with the run's ``ModelCheckpoint``, whatever
     that one monitors (two plain ``ModelCheckpoint`` callbacks without a monitor and with the same
-    ``mode`` make the Trainer refuse to start).
+    ``mode`` make the Trainer refuse to start). Resumed with other trigger settings, its state is
+    not restored, and the step count is Lightning's.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._step_count_at_batch_start: int | None = None
+        self._restored_step_count: int | None = None
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Lightning adds one to the loggers' step count (``_batches_that_stepped``) when it restarts
-        # from a checkpoint, assuming a save within a batch, before that batch's count; at the end of
-        # an epoch the count is complete, and a run resumed from this save would log every later row
-        # one step late. The save holds the count less one.
+        super().on_train_epoch_end(trainer, pl_module)
+        saves_on_another_trigger = self._every_n_train_steps > 0 or self._train_time_interval is not None
+        if saves_on_another_trigger and not self._should_skip_saving_checkpoint(trainer):
+            self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        self._step_count_at_batch_start = trainer.fit_loop.epoch_loop._batches_that_stepped
+
+    def _continuation_step_count(self, trainer: L.Trainer) -> int:
+        """The loggers' step count at which a run resumed from a checkpoint saved now continues:
+        Lightning counts a batch that steps the optimizers after its validation, so a save after
+        the batch's training step and before that count (``on_train_batch_end``, validation
+        within or at the end of the epoch) adds it; at an epoch's end it is counted already."""
         epoch_loop = trainer.fit_loop.epoch_loop
-        epoch_loop._batches_that_stepped -= 1
-        try:
-            super().on_train_epoch_end(trainer, pl_module)
-            saves_on_another_trigger = self._every_n_train_steps > 0 or self._train_time_interval is not None
-            if saves_on_another_trigger and not self._should_skip_saving_checkpoint(trainer):
-                self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
-        finally:
-            epoch_loop._batches_that_stepped += 1
+        count = epoch_loop._batches_that_stepped
+        batches = epoch_loop.batch_progress.total
+        count_pending = (
+            count == self._step_count_at_batch_start
+            and batches.ready == batches.started == batches.processed
+            and not epoch_loop._should_accumulate()
+        )
+        return count + 1 if count_pending else count
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("callbacks", {}).get(self.state_key)
+        if state is not None:
+            state["continuation_step_count"] = self._continuation_step_count(trainer)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._restored_step_count = state_dict.get("continuation_step_count")
+        super().load_state_dict(state_dict)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # after Lightning's restart has set the count (its loops restore before the first epoch starts)
+        if self._restored_step_count is not None:
+            trainer.fit_loop.epoch_loop._batches_that_stepped = self._restored_step_count
+            self._restored_step_count = None
 
 
 class ConfigInCheckpoint(Callback):

@@ -9,6 +9,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.demos.boring_classes import BoringModel
 
 import tenfold.checkpoints as checkpoints_module
@@ -97,3 +98,80 @@ def test_a_truncated_checkpoint_is_not_complete(tmp_path: Path) -> None:
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes(path.read_bytes()[:2000])
     assert is_complete_checkpoint(path) and not is_complete_checkpoint(truncated)
+
+
+class _LoggingBoringModel(BoringModel):
+    """BoringModel that logs its training loss at every step and a validation metric."""
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> dict[str, torch.Tensor]:
+        output = super().training_step(batch, batch_idx)
+        self.log("train/loss", output["loss"])
+        return output
+
+    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        self.log("val/loss", super().validation_step(batch, batch_idx)["x"])
+
+
+def _logged_training_steps(
+    run_dir: Path, max_epochs: int, max_steps: int, callbacks: list, ckpt_path: str | None = None, val_check_interval: int | None = None
+) -> list[int]:
+    """Fits with a CSV logger in ``run_dir`` (4 batches per epoch, validation every
+    ``val_check_interval`` batches, default: at each epoch's end) and returns the steps of the
+    training rows of this fit."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    torch.set_num_threads(1)
+    L.seed_everything(0)
+    logger = CSVLogger(run_dir, name="csv", version=f"from_{Path(ckpt_path).stem if ckpt_path else 'start'}")
+    trainer = L.Trainer(
+        max_epochs=max_epochs, max_steps=max_steps, limit_train_batches=4, limit_val_batches=1, val_check_interval=val_check_interval,
+        log_every_n_steps=1, callbacks=callbacks, logger=logger, enable_progress_bar=False,
+        enable_model_summary=False, accelerator="cpu", num_sanity_val_steps=0,
+    )
+    trainer.fit(_LoggingBoringModel(), ckpt_path=ckpt_path)
+    rows = (Path(logger.log_dir) / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    loss, step = header.index("train/loss"), header.index("step")
+    return [int(row.split(",")[step]) for row in rows[1:] if row.split(",")[loss]]
+
+
+# First fit stopped at the end of epoch 0 (by max_epochs, or by max_steps), or within epoch 1 (a
+# step trigger); its checkpoint resumed to step 8. Every resumed row must carry the step that the
+# uninterrupted run gave it. Lightning adds one to its step count on some restarts and not on
+# others (it was one step late from a max_steps stop, one early after a max_epochs stop, when
+# LastCheckpoint corrected the epoch-end save unconditionally).
+@pytest.mark.parametrize("resumed_stop", [{"max_epochs": 10, "max_steps": 8}, {"max_epochs": 2, "max_steps": -1}], ids=["to_step_8", "to_epoch_2"])
+@pytest.mark.parametrize(
+    ("first_stop", "checkpoint_name"),
+    [
+        ({"max_epochs": 1, "max_steps": -1}, "last"),
+        ({"max_epochs": 10, "max_steps": 4}, "last"),
+        ({"max_epochs": 10, "max_steps": 4}, "best"),
+        ({"max_epochs": 10, "max_steps": 6}, "last"),
+        ({"max_epochs": 10, "max_steps": 6, "val_check_interval": 2}, "best"),
+    ],
+    ids=["max_epochs_last", "max_steps_last", "max_steps_monitored", "within_epoch_last", "within_epoch_validation_monitored"],
+)
+def test_a_resumed_run_logs_each_step_as_the_uninterrupted_run(
+    tmp_path: Path, first_stop: dict[str, int], checkpoint_name: str, resumed_stop: dict[str, int]
+) -> None:
+    def callbacks() -> list:
+        return [
+            LastCheckpoint(dirpath=tmp_path / "ckpt", filename="last", every_n_train_steps=3),
+            ModelCheckpoint(dirpath=tmp_path / "ckpt", filename="best", monitor="val/loss", enable_version_counter=False),
+        ]
+
+    uninterrupted = _logged_training_steps(tmp_path / "full", 10, 8, [])
+    assert uninterrupted == list(range(8))
+    val_check_interval = first_stop.get("val_check_interval")
+    first = _logged_training_steps(
+        tmp_path / "half", first_stop["max_epochs"], first_stop["max_steps"], callbacks(), val_check_interval=val_check_interval
+    )
+    checkpoint = tmp_path / "ckpt" / f"{checkpoint_name}.ckpt"
+    resumed_from = torch.load(checkpoint, weights_only=True)["global_step"]
+    assert first == list(range(first_stop["max_steps"] if first_stop["max_steps"] > 0 else 4))
+    resumed = _logged_training_steps(
+        tmp_path / "half", resumed_stop["max_epochs"], resumed_stop["max_steps"], callbacks(), ckpt_path=str(checkpoint),
+        val_check_interval=val_check_interval,
+    )
+    assert resumed == uninterrupted[resumed_from:]
