@@ -488,6 +488,11 @@ class WikiTextDataModule(L.LightningDataModule):
         log.info("Tokenizing %s once; the cache goes to %s", self.text_dir, self.cache_dir)
         paths = self.source_paths
         counts = count_words(paths["train"])
+        if not any(word not in (EOS, UNK) for word in counts):
+            raise ValueError(
+                f"{paths['train']} holds no words (an empty or damaged copy): replace it. "
+                + _get_files_hint(self.variant, self.data_dir)
+            )
         vocabulary = build_vocabulary(counts, self.min_freq, self.max_vocab_size)
         word_to_id = {word: index for index, word in enumerate(vocabulary)}
         cache: dict = {"format": _CACHE_FORMAT, "sources": self._fingerprint()}

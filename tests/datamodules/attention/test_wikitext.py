@@ -229,6 +229,19 @@ def test_missing_files_name_the_paths_and_the_download(tmp_path):
         dm.setup("fit")
 
 
+@pytest.mark.parametrize("train", ["", " \n \n", " <unk> \n"], ids=["empty", "blank_lines", "only_unk"])
+def test_a_training_file_without_words_is_named_with_the_fix(tmp_path, train):
+    # a vocabulary of the two specials would otherwise ask for data.vocab_size=2
+    write_corpus(tmp_path, train=train)
+    dm = make_dm(tmp_path, vocab_size=267735)
+    with pytest.raises(ValueError) as error:
+        dm.setup("fit")
+    message = str(error.value)
+    assert f"{tmp_path / 'wikitext-2' / 'wiki.train.tokens'} holds no words" in message
+    assert "wikitext-2-v1.zip" in message and "vocab_size" not in message
+    assert not dm.cache_dir.exists()  # nothing cached from it
+
+
 def test_download_extracts_the_zip(tmp_path, monkeypatch):
     source = write_corpus(tmp_path / "source")
     archive = tmp_path / "wikitext-2-v1.zip"
