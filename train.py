@@ -241,7 +241,11 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path, train: bool
         newest = newest_checkpoint(Path(output_dir))
         if newest is None:
             if train:
-                _info(f"ckpt_path=last: no checkpoint yet in {output_dir}; starting from scratch")
+                _warn(
+                    f"ckpt_path=last: no checkpoint yet in {output_dir}; starting from scratch. To resume "
+                    "an earlier run, name its directory: --config-path <run>/.hydra --config-name config "
+                    "ckpt_path=last, or hydra.run.dir=<run> ckpt_path=last with the run's overrides"
+                )
                 return None
             raise FileNotFoundError(
                 f"ckpt_path=last: no checkpoint in {output_dir}. With train=false give a "

@@ -1,6 +1,7 @@
 """Shared test set-up: one torch thread; fixtures ``compose_cfg`` (Hydra composition as
 ``train.py`` does it, for in-process runs), ``train_and_resume`` and
-``train_and_resume_within_epoch`` (exact-resume checks through ``train.train``), ``train_cli``
+``train_and_resume_within_epoch`` (exact-resume checks through ``train.train``), ``fit_and_test``
+(a short real training run of a module on its data, tested before and after), ``train_cli``
 (``python train.py`` in a subprocess) and ``load_benchmark`` (a script of ``benchmarks/`` as a
 module)."""
 
@@ -15,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
 
+import lightning as L
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -169,3 +171,25 @@ def run_train(
 def train_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
     """:func:`run_train`."""
     return run_train
+
+
+FitResults = list[dict[str, float]]
+
+
+def fit_and_test(module: L.LightningModule, data: L.LightningDataModule, steps: int) -> tuple[FitResults, FitResults]:
+    """``trainer.test`` results (one dict per test dataloader) before and after ``steps``
+    optimizer steps of ``trainer.fit``, on the CPU and without validation, logging or
+    checkpoints: the short real training run whose metric a method's test checks moves."""
+    trainer = L.Trainer(
+        accelerator="cpu", max_steps=steps, limit_val_batches=0, num_sanity_val_steps=0, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    )
+    before = trainer.test(module, data, verbose=False)
+    trainer.fit(module, data)
+    return before, trainer.test(module, data, verbose=False)
+
+
+@pytest.fixture(name="fit_and_test")
+def fit_and_test_fixture() -> Callable[[L.LightningModule, L.LightningDataModule, int], tuple[FitResults, FitResults]]:
+    """:func:`fit_and_test`."""
+    return fit_and_test

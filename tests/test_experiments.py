@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from lightning.pytorch import LightningModule
+from omegaconf import OmegaConf
 
 import train as train_script
 from tenfold.datamodules.relational import relational_games
@@ -127,3 +128,14 @@ def test_experiment_runs_one_step(experiment: str, compose_cfg, tmp_path: Path, 
     for name, value in metric_dict.items():
         assert torch.isfinite(torch.tensor(value)), f"{experiment}: {name} = {value}"
     assert trainer.state.finished
+    # debug=fdr saves no checkpoint: what a real run's checkpoints need is checked here. The
+    # metric the run's checkpoint callback monitors must be logged (Lightning would stop the real
+    # run after its first validation) ...
+    monitored = OmegaConf.select(cfg, "callbacks.model_checkpoint.monitor")
+    if monitored is not None:
+        assert monitored in metric_dict, f"{experiment}: callbacks.model_checkpoint.monitor={monitored} is not logged"
+    # ... and a checkpoint must load as train.py loads it for a resume or an evaluation
+    # (hyperparameters of plain values: save_hyperparameters(ignore=[...]) for modules and partials)
+    checkpoint_path = tmp_path / "smoke.ckpt"
+    trainer.save_checkpoint(checkpoint_path)
+    torch.load(checkpoint_path, map_location="cpu", weights_only=True)

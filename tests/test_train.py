@@ -700,7 +700,15 @@ def test_resolve_ckpt_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     assert resolve(None, run, train=True) is None
+    # `last` in a run directory without checkpoints starts from scratch, with a warning: a user who
+    # forgot to name the run to resume would otherwise see a fresh run start
+    started_fresh: list[str] = []
+    monkeypatch.setattr(train_script, "_warn", started_fresh.append)
     assert resolve("last", run, train=True) is None
+    assert len(started_fresh) == 1 and f"no checkpoint yet in {run}; starting from scratch" in started_fresh[0]
+    assert "--config-path <run>/.hydra --config-name config ckpt_path=last" in started_fresh[0]
+    monkeypatch.undo()
+    monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
     # each message says what to give instead
     with pytest.raises(FileNotFoundError, match=re.escape(TRAIN_FALSE_LAST_FIX)):
         resolve("last", run, train=False)
