@@ -3,10 +3,11 @@
 ``train_and_resume_within_epoch`` (exact-resume checks through ``train.train``), ``fit_and_test``
 (a short real training run of a module on its data, tested before and after), ``train_cli``
 (``python train.py`` in a subprocess) and ``load_benchmark`` (a script of ``benchmarks/`` as a
-module)."""
+module); helpers :func:`read_csv_rows` and :func:`tensorboard_scalars` read what loggers wrote."""
 
 from __future__ import annotations
 
+import csv
 import functools
 import importlib.util
 import os
@@ -23,6 +24,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 # Two threads on a two-core machine oversubscribe; subprocesses inherit these variables.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -193,3 +195,16 @@ def fit_and_test(module: L.LightningModule, data: L.LightningDataModule, steps: 
 def fit_and_test_fixture() -> Callable[[L.LightningModule, L.LightningDataModule, int], tuple[FitResults, FitResults]]:
     """:func:`fit_and_test`."""
     return fit_and_test
+
+
+def read_csv_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV file with a header (``metrics.csv``, a benchmark's results), as dicts."""
+    with path.open(newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def tensorboard_scalars(log_dir: str | Path, tag: str) -> list[tuple[int, float]]:
+    """What TensorBoard's reader shows of ``tag`` in ``log_dir``: (step, value) in file order."""
+    events = EventAccumulator(str(log_dir))
+    events.Reload()
+    return [(event.step, event.value) for event in events.Scalars(tag)]

@@ -11,9 +11,11 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.demos.boring_classes import BoringModel
+from lightning.pytorch.loggers import CSVLogger
 
 import tenfold.checkpoints as checkpoints_module
 from tenfold.checkpoints import AtomicCheckpointIO, LastCheckpoint, is_complete_checkpoint
+from tests.conftest import read_csv_rows
 
 
 # 3 steps per epoch: with every_n_train_steps=3 both triggers fire at steps 3 and 6, which are
@@ -118,8 +120,6 @@ def _logged_training_steps(
     """Fits with a CSV logger in ``run_dir`` (4 batches per epoch, validation every
     ``val_check_interval`` batches, default: at each epoch's end) and returns the steps of the
     training rows of this fit."""
-    from lightning.pytorch.loggers import CSVLogger
-
     torch.set_num_threads(1)
     L.seed_everything(0)
     logger = CSVLogger(run_dir, name="csv", version=f"from_{Path(ckpt_path).stem if ckpt_path else 'start'}")
@@ -129,10 +129,7 @@ def _logged_training_steps(
         enable_model_summary=False, accelerator="cpu", num_sanity_val_steps=0,
     )
     trainer.fit(_LoggingBoringModel(), ckpt_path=ckpt_path)
-    rows = (Path(logger.log_dir) / "metrics.csv").read_text().splitlines()
-    header = rows[0].split(",")
-    loss, step = header.index("train/loss"), header.index("step")
-    return [int(row.split(",")[step]) for row in rows[1:] if row.split(",")[loss]]
+    return [int(row["step"]) for row in read_csv_rows(Path(logger.log_dir) / "metrics.csv") if row["train/loss"]]
 
 
 # First fit stopped at the end of epoch 0 (by max_epochs, or by max_steps), or within epoch 1 (a

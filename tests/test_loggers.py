@@ -4,21 +4,15 @@ directory."""
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import time
 from pathlib import Path
 
 import pytest
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tenfold.loggers import ResumableCSVLogger, ResumableLogger, ResumableTensorBoardLogger, run_id
-
-
-def _rows(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
+from tests.conftest import read_csv_rows, tensorboard_scalars
 
 
 def test_second_start_appends_and_merges_columns(tmp_path: Path) -> None:
@@ -32,7 +26,7 @@ def test_second_start_appends_and_merges_columns(tmp_path: Path) -> None:
     second.log_metrics({"c": 4.0}, step=2)
     second.save()
 
-    rows = _rows(metrics)
+    rows = read_csv_rows(metrics)
     assert [r["step"] for r in rows] == ["0", "1", "2"]
     assert [r["a"] for r in rows] == ["1.0", "3.0", ""]
     assert [r["b"] for r in rows] == ["2.0", "", ""]
@@ -47,7 +41,7 @@ def test_second_start_with_known_columns_only_appends_under_the_file_header(tmp_
     second = ResumableCSVLogger(save_dir=tmp_path, name="csv", version="")
     second.log_metrics({"b": 5.0}, step=1)
     second.save()
-    rows = _rows(Path(second.log_dir) / "metrics.csv")
+    rows = read_csv_rows(Path(second.log_dir) / "metrics.csv")
     assert [r["step"] for r in rows] == ["0", "1"]
     assert [r["a"] for r in rows] == ["1.0", ""]
     assert [r["b"] for r in rows] == ["2.0", "5.0"]
@@ -58,7 +52,7 @@ def test_second_start_with_known_columns_only_appends_under_the_file_header(tmp_
     third = ResumableCSVLogger(save_dir=other, name="csv", version="")
     third.log_metrics({"a": 3.0, "b": 4.0}, step=1)
     third.save()
-    rows = _rows(other / "csv" / "metrics.csv")
+    rows = read_csv_rows(other / "csv" / "metrics.csv")
     assert [(r["step"], r["a"], r["b"]) for r in rows] == [("0", "1.0", "2.0"), ("1", "3.0", "4.0")]
 
 
@@ -74,7 +68,7 @@ def test_rows_logged_after_the_resumed_checkpoint_are_dropped(tmp_path: Path) ->
     second.discard_steps_from(4)
     second.log_metrics({"loss": 40.0}, step=4)
     second.save()
-    rows = _rows(Path(second.log_dir) / "metrics.csv")
+    rows = read_csv_rows(Path(second.log_dir) / "metrics.csv")
     assert [(r["step"], r["loss"], r["val"]) for r in rows] == [
         ("0", "0.0", ""), ("1", "1.0", ""), ("2", "2.0", ""), ("3", "3.0", ""), ("3", "", "9.0"), ("4", "40.0", "")
     ]
@@ -89,7 +83,7 @@ def test_a_last_row_cut_short_by_a_kill_is_dropped(tmp_path: Path) -> None:
     logger.log_metrics({"loss": 0.125}, step=2)
     logger.log_metrics({"acc": 1.0}, step=2)  # a new column rewrites the header, keeping the rows
     logger.save()
-    assert [(r["step"], r["loss"], r["acc"]) for r in _rows(metrics)] == [
+    assert [(r["step"], r["loss"], r["acc"]) for r in read_csv_rows(metrics)] == [
         ("0", "0.5", ""), ("1", "0.25", ""), ("2", "0.125", ""), ("2", "", "1.0")
     ]
 
@@ -102,7 +96,7 @@ def test_lightning_csv_logger_would_have_deleted_them(tmp_path: Path) -> None:
     second = CSVLogger(save_dir=tmp_path, name="csv", version="")
     second.log_metrics({"a": 2.0}, step=1)
     second.save()
-    assert [r["step"] for r in _rows(Path(second.log_dir) / "metrics.csv")] == ["1"]
+    assert [r["step"] for r in read_csv_rows(Path(second.log_dir) / "metrics.csv")] == ["1"]
 
 
 def test_run_id_is_one_per_run_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -113,13 +107,6 @@ def test_run_id_is_one_per_run_directory(tmp_path: Path, monkeypatch: pytest.Mon
     assert run_id(run) == run_id("runs/4242") == run_id(f"{run}/../4242")
     assert run_id(run) == hashlib.sha1(str(run.resolve()).encode()).hexdigest()[:16]
     assert run_id(run) != run_id(run / "0") != run_id(run / "1")
-
-
-def _tensorboard_scalars(log_dir: str | Path, tag: str) -> list[tuple[int, float]]:
-    """What TensorBoard's reader shows of ``tag`` in ``log_dir``: (step, value) in file order."""
-    events = EventAccumulator(str(log_dir))
-    events.Reload()
-    return [(event.step, event.value) for event in events.Scalars(tag)]
 
 
 def _log_two_starts(logger_class: type[TensorBoardLogger], tmp_path: Path) -> list[tuple[int, float]]:
@@ -136,7 +123,7 @@ def _log_two_starts(logger_class: type[TensorBoardLogger], tmp_path: Path) -> li
     for step in (4, 5):
         second.log_metrics({"loss": 10.0 * step}, step=step)
     second.finalize("success")
-    return _tensorboard_scalars(second.log_dir, "loss")
+    return tensorboard_scalars(second.log_dir, "loss")
 
 
 def test_tensorboard_shows_the_resumed_runs_values_of_the_repeated_steps(tmp_path: Path) -> None:

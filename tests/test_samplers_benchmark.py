@@ -4,7 +4,6 @@ tiny end-to-end quality run that writes its CSVs."""
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 from types import ModuleType
@@ -12,15 +11,12 @@ from types import ModuleType
 import pytest
 import torch
 
+from tests.conftest import read_csv_rows
+
 
 @pytest.fixture(scope="module")
 def benchmark(load_benchmark) -> ModuleType:
     return load_benchmark("samplers")
-
-
-def _rows(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def test_pair_median_averages_consecutive_iterations(benchmark: ModuleType) -> None:
@@ -82,9 +78,9 @@ def test_tiny_quality_run_writes_its_csvs(benchmark: ModuleType, tmp_path: Path)
         "--experiments", "gmm25_tb", "--steps", "2", "--seeds", "0", "--eval-size", "64",
         "--skip-speed", "--out", str(tmp_path),
     ])
-    (run,) = _rows(tmp_path / "samplers_quality_runs.csv")
+    (run,) = read_csv_rows(tmp_path / "samplers_quality_runs.csv")
     assert run["experiment"] == "gmm25_tb" and run["seed"] == "0" and not run["error"]
-    (summary,) = _rows(tmp_path / "samplers_quality.csv")
+    (summary,) = read_csv_rows(tmp_path / "samplers_quality.csv")
     assert summary["seeds"] == "0" and summary["steps"] == "2"
     for metric in ("delta_log_z", "delta_log_z_rw", "w2", "elbo", "modes_hit"):
         assert math.isfinite(float(summary[f"{metric}_mean"])), metric

@@ -23,7 +23,7 @@ from omegaconf import OmegaConf, read_write
 from torch.utils.tensorboard import SummaryWriter
 
 import train as train_script
-from tests.test_loggers import _tensorboard_scalars
+from tests.conftest import read_csv_rows, tensorboard_scalars
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "configs"
@@ -41,11 +41,6 @@ def _single_run_dir(log_dir: Path, task_name: str) -> Path:
     runs = sorted((log_dir / task_name / "runs").iterdir())
     assert len(runs) == 1, f"expected one run directory, found {runs}"
     return runs[0]
-
-
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def _load(path: Path) -> dict:
@@ -127,7 +122,7 @@ def test_ddp_sim_two_processes_log_synchronized_metric_once_per_validation(
     assert result.returncode == 0, result.stdout[-5000:]
     assert "2 device(s), CPUAccelerator, DDPStrategy" in result.stdout
     run_dir = _single_run_dir(tmp_path, "samplers/gmm25_tb")
-    rows = _read_csv(run_dir / "csv" / "metrics.csv")
+    rows = read_csv_rows(run_dir / "csv" / "metrics.csv")
     val_rows = [r for r in rows if r.get("val/elbo")]
     assert len(val_rows) == 2, val_rows
     assert [int(r["epoch"]) for r in val_rows] == [0, 1]
@@ -260,17 +255,17 @@ def test_resume_from_run_directory_equals_uninterrupted_run(train_cli, tmp_path:
 
     # The resumed run appended to the same metrics file: one validation per epoch, 2 epochs, with
     # the uninterrupted run's figures.
-    rows = [r for r in _read_csv(half / "csv" / "metrics.csv") if r.get("val/elbo")]
-    full_rows = [r for r in _read_csv(full / "csv" / "metrics.csv") if r.get("val/elbo")]
+    rows = [r for r in read_csv_rows(half / "csv" / "metrics.csv") if r.get("val/elbo")]
+    full_rows = [r for r in read_csv_rows(full / "csv" / "metrics.csv") if r.get("val/elbo")]
     assert [int(r["epoch"]) for r in rows] == [0, 1]
     assert [(r["val/elbo"], r["val/w2"]) for r in rows] == [(r["val/elbo"], r["val/w2"]) for r in full_rows]
     # and every training row once, as the uninterrupted run logged it
     def training_rows(run: Path) -> list[tuple[str, str]]:
-        return [(r["step"], r["train/loss"]) for r in _read_csv(run / "csv" / "metrics.csv") if r.get("train/loss")]
+        return [(r["step"], r["train/loss"]) for r in read_csv_rows(run / "csv" / "metrics.csv") if r.get("train/loss")]
 
     assert training_rows(half) == training_rows(full) and len(training_rows(full)) == 8
     # TensorBoard shows each step once too
-    tensorboard_losses = [_tensorboard_scalars(run / "tensorboard", "train/loss") for run in (half, full)]
+    tensorboard_losses = [tensorboard_scalars(run / "tensorboard", "train/loss") for run in (half, full)]
     assert tensorboard_losses[0] == tensorboard_losses[1] and [step for step, _ in tensorboard_losses[1]] == list(range(8))
 
     # Evaluate a run directory only (train=false): tests its newest checkpoint.
