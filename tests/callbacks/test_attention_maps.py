@@ -15,7 +15,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from tenfold.callbacks import AttentionMaps
 from tenfold.datamodules.attention.contextual_retrieval import ContextualRetrievalDataModule
-from tenfold.modules.attention import CompositionalAttention, ContextualRetrievalNet, SupervisedModule
+from tenfold.modules.attention import CompositionalAttention, ContextualRetrievalNet
+from tenfold.modules.supervised import SupervisedModule
 
 torch.set_num_threads(1)
 

@@ -3,7 +3,6 @@ the paper's tasks and their LightningModules."""
 
 from tenfold.modules.attention.compositional import CompositionalAttention, merge_masks
 from tenfold.modules.attention.language_model import LanguageModelModule, TransformerLM, inverse_sqrt_schedule, masked_token_nll
-from tenfold.modules.attention.module import SupervisedModule
 from tenfold.modules.attention.nets import ContextualRetrievalNet, ObjectSequenceNet, VisionTransformerNet
 from tenfold.modules.attention.seq2seq import Seq2SeqModule, Seq2SeqTransformer, sequence_exact_match
 
@@ -14,7 +13,6 @@ __all__ = [
     "ObjectSequenceNet",
     "Seq2SeqModule",
     "Seq2SeqTransformer",
-    "SupervisedModule",
     "TransformerLM",
     "VisionTransformerNet",
     "inverse_sqrt_schedule",

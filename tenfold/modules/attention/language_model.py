@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics import MeanMetric
 
-from tenfold.modules.attention.base import ConfiguredOptimizerModule, OptimizerFactory, SchedulerFactory
+from tenfold.modules.base import ConfiguredOptimizerModule, OptimizerFactory, SchedulerFactory
 from tenfold.modules.attention.seq2seq import PositionalEncodingKind, build_positional_encoding
 from tenfold.modules.nets.transformer import Activation, AttentionFactory, TransformerEncoder, causal_mask
 

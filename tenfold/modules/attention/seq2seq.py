@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from tenfold.modules.attention.base import ConfiguredOptimizerModule, OptimizerFactory, SchedulerFactory
+from tenfold.modules.base import ConfiguredOptimizerModule, OptimizerFactory, SchedulerFactory
 from tenfold.modules.nets.transformer import (
     Activation,
     AttentionFactory,

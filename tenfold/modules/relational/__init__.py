@@ -2,7 +2,7 @@
 arXiv 2206.05056; tasks of Webb et al., 2021, arXiv 2012.14601).
 
 Every network maps a batch of the relational datamodule (``batch["images"] [B, N, 1, 32, 32]``)
-to logits ``[B, num_classes]`` and trains with :class:`tenfold.modules.attention.SupervisedModule`. The
+to logits ``[B, num_classes]`` and trains with :class:`tenfold.modules.supervised.SupervisedModule`. The
 Transformer baseline is :class:`tenfold.modules.attention.ObjectSequenceNet`. On Relational Games
 (``batch["image"] [B, 3, 36, 36]``) :class:`GridObjectNet` runs any of them on the 9 grid cells and
 :class:`RelationalGamesModule` reports each held-out test set apart.

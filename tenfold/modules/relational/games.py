@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from tenfold.modules.attention import SupervisedModule
-from tenfold.modules.attention.base import OptimizerFactory, SchedulerFactory
+from tenfold.modules.supervised import SupervisedModule
+from tenfold.modules.base import OptimizerFactory, SchedulerFactory
 from tenfold.modules.nets import ConvGlyphEncoder
 
 __all__ = ["GridObjectNet", "GridObjects", "RelationalGamesModule"]
@@ -105,7 +105,7 @@ class GridObjectNet(nn.Module):
 
 
 class RelationalGamesModule(SupervisedModule):
-    """:class:`tenfold.modules.attention.SupervisedModule` with one test metric per held-out object set.
+    """:class:`tenfold.modules.supervised.SupervisedModule` with one test metric per held-out object set.
 
     Relational Games test on several sets (the datamodule's ``test_dataloader`` returns one loader
     per entry of ``test_sets``, in order; CoRelNet reports hexominoes and stripes apart). Test

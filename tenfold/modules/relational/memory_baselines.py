@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tenfold.modules.attention import SupervisedModule
+from tenfold.modules.supervised import SupervisedModule
 from tenfold.modules.nets import ObjectSequenceModel
 from tenfold.modules.relational.embedding import init_lstm_
 
@@ -375,10 +375,10 @@ class MNMNet(ObjectSequenceModel):
 
 
 class MetaLossSupervisedModule(SupervisedModule):
-    """:class:`tenfold.modules.attention.SupervisedModule` whose loss adds the net's ``last_meta_loss``
+    """:class:`tenfold.modules.supervised.SupervisedModule` whose loss adds the net's ``last_meta_loss``
     (set by each forward call, e.g. by :class:`MNMNet`), as the official ``main.py`` adds MNM's
     meta loss to the cross-entropy (``loss += const_loss``, in training and evaluation).
-    Arguments as :class:`~tenfold.modules.attention.SupervisedModule`; the logged ``<split>/loss`` is
+    Arguments as :class:`~tenfold.modules.supervised.SupervisedModule`; the logged ``<split>/loss`` is
     the sum."""
 
     def loss_and_scores(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
@@ -387,6 +387,6 @@ class MetaLossSupervisedModule(SupervisedModule):
         if meta_loss is None:
             raise ValueError(
                 f"MetaLossSupervisedModule needs a net that sets last_meta_loss in forward (e.g. MNMNet); "
-                f"{type(self.net).__name__} does not: use tenfold.modules.attention.SupervisedModule"
+                f"{type(self.net).__name__} does not: use tenfold.modules.supervised.SupervisedModule"
             )
         return loss + meta_loss.float(), scores

@@ -43,11 +43,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
+from tenfold.modules.base import ConfiguredOptimizerModule, OptimizerFactory, SchedulerFactory
 from tenfold.modules.samplers import losses
 from tenfold.modules.samplers.metrics import (
     delta_log_z,
@@ -110,7 +110,7 @@ _NO_TARGET = (
 )
 
 
-class DiffusionSampler(L.LightningModule):
+class DiffusionSampler(ConfiguredOptimizerModule):
     """Trains :class:`~tenfold.modules.samplers.nets.SamplerNets` to sample from ``exp(log_reward) / Z``.
 
     Args:
@@ -169,8 +169,8 @@ class DiffusionSampler(L.LightningModule):
     def __init__(
         self,
         net: SamplerNets,
-        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
-        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
         energy: nn.Module | None = None,
         loss: str = "tb",
         num_steps: int = 100,
@@ -187,7 +187,7 @@ class DiffusionSampler(L.LightningModule):
         compile_networks: bool = False,
         cuda_graph: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(optimizer, scheduler, scheduler_interval="step")
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}: choose one of {', '.join(LOSSES)}")
         reference = reference or ("ou" if loss == "dds" else "brownian")
@@ -212,8 +212,6 @@ class DiffusionSampler(L.LightningModule):
         self.net = net
         if compile_networks:
             self.net.compile(dynamic=False)
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
         if energy is not None:
             self._check_energy(energy)
         self.energy = energy
@@ -265,6 +263,7 @@ class DiffusionSampler(L.LightningModule):
             )
 
     def on_fit_start(self) -> None:
+        super().on_fit_start()
         if not self.hparams.cuda_graph:
             return
         if self.device.type != "cuda":
@@ -678,7 +677,9 @@ class DiffusionSampler(L.LightningModule):
         self._log_evaluation(batch, batch_idx, "test")
 
     # ----------------------------------------------------------------------------------------
-    def _parameter_groups(self) -> list[dict[str, Any]]:
+    def optimizer_parameters(self) -> list[dict[str, Any]]:
+        """The optimizer's parameter groups: the policy at the optimizer's lr, ``log Z`` and the
+        flows at ``flow_lr``, the learned backward network at ``backward_lr``."""
         def trainable(params: Iterator[nn.Parameter]) -> list[nn.Parameter]:
             return [p for p in params if p.requires_grad]
 
@@ -694,18 +695,6 @@ class DiffusionSampler(L.LightningModule):
         if self.net.backward_policy is not None:
             groups.append({"params": list(self.net.backward_policy.parameters()), "lr": self.hparams.backward_lr})
         return groups
-
-    def configure_optimizers(self) -> Any:
-        if self.optimizer_factory is None:
-            raise ValueError(
-                "DiffusionSampler was built without an optimizer: pass optimizer=... (e.g. "
-                "functools.partial(torch.optim.Adam, lr=1e-3)) to train it"
-            )
-        optimizer = self.optimizer_factory(params=self._parameter_groups())
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 def _over_time(network: Callable[[Tensor, Tensor], Any], states: Tensor, times: Tensor) -> Any:

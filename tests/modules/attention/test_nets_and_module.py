@@ -1,5 +1,5 @@
-"""The attention family's task networks and SupervisedModule: shapes, invariances, per-task heads,
-metrics computed by hand, parameter-matched baselines, a short real run, bf16, exact resume."""
+"""The attention family's task networks trained by SupervisedModule: shapes, invariances, per-task
+heads, parameter-matched baselines, a short real run, bf16, exact resume."""
 
 from __future__ import annotations
 
@@ -14,16 +14,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
 
 from tenfold.datamodules.attention.contextual_retrieval import ContextualRetrievalDataModule
 from tenfold.modules.attention import (
     CompositionalAttention,
     ContextualRetrievalNet,
     ObjectSequenceNet,
-    SupervisedModule,
     VisionTransformerNet,
 )
+from tenfold.modules.supervised import SupervisedModule
 from tenfold.modules.nets import ContextNorm, ConvGlyphEncoder, TransformerEncoder
 
 COMPOSITIONAL = functools.partial(CompositionalAttention, num_searches=2, num_retrievals=2)
@@ -142,56 +141,6 @@ def test_object_sequence_net_and_glyph_encoder_shapes() -> None:
         encoder(torch.rand(2, 1, 28, 28))
     net = ObjectSequenceNet(small_encoder(16), num_classes=4, sequence_length=9)
     assert net({"images": torch.rand(3, 9, 1, 32, 32)}).shape == (3, 4)
-
-
-class FixedLogits(nn.Module):
-    """Returns ``batch["logits"]`` (plus a zero-weighted parameter, so there is something to train)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.zeros(()))
-
-    def forward(self, batch: dict[str, Tensor]) -> Tensor:
-        return batch["logits"] + 0 * self.weight
-
-
-def test_supervised_module_loss_and_group_accuracy_by_hand() -> None:
-    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 0.0], [0.0, 2.0], [1.0, 0.0]])
-    target = torch.tensor([0, 0, 1, 1, 0])  # correct: yes, no, no, yes, yes
-    group = torch.tensor([0, 0, 1, 1, 1])
-    batches = [
-        {"logits": logits[:3], "target": target[:3], "relational": group[:3].bool()},
-        {"logits": logits[3:], "target": target[3:], "relational": group[3:].bool()},
-    ]
-    module = SupervisedModule(
-        FixedLogits(), functools.partial(torch.optim.SGD, lr=0.1), group_key="relational", group_names=["flat", "relational"]
-    )
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
-    (metrics,) = trainer.validate(module, DataLoader(batches, batch_size=None))
-    assert metrics["val/acc"] == pytest.approx(3 / 5)
-    assert metrics["val/acc_flat"] == pytest.approx(1 / 2)
-    assert metrics["val/acc_relational"] == pytest.approx(2 / 3)
-    expected_loss = (F.cross_entropy(logits[:3], target[:3]) * 3 + F.cross_entropy(logits[3:], target[3:]) * 2) / 5
-    assert metrics["val/loss"] == pytest.approx(expected_loss.item(), rel=1e-5)
-
-
-def test_supervised_module_l1_metric_and_errors() -> None:
-    module = SupervisedModule(FixedLogits(), functools.partial(torch.optim.SGD, lr=0.1), loss="l1")
-    batch = {"logits": torch.tensor([[1.0, 2.0], [0.0, 0.0]]), "target": torch.tensor([[1.5, 2.0], [1.0, -1.0]])}
-    loss, scores = module.loss_and_scores(batch)
-    assert loss.item() == pytest.approx((0.5 + 0 + 1 + 1) / 4)
-    torch.testing.assert_close(scores, torch.tensor([0.25, 1.0]))
-    with pytest.raises(ValueError, match="differ in shape"):
-        module.loss_and_scores({"logits": torch.zeros(2, 3), "target": torch.zeros(2)})
-    # mse trains on squared errors; the per-example metric stays the L1 error
-    mse = SupervisedModule(FixedLogits(), functools.partial(torch.optim.SGD, lr=0.1), loss="mse")
-    loss, scores = mse.loss_and_scores(batch)
-    assert loss.item() == pytest.approx((0.25 + 0 + 1 + 1) / 4)
-    torch.testing.assert_close(scores, torch.tensor([0.25, 1.0]))
-    with pytest.raises(ValueError, match="group_key and group_names go together"):
-        SupervisedModule(FixedLogits(), functools.partial(torch.optim.SGD, lr=0.1), group_key="task")
-    with pytest.raises(ValueError, match="loss must be"):
-        SupervisedModule(FixedLogits(), functools.partial(torch.optim.SGD, lr=0.1), loss="hinge")
 
 
 def _count_parameters(compose_cfg, experiment: str, tmp_path: Path, overrides: tuple[str, ...] = ()) -> int:

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from tenfold.datamodules.relational import RelationalTaskDataModule
-from tenfold.modules.attention import SupervisedModule
+from tenfold.modules.supervised import SupervisedModule
 from tenfold.modules.relational import CoRelNet
 
 

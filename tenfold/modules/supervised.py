@@ -1,6 +1,7 @@
-"""One LightningModule for the supervised tasks of the Compositional Attention paper: any net that
-maps a batch dict to predictions, trained with cross-entropy (classification) or an L1 / squared
-error (regression), with metrics per split and, optionally, per group of examples."""
+"""One LightningModule for supervised tasks of any family (the Compositional Attention tasks, the
+relational tasks, ...): any net that maps a batch dict to predictions, trained with cross-entropy
+(classification) or an L1 / squared error (regression), with metrics per split and, optionally,
+per group of examples."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from tenfold.modules.attention.base import ConfiguredOptimizerModule, OptimizerFactory, SchedulerFactory
+from tenfold.modules.base import ConfiguredOptimizerModule, OptimizerFactory, SchedulerFactory
 
 __all__ = ["SupervisedModule"]
 

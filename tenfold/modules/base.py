@@ -1,12 +1,15 @@
-"""The optimizer set-up shared by the LightningModules of the ``attention`` family."""
+"""The optimizer set-up that the LightningModules of every family share: the optimizer and the
+learning-rate scheduler come from the config as factories (Hydra ``_partial_``), so that a run
+changes them with an override and a module built in Python takes ``functools.partial``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import lightning as L
 import torch
+from torch import nn
 from torchmetrics import Metric
 
 __all__ = ["OptimizerFactory", "SchedulerFactory", "ConfiguredOptimizerModule"]
@@ -18,7 +21,8 @@ SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 class ConfiguredOptimizerModule(L.LightningModule):
     """A LightningModule whose optimizer and learning-rate scheduler are factories from the config.
 
-    It also resets its ``torchmetrics`` metrics when a fit starts: a ``validate``/``test`` call
+    The factory receives :meth:`optimizer_parameters` (all parameters unless a subclass groups
+    them). It also resets its ``torchmetrics`` metrics when a fit starts: a ``validate``/``test`` call
     before ``fit`` leaves metric states created under inference mode, which the fit loop's
     no-grad validation may not update in place.
 
@@ -48,13 +52,18 @@ class ConfiguredOptimizerModule(L.LightningModule):
             if isinstance(metric, Metric):
                 metric.reset()
 
+    def optimizer_parameters(self) -> Iterable[nn.Parameter] | list[dict[str, Any]]:
+        """What the optimizer factory receives as ``params``: all parameters; a subclass returns
+        parameter groups (e.g. a learning rate of their own) by overriding it."""
+        return self.parameters()
+
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:
             raise ValueError(
                 f"{type(self).__name__} was built without an optimizer: pass optimizer=... (e.g. "
                 "functools.partial(torch.optim.Adam, lr=1e-4)) to train it"
             )
-        optimizer = self.optimizer_factory(params=self.parameters())
+        optimizer = self.optimizer_factory(params=self.optimizer_parameters())
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)

@@ -1,0 +1,108 @@
+"""SupervisedModule and ConfiguredOptimizerModule, shared by the families: metrics computed by hand,
+argument errors, the optimizer and scheduler factories and the parameter-group hook."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from tenfold.modules.base import ConfiguredOptimizerModule
+from tenfold.modules.supervised import SupervisedModule
+
+
+class FixedLogits(nn.Module):
+    """Returns ``batch["logits"]`` (plus a zero-weighted parameter, so there is something to train)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(()))
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        return batch["logits"] + 0 * self.weight
+
+
+def test_supervised_module_loss_and_group_accuracy_by_hand() -> None:
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 0.0], [0.0, 2.0], [1.0, 0.0]])
+    target = torch.tensor([0, 0, 1, 1, 0])  # correct: yes, no, no, yes, yes
+    group = torch.tensor([0, 0, 1, 1, 1])
+    batches = [
+        {"logits": logits[:3], "target": target[:3], "relational": group[:3].bool()},
+        {"logits": logits[3:], "target": target[3:], "relational": group[3:].bool()},
+    ]
+    module = SupervisedModule(
+        FixedLogits(), functools.partial(torch.optim.SGD, lr=0.1), group_key="relational", group_names=["flat", "relational"]
+    )
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    (metrics,) = trainer.validate(module, DataLoader(batches, batch_size=None))
+    assert metrics["val/acc"] == pytest.approx(3 / 5)
+    assert metrics["val/acc_flat"] == pytest.approx(1 / 2)
+    assert metrics["val/acc_relational"] == pytest.approx(2 / 3)
+    expected_loss = (F.cross_entropy(logits[:3], target[:3]) * 3 + F.cross_entropy(logits[3:], target[3:]) * 2) / 5
+    assert metrics["val/loss"] == pytest.approx(expected_loss.item(), rel=1e-5)
+
+
+def test_supervised_module_l1_metric_and_errors() -> None:
+    module = SupervisedModule(FixedLogits(), functools.partial(torch.optim.SGD, lr=0.1), loss="l1")
+    batch = {"logits": torch.tensor([[1.0, 2.0], [0.0, 0.0]]), "target": torch.tensor([[1.5, 2.0], [1.0, -1.0]])}
+    loss, scores = module.loss_and_scores(batch)
+    assert loss.item() == pytest.approx((0.5 + 0 + 1 + 1) / 4)
+    torch.testing.assert_close(scores, torch.tensor([0.25, 1.0]))
+    with pytest.raises(ValueError, match="differ in shape"):
+        module.loss_and_scores({"logits": torch.zeros(2, 3), "target": torch.zeros(2)})
+    # mse trains on squared errors; the per-example metric stays the L1 error
+    mse = SupervisedModule(FixedLogits(), functools.partial(torch.optim.SGD, lr=0.1), loss="mse")
+    loss, scores = mse.loss_and_scores(batch)
+    assert loss.item() == pytest.approx((0.25 + 0 + 1 + 1) / 4)
+    torch.testing.assert_close(scores, torch.tensor([0.25, 1.0]))
+    with pytest.raises(ValueError, match="group_key and group_names go together"):
+        SupervisedModule(FixedLogits(), functools.partial(torch.optim.SGD, lr=0.1), group_key="task")
+    with pytest.raises(ValueError, match="loss must be"):
+        SupervisedModule(FixedLogits(), functools.partial(torch.optim.SGD, lr=0.1), loss="hinge")
+
+
+class TwoLayers(ConfiguredOptimizerModule):
+    """Two linear layers; the second trains at a tenth of the first's learning rate when grouped."""
+
+    def __init__(self, grouped: bool, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.first = nn.Linear(2, 2)
+        self.second = nn.Linear(2, 2)
+        self.grouped = grouped
+
+    def optimizer_parameters(self) -> Any:
+        if not self.grouped:
+            return super().optimizer_parameters()
+        return [{"params": self.first.parameters()}, {"params": self.second.parameters(), "lr": 0.01}]
+
+
+def test_configured_optimizer_takes_all_parameters_or_the_groups_of_the_hook() -> None:
+    plain = TwoLayers(grouped=False, optimizer=functools.partial(torch.optim.SGD, lr=0.1)).configure_optimizers()
+    assert [group["lr"] for group in plain.param_groups] == [0.1]
+    assert len(plain.param_groups[0]["params"]) == 4
+    grouped = TwoLayers(grouped=True, optimizer=functools.partial(torch.optim.SGD, lr=0.1)).configure_optimizers()
+    assert [group["lr"] for group in grouped.param_groups] == [0.1, 0.01]
+    assert [len(group["params"]) for group in grouped.param_groups] == [2, 2]
+
+
+def test_configured_scheduler_steps_at_the_interval_given() -> None:
+    module = TwoLayers(
+        grouped=False,
+        optimizer=functools.partial(torch.optim.SGD, lr=0.1),
+        scheduler=functools.partial(torch.optim.lr_scheduler.StepLR, step_size=1),
+        scheduler_interval="epoch",
+    )
+    config = module.configure_optimizers()
+    assert isinstance(config["lr_scheduler"]["scheduler"], torch.optim.lr_scheduler.StepLR)
+    assert config["lr_scheduler"]["scheduler"].optimizer is config["optimizer"]
+    assert config["lr_scheduler"]["interval"] == "epoch"
+    with pytest.raises(ValueError, match="scheduler_interval must be 'step' or 'epoch'"):
+        TwoLayers(grouped=False, scheduler_interval="batch")
+    with pytest.raises(ValueError, match="TwoLayers was built without an optimizer: pass optimizer="):
+        TwoLayers(grouped=False).configure_optimizers()
