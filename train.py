@@ -26,6 +26,7 @@ import os
 import re
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,8 @@ import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.plugins.config_source import ConfigSource
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
@@ -62,10 +65,39 @@ def available_experiments(config_dir: Path = CONFIG_DIR) -> list[str]:
     return available_configs("experiment", config_dir)
 
 
-def available_configs(group: str, config_dir: Path = CONFIG_DIR) -> list[str]:
-    """Names of a config group's options: paths of ``configs/<group>/**/*.yaml`` without the suffix."""
-    root = config_dir / group
-    return sorted(p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*.yaml"))
+def available_configs(group: str, config_dir: Path | Sequence[Path] = CONFIG_DIR) -> list[str]:
+    """Names of a config group's options: paths of ``<dir>/<group>/**/*.yaml`` without the suffix,
+    over one config directory or several (a search path)."""
+    config_dirs = [config_dir] if isinstance(config_dir, Path) else config_dir
+    return sorted(
+        {p.relative_to(d / group).with_suffix("").as_posix() for d in config_dirs for p in (d / group).rglob("*.yaml")}
+    )
+
+
+def config_search_dirs(argv: list[str], config_dir: Path = CONFIG_DIR) -> list[Path] | None:
+    """The config directories that Hydra searches for a command: ``config_dir``, each
+    ``--config-dir``/``-cd`` of ``argv`` and each ``file://`` (or plain path) entry of
+    ``hydra.searchpath``, given in ``argv`` or in the primary config ``<config_dir>/train.yaml``
+    (Hydra reads it nowhere else). ``None`` when the search path has an entry that is not a
+    directory here (``pkg://...``): then only Hydra knows which configs exist."""
+    dirs = [config_dir]
+    primary = OmegaConf.load(config_dir / "train.yaml") if (config_dir / "train.yaml").is_file() else None
+    entries: list[str] = list(OmegaConf.select(primary, "hydra.searchpath", default=None) or []) if primary else []
+    for index, arg in enumerate(argv):
+        option, sep, value = arg.partition("=")
+        if option in ("--config-dir", "-cd"):
+            if not sep:
+                value = argv[index + 1] if index + 1 < len(argv) else ""
+            entries.append(value)
+        elif option.lstrip("+") == "hydra.searchpath":
+            parsed = OverridesParser.create().parse_overrides([arg])[0].value()
+            entries.extend(parsed if isinstance(parsed, list) else [parsed])
+    for entry in entries:
+        scheme, sep, path = str(entry).rpartition("://")
+        if sep and scheme != "file" or not Path(path).is_dir():
+            return None
+        dirs.append(Path(path).resolve())
+    return dirs
 
 
 def _is_config_group(key: str, config_dir: Path = CONFIG_DIR) -> bool:
@@ -74,15 +106,11 @@ def _is_config_group(key: str, config_dir: Path = CONFIG_DIR) -> bool:
     return "." not in key and not key.startswith("hydra") and (config_dir / key).is_dir()
 
 
-def check_group_overrides(argv: list[str], config_dir: Path = CONFIG_DIR) -> str | None:
-    """Message naming the unknown choices of config groups in ``argv`` (``experiment=a[,b]``,
-    ``model=samplers/x``), with close matches and every option of the group, else ``None``.
-
-    Hydra's own error for a nested choice (``experiment=samplers/x``) does not list what exists,
-    so the entry point checks first. Hydra's own groups (``hydra/...``), lists (``[a,b]``) and
-    sweep expressions are left to Hydra.
-    """
-    lines = []
+def _group_choices(argv: list[str], config_dir: Path = CONFIG_DIR) -> list[tuple[str, str]]:
+    """``(group, name)`` for every choice of one of this project's config groups in ``argv``
+    (``experiment=a,b`` gives two); Hydra's own groups (``hydra/...``), lists (``[a,b]``), sweep
+    expressions and ``null`` are left out."""
+    choices = []
     for arg in argv:
         match = re.fullmatch(r"\+{0,2}([A-Za-z_][\w/]*)=(.*)", arg)
         if match is None or not _is_config_group(match.group(1), config_dir):
@@ -90,21 +118,68 @@ def check_group_overrides(argv: list[str], config_dir: Path = CONFIG_DIR) -> str
         group, value = match.groups()
         if _SWEEP_SYNTAX.search(value) or value.startswith("["):
             continue
-        known = available_configs(group, config_dir)
-        unknown = [
-            name for name in (part.strip().removesuffix(".yaml") for part in value.split(","))
-            if name and name != "null" and name not in known
-        ]
+        names = (part.strip().removesuffix(".yaml") for part in value.split(","))
+        choices.extend((group, name) for name in names if name and name != "null")
+    return choices
+
+
+def check_group_overrides(argv: list[str], config_dir: Path = CONFIG_DIR) -> str | None:
+    """Message naming the unknown choices of config groups in ``argv`` (``experiment=a[,b]``,
+    ``model=samplers/x``), with close matches and every option of the group, else ``None``.
+
+    Hydra's own error for a nested choice (``experiment=samplers/x``) does not list what exists,
+    so the entry point checks first, over the configs of :func:`config_search_dirs` (none when
+    that cannot tell). Hydra's own groups (``hydra/...``), lists (``[a,b]``) and sweep
+    expressions are left to Hydra.
+    """
+    search_dirs = config_search_dirs(argv, config_dir)
+    if search_dirs is None:
+        return None
+    lines = []
+    unknown_by_group: dict[str, list[str]] = {}
+    for group, name in _group_choices(argv, config_dir):
+        if name not in available_configs(group, search_dirs):
+            unknown_by_group.setdefault(group, []).append(name)
+    for group, unknown in unknown_by_group.items():
+        known = available_configs(group, search_dirs)
         for name in unknown:
-            lines.append(f"Unknown {group} '{name}': there is no configs/{group}/{name}.yaml.")
+            where = f"configs/{group}/{name}.yaml" if len(search_dirs) == 1 else (
+                f"{group}/{name}.yaml in {', '.join(str(d) for d in search_dirs)}"
+            )
+            lines.append(f"Unknown {group} '{name}': there is no {where}.")
             close = difflib.get_close_matches(name, known, n=3)
             if close:
                 lines.append(f"  Did you mean: {', '.join(close)}?")
-        if unknown:
-            title = "experiments" if group == "experiment" else f"{group} configs"
-            lines.append(f"Available {title} (python train.py {group}=<name>):")
-            lines.extend(f"  {name}" for name in known)
+        title = "experiments" if group == "experiment" else f"{group} configs"
+        lines.append(f"Available {title} (python train.py {group}=<name>):")
+        lines.extend(f"  {name}" for name in known)
     return "\n".join(lines) or None
+
+
+def _missing_global_package(path: Path | str) -> str:
+    """What to do about an experiment file without the ``_global_`` package header."""
+    return (
+        f"{path} lacks the header `# @package _global_`: without it Hydra nests the "
+        "file's keys under `experiment.`, so the run ignores them (and its `override /...` defaults fail). "
+        "Make `# @package _global_` the file's first line: Hydra reads the header only up to the first line "
+        "that is not a `# @...` directive."
+    )
+
+
+def check_experiment_packages(argv: list[str], config_dir: Path = CONFIG_DIR) -> str | None:
+    """Message naming the chosen experiment files (``experiment=<name>`` in ``argv``) whose header
+    does not put them in the global package, else ``None``. Hydra's error for such a file names
+    an internal key (``Could not override 'data@experiment.data'``), or there is no error at all
+    and the default experiment runs with the file's settings under ``experiment.``."""
+    problems = []
+    for group, name in _group_choices(argv, config_dir):
+        paths = [d / group / f"{name}.yaml" for d in config_search_dirs(argv, config_dir) or [config_dir]]
+        path = next((path for path in paths if path.is_file()), None)
+        if group != "experiment" or path is None:
+            continue
+        if ConfigSource._get_header_dict(path.read_text())["package"] != "_global_":
+            problems.append(_missing_global_package(path))
+    return "\n".join(problems) or None
 
 
 def _config_keys(node: DictConfig, prefix: str = "") -> list[str]:
@@ -303,11 +378,16 @@ def check_sweep_starts_no_processes(trainer: L.Trainer) -> None:
 def check_groups_are_configs(cfg: DictConfig) -> None:
     """Stops when a config group holds a bare name, which happens when a run is resumed from its
     saved config (``--config-path <run>/.hydra``), where group choices such as ``trainer=ddp``
-    are not found and become strings.
+    are not found and become strings; and when an experiment file without the ``_global_``
+    package header left its settings under ``experiment.`` (a composition from Python or a
+    sweep; the command line is checked before Hydra runs, by :func:`check_experiment_packages`).
 
     Raises:
-        ValueError: naming the group and the command that takes the override.
+        ValueError: naming the group and the command that takes the override, or the experiment
+            file and the header it needs.
     """
+    if isinstance(cfg.get("experiment"), DictConfig):
+        raise ValueError(_missing_global_package("The experiment file (experiment=<name>: experiment/<name>.yaml)"))
     for group in ("data", "model", "trainer", "callbacks", "logger", "paths", "experiment", "debug"):
         value = cfg.get(group)
         if isinstance(value, str):
@@ -741,6 +821,7 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     problem = check_group_overrides(sys.argv[1:])
+    problem = problem or check_experiment_packages(sys.argv[1:])
     if problem is not None:
         print(problem, file=sys.stderr)
         sys.exit(1)

@@ -592,6 +592,72 @@ def test_check_group_overrides_handles_sweeps_and_known_names() -> None:
     assert check(["hydra/launcher=slurm", "data=samplers/gmm25", "callbacks=[default,local_search]"], CONFIG_DIR) is None
 
 
+def _extra_experiments(root: Path) -> Path:
+    """A config directory of one's own beside the project's: ``mine/good`` (global package),
+    ``mine/late`` (its package line after a comment, which Hydra ignores) and ``mine/none``."""
+    experiments = root / "experiment" / "mine"
+    experiments.mkdir(parents=True)
+    (experiments / "good.yaml").write_text("# @package _global_\n# my run\ntask_name: mine/good\n")
+    (experiments / "late.yaml").write_text("# my run\n# @package _global_\ntask_name: mine/late\n")
+    (experiments / "none.yaml").write_text("task_name: mine/none\ntrainer:\n  max_steps: 1\n")
+    return root
+
+
+def test_config_dirs_of_ones_own_are_searched_by_the_choice_checks(tmp_path: Path) -> None:
+    extra = _extra_experiments(tmp_path / "extra")
+    check = train_script.check_group_overrides
+    # Hydra's ways of adding a config directory: --config-dir / -cd, hydra.searchpath
+    for argv in (
+        ["--config-dir", str(extra), "experiment=mine/good"],
+        [f"-cd={extra}", "experiment=mine/good"],
+        [f"hydra.searchpath=[file://{extra}]", "experiment=mine/good"],
+        [f"+hydra.searchpath=[{extra}]", "experiment=mine/good"],
+    ):
+        assert train_script.config_search_dirs(argv, CONFIG_DIR) == [CONFIG_DIR, extra.resolve()], argv
+        assert check(argv, CONFIG_DIR) is None, argv
+    message = check(["-cd", str(extra), "experiment=mine/goo"], CONFIG_DIR)
+    assert message is not None and message.splitlines()[:2] == [
+        f"Unknown experiment 'mine/goo': there is no experiment/mine/goo.yaml in {CONFIG_DIR}, {extra.resolve()}.",
+        "  Did you mean: mine/good, mine/none?",
+    ]
+    assert "  mine/good" in message.splitlines() and "  samplers/gmm25_tb" in message.splitlines()
+    # without the directory the choice is unknown; a package search path only Hydra can read
+    assert "Unknown experiment 'mine/good'" in (check(["experiment=mine/good"], CONFIG_DIR) or "")
+    assert train_script.config_search_dirs(["hydra.searchpath=[pkg://somewhere]"], CONFIG_DIR) is None
+    assert check(["hydra.searchpath=[pkg://somewhere]", "experiment=mine/goo"], CONFIG_DIR) is None
+    # and so does one in the primary config, the only config file whose search path Hydra reads
+    configs = tmp_path / "configs"
+    (configs / "experiment").mkdir(parents=True)
+    (configs / "train.yaml").write_text(f"hydra:\n  searchpath: [file://{extra}]\n")
+    assert train_script.config_search_dirs([], configs) == [configs, extra.resolve()]
+
+
+def test_experiment_files_need_the_global_package_header(tmp_path: Path, train_cli) -> None:
+    extra = _extra_experiments(tmp_path / "extra")
+    check = train_script.check_experiment_packages
+    assert check(["-cd", str(extra), "experiment=mine/good"], CONFIG_DIR) is None
+    for name in ("late", "none"):
+        message = check(["-cd", str(extra), f"experiment=mine/{name}"], CONFIG_DIR)
+        assert message is not None and message.startswith(f"{extra.resolve()}/experiment/mine/{name}.yaml lacks the header")
+        assert "Make `# @package _global_` the file's first line" in message
+    # every shipped experiment has it
+    assert check([f"experiment={','.join(train_script.available_experiments(CONFIG_DIR))}"], CONFIG_DIR) is None
+    # train.py stops before Hydra runs the default experiment with the file's keys under `experiment.`
+    result = train_cli(["-cd", str(extra), "experiment=mine/none", "trainer=cpu", f"hydra.run.dir={tmp_path / 'run'}"])
+    assert result.returncode != 0 and "mine/none.yaml lacks the header `# @package _global_`" in result.stdout
+    assert not (tmp_path / "run").exists()
+    # a composition that got past the command-line check (from Python, a sweep) stops in train()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose(config_name="train", overrides=[f"hydra.searchpath=[file://{extra}]", "experiment=mine/none"])
+    finally:
+        GlobalHydra.instance().clear()
+    assert cfg.experiment.trainer.max_steps == 1 and cfg.trainer.max_steps != 1
+    with pytest.raises(ValueError, match=r"experiment/<name>.yaml\) lacks the header `# @package _global_`"):
+        train_script.check_groups_are_configs(cfg)
+
+
 def test_unknown_override_key_names_the_key_and_the_fix(train_cli) -> None:
     result = train_cli(["experiment=samplers/gmm25_tb", "trainer.max_step=3"])
     assert result.returncode != 0
