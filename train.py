@@ -680,6 +680,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     if cfg.get("train"):
         check_run_dir_is_free(cfg.get("ckpt_path"), output_dir)
         fit_ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir, train=True)
+        if fit_ckpt_path is not None:
+            # a resumed run writes into its own checkpoint directory: Lightning's warning that it is not
+            # empty would read as a fault
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
     _info(f"Instantiating datamodule <{cfg.data._target_}>")
     datamodule: L.LightningDataModule = instantiate(cfg.data, _convert_="partial")
@@ -761,8 +765,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
                         model, ckpt_path, cfg.get("check_ckpt_hparams", True), datamodule, config_sections
                     )
             _info(f"Testing {'checkpoint ' + ckpt_path if ckpt_path else 'current weights'}")
-            trainer.test(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
+            results = trainer.test(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
             metric_dict.update(_floats(trainer.callback_metrics))
+            for metrics in results:  # one dict per test dataloader, also kept in train.log
+                _info("Test: " + ", ".join(f"{name} = {value:.6g}" for name, value in sorted(_floats(metrics).items())))
     finally:
         if "wandb" in sys.modules and sys.modules["wandb"].run is not None:
             sys.modules["wandb"].finish()

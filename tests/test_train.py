@@ -237,6 +237,7 @@ def test_resume_from_run_directory_equals_uninterrupted_run(train_cli, tmp_path:
     result = train_cli([*from_run, "trainer.max_steps=8"])
     assert result.returncode == 0, result.stdout[-5000:]
     assert "ckpt_path=last: resuming from" in result.stdout
+    assert "exists and is not empty" not in result.stdout  # Lightning's warning, which reads as a fault here
     overrides = list(OmegaConf.load(half / ".hydra" / "overrides.yaml"))
     assert overrides[0] == "experiment=samplers/gmm25_tb_expl_ls" and overrides[-2:] == ["ckpt_path=last", "trainer.max_steps=8"]
     # evaluating the run with its own config (in its directory) keeps the training's config
@@ -281,6 +282,9 @@ def test_resume_from_run_directory_equals_uninterrupted_run(train_cli, tmp_path:
     )
     assert result.returncode == 0, result.stdout[-5000:]
     assert "test/elbo" in result.stdout
+    # the test figures are in the run's text log too (a resumed run's metrics.csv drops them)
+    (test_line,) = [line for line in (tmp_path / "eval" / "train.log").read_text().splitlines() if "- Test: " in line]
+    assert "test/elbo = " in test_line and "test/w2 = " in test_line
     # ... and refuses to evaluate it as another sampler (weights of the same shapes, other steps)
     result = train_cli(
         [

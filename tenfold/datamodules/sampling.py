@@ -7,6 +7,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, IterableDataset, Sampler
 
 __all__ = ["EpochShuffleSampler", "ResumableDataLoader"]
@@ -106,9 +107,12 @@ class ResumableDataLoader(DataLoader):
 
     def _batches_to_skip_now(self) -> int:
         state, self._resume_state = self._resume_state, None
-        if state is None or state["epoch"] != self._epoch_read:
+        if state is None:
             return 0
         batches = int(state["batches"])
+        if state["epoch"] != self._epoch_read:
+            self._warn_if_left_within_an_epoch(state["epoch"], batches)
+            return 0
         if batches and isinstance(self.dataset, IterableDataset):
             raise ValueError(
                 "ResumableDataLoader resumes within an epoch by skipping indices, which an "
@@ -120,6 +124,24 @@ class ResumableDataLoader(DataLoader):
         except TypeError:
             return batches
         return batches if batches < total else 0
+
+    def _warn_if_left_within_an_epoch(self, saved_epoch: int | None, batches: int) -> None:
+        """Warns when the saved state stopped within an epoch that this run does not read: a run
+        that ``max_steps`` stopped within an epoch, resumed with a larger ``max_steps``, which
+        Lightning 2.6 continues with the samplers' epoch one ahead (README, Resuming)."""
+        try:
+            total = len(self)
+        except TypeError:
+            return
+        if saved_epoch is None or self._epoch_read is None or not 0 < batches < total:
+            return
+        rank_zero_warn(
+            f"The checkpoint's training loader had read {batches} of the {total} batches of epoch {saved_epoch}, "
+            f"but this run reads epoch {self._epoch_read}: Lightning continues a run that trainer.max_steps "
+            "stopped within an epoch with the samplers' epoch one ahead, so the run goes on correctly but does "
+            f"not repeat the uninterrupted one. To extend runs exactly, stop them at an epoch end (max_steps a "
+            f"multiple of the {total} batches per epoch)."
+        )
 
     def _sampler_epoch(self) -> int | None:
         for sampler in (self.sampler, self.batch_sampler, getattr(self.batch_sampler, "sampler", None)):

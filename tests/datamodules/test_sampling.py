@@ -3,6 +3,8 @@ ResumableDataLoader: a loader whose position within an epoch resumes from its st
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch.utils.data import Dataset, IterableDataset
@@ -95,7 +97,15 @@ def test_a_state_from_the_end_or_from_another_epoch_skips_nothing() -> None:
         resumed = _loader(_RecordingDataset())
         resumed.load_state_dict(state)
         resumed.sampler.set_epoch(1)
-        assert [batch.tolist() for batch in resumed] == expected, state
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert [batch.tolist() for batch in resumed] == expected, state
+        # only a state left within another epoch (Lightning's restart after a max_steps stop) warns
+        messages = [str(warning.message) for warning in caught]
+        if state == {"epoch": 0, "batches": 3}:
+            assert len(messages) == 1 and "had read 3 of the 7 batches of epoch 0, but this run reads epoch 1" in messages[0]
+        else:
+            assert messages == [], state
 
 
 def test_bad_states_and_iterable_datasets_are_refused() -> None:
