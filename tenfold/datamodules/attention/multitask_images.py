@@ -216,8 +216,8 @@ def _missing_data_message(
     return (
         f"{name}: could not {attempt} the {split} split under {folder} ({type(error).__name__}: "
         f"{error}). It needs the files {files} there: run once on a machine with internet access "
-        f"with data.download=true (torchvision downloads them into paths.data_dir), or copy them "
-        f"there from {source}"
+        "with data.download=true (torchvision downloads them into data.data_dir, by default paths.data_dir), "
+        f"or copy them there from {source}"
     )
 
 
@@ -496,11 +496,19 @@ class MultitaskImageDataModule(L.LightningDataModule):
         return len(self.tasks)
 
     def prepare_data(self) -> None:
-        """Downloads (when ``download``) and checks every torchvision dataset among the tasks."""
+        """Downloads (when ``download``) and checks every torchvision dataset among the tasks; one
+        error names every dataset that is missing, so that they can all be fetched at once."""
+        missing = []
         for name in self.tasks:
-            if name != TRIANGLES:
+            if name == TRIANGLES:
+                continue
+            try:
                 for train in (True, False):
                     load_image_task(name, self.data_dir, train, self.download)
+            except RuntimeError as error:
+                missing.append(str(error))
+        if missing:
+            raise RuntimeError("\n".join(missing))
 
     def setup(self, stage: str | None = None) -> None:
         """Reads the datasets' splits and builds the per-task datasets (once)."""

@@ -544,13 +544,17 @@ def _class_ids(labels: np.ndarray, path: Path) -> np.ndarray:
     return labels.astype(np.int64)
 
 
-def _missing_file(path: Path, task: str | None = None) -> FileNotFoundError:
-    """The error for a missing released file, saying where to get it (and, for a ``task`` of
-    :data:`GENERATED_TASKS`, that its scenes can be generated instead)."""
+def _missing_file(paths: Path | Sequence[Path], task: str | None = None) -> FileNotFoundError:
+    """The error for missing released files (one folder), saying where to get all of them (and,
+    for a ``task`` of :data:`GENERATED_TASKS`, that its scenes can be generated instead)."""
+    paths = [paths] if isinstance(paths, Path) else list(paths)
+    names = ", ".join(path.name for path in paths)
+    bucket = ", ".join(f"gs://relations-game-datasets/{path.name}" for path in paths)
     generate = ", or set data_dir=null to generate the scenes instead" if task in GENERATED_TASKS else ""
+    noun = "file" if len(paths) == 1 else "files"
     return FileNotFoundError(
-        f"Relational Games file {path} not found: download {path.name} from the bucket "
-        f"{DOWNLOAD_URL} (gs://relations-game-datasets/{path.name}) into {path.parent}{generate}"
+        f"Relational Games {noun} not found in {paths[0].parent}: {names}. Download {'it' if len(paths) == 1 else 'them'} "
+        f"from the bucket {DOWNLOAD_URL} ({bucket}) into {paths[0].parent}{generate}"
     )
 
 
@@ -624,12 +628,12 @@ def require_released(
     object_set_names: Sequence[str],
     file_prefix: str | None = None,
 ) -> None:
-    """Raises FileNotFoundError, saying where to get it, for the first file of ``task`` and
+    """Raises FileNotFoundError, saying where to get them, naming every file of ``task`` and
     ``object_set_names`` (named as :func:`released_file`) missing from ``data_dir``."""
-    for name in object_set_names:
-        path = released_file(data_dir, task, name, file_prefix)
-        if not path.is_file():
-            raise _missing_file(path, task)
+    paths = [released_file(data_dir, task, name, file_prefix) for name in object_set_names]
+    missing = [path for path in paths if not path.is_file()]
+    if missing:
+        raise _missing_file(missing, task)
 
 
 def derive_left_of(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

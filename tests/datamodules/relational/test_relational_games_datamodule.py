@@ -156,6 +156,12 @@ def test_configs_build_the_datamodule(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"xoccurs_pentos\.npz.*relations-game-datasets") as missing:
         instantiate(cfg).prepare_data()
     assert "generate" not in str(missing.value)
+    # every missing file at once, so that all can be fetched in one go
+    assert "xoccurs_pentos.npz, xoccurs_hexos.npz, xoccurs_stripes.npz. Download them" in str(missing.value)
+    (tmp_path / "xoccurs_hexos.npz").touch()  # present: only the other two are named
+    with pytest.raises(FileNotFoundError) as missing:
+        instantiate(cfg).prepare_data()
+    assert "not found in " + str(tmp_path) + ": xoccurs_pentos.npz, xoccurs_stripes.npz." in str(missing.value)
 
 
 def test_configuration_errors():
