@@ -9,7 +9,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tenfold-installed
 
-# The default experiment and its CPU-sized setting (see README, "Experiments").
+# The default experiment and its CPU-sized setting (see README, "Running experiments").
 EXPERIMENT ?= samplers/gmm25_tb_expl_ls
 TRAIN_ARGS ?= trainer=cpu trainer.max_epochs=6 trainer.check_val_every_n_epoch=2
 

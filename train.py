@@ -452,6 +452,9 @@ EXECUTION_SETTINGS = frozenset(
     {"batch_size", "eval_batch_size", "num_workers", "pin_memory", "persistent_workers", "data_dir",
      "cuda_graph", "compile_networks"}
 )
+# Data keys that only shape training (how many batches make an epoch): compared when resuming, not
+# when evaluating.
+TRAINING_ONLY_SETTINGS = frozenset({"steps_per_epoch"})
 
 
 def _flatten(prefix: str, tree: Any) -> dict[str, Any]:
@@ -483,9 +486,9 @@ def check_checkpoint_hparams(
     evaluated with another ``data.seed`` is tested on objects it was trained on. With
     ``must_match`` a difference in the model stops the run with the overrides that reproduce the
     checkpoint's settings; a difference in the data only warns (an evaluation may take a larger
-    test set, and training-only settings such as ``data.steps_per_epoch`` do not matter), as do
-    all differences without ``must_match``. :data:`EXECUTION_SETTINGS` (batch sizes, workers,
-    paths, compilation) are not compared.
+    test set), as do all differences without ``must_match``. :data:`EXECUTION_SETTINGS` (batch
+    sizes, workers, paths, compilation) are not compared, nor, for an evaluation,
+    :data:`TRAINING_ONLY_SETTINGS` (``data.steps_per_epoch``).
 
     The same holds for resuming a training run (``resume``): a resume with ``model.num_steps=20``
     from a run trained with 10 would continue another sampler, one of another experiment fails
@@ -511,10 +514,9 @@ def check_checkpoint_hparams(
     if saved_config is not None and config is not None:
         saved.update(_flatten("", _plain(saved_config)))
         current.update(_flatten("", _plain(config)))
+    ignored = EXECUTION_SETTINGS if resume else EXECUTION_SETTINGS | TRAINING_ONLY_SETTINGS
     differing = sorted(
-        key
-        for key in saved.keys() & current.keys()
-        if saved[key] != current[key] and key.rsplit(".", 1)[-1] not in EXECUTION_SETTINGS
+        key for key in saved.keys() & current.keys() if saved[key] != current[key] and key.rsplit(".", 1)[-1] not in ignored
     )
     if not differing:
         return

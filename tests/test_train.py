@@ -299,9 +299,9 @@ def test_resume_from_run_directory_equals_uninterrupted_run(train_cli, tmp_path:
     )
     assert result.returncode != 0
     assert "model.num_steps: checkpoint 8, config 20" in result.stdout
-    # the training-only data setting is listed too (it alone would only warn)
+    # the training-only data setting (data.steps_per_epoch=4 in training) is not: it cannot change a test
     assert (
-        "Repeat the training overrides (data.steps_per_epoch=4 model.num_steps=8), or evaluate with the run's own "
+        "Repeat the training overrides (model.num_steps=8), or evaluate with the run's own "
         f"config (--config-path {full}/.hydra"
     ) in result.stdout
 
@@ -325,6 +325,14 @@ def test_checkpoint_hyperparameters_are_compared_before_evaluating(tmp_path: Pat
     monkeypatch.setattr(train_script, "_warn", warned.append)
     train_script.check_checkpoint_hparams(other, str(ckpt), must_match=False)
     assert len(warned) == 1 and "model.num_steps: checkpoint 20, config 100" in warned[0]
+    # a training-only data setting warns when resuming (the epochs change), not when evaluating
+    torch.save({"hyper_parameters": {}, "datamodule_hyper_parameters": {"steps_per_epoch": 4, "batch_size": 8}}, ckpt)
+    data = SimpleNamespace(hparams={"steps_per_epoch": 100, "batch_size": 300})
+    warned.clear()
+    train_script.check_checkpoint_hparams(SimpleNamespace(hparams={}), str(ckpt), True, data)
+    assert warned == []
+    train_script.check_checkpoint_hparams(SimpleNamespace(hparams={}), str(ckpt), True, data, resume=True)
+    assert len(warned) == 1 and "  data.steps_per_epoch: checkpoint 4, config 100\nRepeat" in warned[0]
 
 
 RELATIONAL_TINY = [
