@@ -570,6 +570,31 @@ def test_basic_sweep_returns_the_optimized_metric_per_job(train_cli, tmp_path: P
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
 
 
+def test_optuna_sweep_as_the_readme_gives_it(train_cli, tmp_path: Path) -> None:
+    result = train_cli(
+        [
+            "-m",
+            "hydra/sweeper=optuna",
+            "hydra.sweeper.n_trials=2",
+            "hydra.sweeper.direction=maximize",
+            "model.sigma2=interval(1.0,10.0)",
+            "experiment=samplers/gmm25_tb",
+            "trainer=cpu",
+            *TINY,
+            "data.steps_per_epoch=2",
+            "trainer.max_steps=2",
+            "trainer.check_val_every_n_epoch=1",
+            "test=false",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        ]
+    )
+    assert result.returncode == 0, result.stdout[-5000:]
+    assert result.stdout.count("optimized_metric val/elbo = ") == 2
+    best = OmegaConf.load(tmp_path / "sweep" / "optimization_results.yaml")
+    assert best.name == "optuna" and 1.0 <= best.best_params["model.sigma2"] <= 10.0
+    assert "setup plugin alembic" not in result.stdout  # the sweeper's imports, quiet
+
+
 def test_unknown_experiment_lists_the_available_ones(train_cli) -> None:
     result = train_cli(["experiment=samplers/gmm25_tbb"])
     assert result.returncode != 0
