@@ -77,7 +77,8 @@ class LastCheckpoint(ModelCheckpoint):
     restarts and not on others: from a save at a training epoch's end, a run stopped there by
     ``max_steps`` and resumed to a later ``max_steps`` logged every row one step late, and
     resumed to a later ``max_epochs`` it did not. This callback writes the count the continuation
-    must start from into its checkpointed state and sets it when training restarts.
+    must start from into its checkpointed state and sets it when training restarts (at the
+    first epoch start or, resumed within an epoch, the first batch start).
 
     Lightning keys a callback's checkpointed state by its class name and trigger settings; as its
     own class, this callback's key never collides with the run's ``ModelCheckpoint``, whatever
@@ -98,6 +99,9 @@ class LastCheckpoint(ModelCheckpoint):
             self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        # a run resumed within an epoch starts here: Lightning does not call on_train_epoch_start for
+        # the epoch it continues
+        self._set_restored_step_count(trainer)
         self._step_count_at_batch_start = trainer.fit_loop.epoch_loop._batches_that_stepped
 
     def _continuation_step_count(self, trainer: L.Trainer) -> int:
@@ -125,7 +129,11 @@ class LastCheckpoint(ModelCheckpoint):
         super().load_state_dict(state_dict)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # after Lightning's restart has set the count (its loops restore before the first epoch starts)
+        self._set_restored_step_count(trainer)
+
+    def _set_restored_step_count(self, trainer: L.Trainer) -> None:
+        """Sets the restored count once, at the first training hook of the resumed run (after
+        Lightning's restart has set its own: its loops restore before training starts)."""
         if self._restored_step_count is not None:
             trainer.fit_loop.epoch_loop._batches_that_stepped = self._restored_step_count
             self._restored_step_count = None

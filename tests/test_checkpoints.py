@@ -133,11 +133,14 @@ def _logged_training_steps(
 
 
 # First fit stopped at the end of epoch 0 (by max_epochs, or by max_steps), or within epoch 1 (a
-# step trigger); its checkpoint resumed to step 8. Every resumed row must carry the step that the
-# uninterrupted run gave it. Lightning adds one to its step count on some restarts and not on
-# others (it was one step late from a max_steps stop, one early after a max_epochs stop, when
-# LastCheckpoint corrected the epoch-end save unconditionally).
-@pytest.mark.parametrize("resumed_stop", [{"max_epochs": 10, "max_steps": 8}, {"max_epochs": 2, "max_steps": -1}], ids=["to_step_8", "to_epoch_2"])
+# step trigger); its checkpoint resumed to step 12, the end of epoch 2. Every resumed row must
+# carry the step that the uninterrupted run gave it. Lightning adds one to its step count on some
+# restarts and not on others (it was one step late from a max_steps stop, one early after a
+# max_epochs stop, when LastCheckpoint corrected the epoch-end save unconditionally; resumed within
+# an epoch, the count went back at the next epoch's start, when it was set there only).
+@pytest.mark.parametrize(
+    "resumed_stop", [{"max_epochs": 10, "max_steps": 12}, {"max_epochs": 3, "max_steps": -1}], ids=["to_step_12", "to_epoch_3"]
+)
 @pytest.mark.parametrize(
     ("first_stop", "checkpoint_name"),
     [
@@ -158,8 +161,8 @@ def test_a_resumed_run_logs_each_step_as_the_uninterrupted_run(
             ModelCheckpoint(dirpath=tmp_path / "ckpt", filename="best", monitor="val/loss", enable_version_counter=False),
         ]
 
-    uninterrupted = _logged_training_steps(tmp_path / "full", 10, 8, [])
-    assert uninterrupted == list(range(8))
+    uninterrupted = _logged_training_steps(tmp_path / "full", 10, 12, [])
+    assert uninterrupted == list(range(12))
     val_check_interval = first_stop.get("val_check_interval")
     first = _logged_training_steps(
         tmp_path / "half", first_stop["max_epochs"], first_stop["max_steps"], callbacks(), val_check_interval=val_check_interval
