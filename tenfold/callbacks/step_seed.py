@@ -41,11 +41,19 @@ class StepSeed(L.Callback):
     run continues the same streams even when started with another seed.
 
     Args:
-        seed: base seed; ``None`` draws one from the operating system.
+        seed: base seed; ``None`` draws one from the operating system (on every process, and
+            rank 0's goes to all ranks at ``setup``: a checkpoint keeps rank 0's seed only, so
+            ranks that kept their own would draw other numbers after a resume).
     """
 
     def __init__(self, seed: int | None = None) -> None:
+        self._drawn = seed is None
         self.seed = int(seed) if seed is not None else random.SystemRandom().randrange(2**63)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Gives every rank rank 0's drawn seed (before a checkpoint's seed is restored)."""
+        if self._drawn:
+            self.seed = int(trainer.strategy.broadcast(self.seed, src=0))
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int

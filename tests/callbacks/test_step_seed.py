@@ -50,3 +50,19 @@ def test_state_dict_restores_the_base_seed() -> None:
     expected = _draw()
     restored.on_train_batch_start(_trainer(2), None, None, 0)
     assert _draw() == expected
+
+
+def test_a_drawn_seed_is_rank_zeros_on_every_rank() -> None:
+    """With seed=None every process draws its own; setup gives all ranks rank 0's, because a
+    checkpoint keeps rank 0's state only and a resumed rank 1 would otherwise change streams."""
+    rank_zero, rank_one = StepSeed(seed=None), StepSeed(seed=None)
+    assert rank_zero.seed != rank_one.seed
+
+    def trainer_broadcasting(value: int) -> SimpleNamespace:  # what DDP's broadcast from rank 0 returns
+        return SimpleNamespace(strategy=SimpleNamespace(broadcast=lambda obj, src: value if src == 0 else obj))
+
+    rank_one.setup(trainer_broadcasting(rank_zero.seed), None, "fit")
+    assert rank_one.seed == rank_zero.seed
+    given = StepSeed(seed=5)
+    given.setup(trainer_broadcasting(rank_zero.seed), None, "fit")  # a given seed is every rank's already
+    assert given.seed == 5
