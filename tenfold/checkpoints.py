@@ -16,6 +16,7 @@ from fsspec.implementations.local import LocalFileSystem
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from omegaconf import DictConfig, OmegaConf
 
 __all__ = ["AtomicCheckpointIO", "ConfigInCheckpoint", "LastCheckpoint", "is_complete_checkpoint", "replaced_atomically"]
 
@@ -149,12 +150,16 @@ class ConfigInCheckpoint(Callback):
     adds this callback to every training run; :meth:`saved` reads the config back.
 
     Args:
-        config: e.g. ``{"model": {...}, "data": {...}}``, plain Python values only (the checkpoint
-            is read with ``torch.load(weights_only=True)``).
+        config: e.g. ``{"model": {...}, "data": {...}}``, plain Python values (the checkpoint is
+            read with ``torch.load(weights_only=True)``); an OmegaConf config (e.g. Hydra's
+            ``cfg``) is converted, its interpolations resolved.
     """
 
-    def __init__(self, config: dict[str, Any]) -> None:
-        self.config = config
+    def __init__(self, config: dict[str, Any] | DictConfig) -> None:
+        if not isinstance(config, (dict, DictConfig)):
+            raise TypeError(f"ConfigInCheckpoint takes a dict of config sections, got {type(config).__name__}")
+        # plain containers all the way down, also where a section is an OmegaConf node
+        self.config: dict[str, Any] = OmegaConf.to_container(OmegaConf.create(config), resolve=True)  # type: ignore[assignment]
 
     def state_dict(self) -> dict[str, Any]:
         return {"config": self.config}

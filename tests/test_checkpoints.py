@@ -8,13 +8,14 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+from omegaconf import OmegaConf
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.demos.boring_classes import BoringModel
 from lightning.pytorch.loggers import CSVLogger
 
 import tenfold.checkpoints as checkpoints_module
-from tenfold.checkpoints import AtomicCheckpointIO, LastCheckpoint, is_complete_checkpoint
+from tenfold.checkpoints import AtomicCheckpointIO, ConfigInCheckpoint, LastCheckpoint, is_complete_checkpoint
 from tests.conftest import read_csv_rows
 
 
@@ -175,3 +176,16 @@ def test_a_resumed_run_logs_each_step_as_the_uninterrupted_run(
         val_check_interval=val_check_interval,
     )
     assert resumed == uninterrupted[resumed_from:]
+
+
+def test_config_in_checkpoint_keeps_plain_values_of_omegaconf_sections(tmp_path: Path) -> None:
+    """Hydra's cfg.model is the natural argument: saved as it is, the checkpoint would not load with
+    weights_only=True (every resume and evaluation loads it so)."""
+    cfg = OmegaConf.create({"model": {"width": 8, "depth": "${model.width}", "pair": [0, 2]}, "data": {"seed": 3}})
+    for config in (cfg, {"model": cfg.model, "data": {"seed": 3}}):
+        callback = ConfigInCheckpoint(config)
+        torch.save({"callbacks": {"ConfigInCheckpoint": callback.state_dict()}}, tmp_path / "c.ckpt")
+        loaded = torch.load(tmp_path / "c.ckpt", weights_only=True)
+        assert ConfigInCheckpoint.saved(loaded) == {"model": {"width": 8, "depth": 8, "pair": [0, 2]}, "data": {"seed": 3}}
+    with pytest.raises(TypeError, match="takes a dict of config sections, got list"):
+        ConfigInCheckpoint([cfg])  # type: ignore[arg-type]

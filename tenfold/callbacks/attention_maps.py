@@ -27,15 +27,17 @@ __all__ = ["AttentionMaps"]
 
 
 class AttentionMaps(L.Callback):
-    """Saves a PNG of ``pl_module.attention_maps(batch)`` every ``every_n_epochs`` validation
-    epochs and at the end of testing.
+    """Saves a PNG of ``pl_module.attention_maps(batch)`` at the validations of every
+    ``every_n_epochs``-th training epoch and at the end of testing.
 
     Files go to ``<trainer.log_dir or trainer.default_root_dir>/plots/`` named
     ``attention_{stage}_epoch{E:04d}_step{S:08d}.png``; with a ``TensorBoardLogger`` the figure is
     also added under ``"attention/{stage}"``. Only global rank 0 draws. No state to checkpoint.
 
     Args:
-        every_n_epochs: validation epochs between two figures.
+        every_n_epochs: plot after the validations of epochs with ``(epoch + 1) % every_n_epochs
+            == 0`` (counted in training epochs, as ``SamplePlots``: with
+            ``check_val_every_n_epoch=2`` and ``every_n_epochs=2``, every validation plots).
     """
 
     def __init__(self, every_n_epochs: int = 1) -> None:

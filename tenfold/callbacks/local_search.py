@@ -533,8 +533,11 @@ class LocalSearchReplay(L.Callback):
     0.36 +- 0.12, 14.3 modes (``benchmarks/results/samplers_quality_epoch_draws_runs.csv``).
 
     Logged with ``pl_module.log`` (on_step): ``local_search/acceptance_rate``,
-    ``local_search/step_size`` (after each local search), ``buffer/size``,
-    ``buffer/max_log_reward`` (after each step).
+    ``local_search/step_size`` (logged at each local search; Lightning repeats a value logged
+    on_step at every later step of that epoch until it is logged again, so the rows between two
+    local searches show the last one's), ``buffer/size``, ``buffer/max_log_reward`` (after each
+    step). A forward step whose ``training_step`` output lacks ``"samples"`` or ``"log_reward"``
+    warns once: the buffer would stay empty.
 
     State (``state_dict``, saved in Lightning checkpoints, loadable with
     ``torch.load(weights_only=True)``): buffer contents, random stream, current step size, step
@@ -546,7 +549,9 @@ class LocalSearchReplay(L.Callback):
     number of processes, every rank takes rank 0's buffer and the other ranks reseed their stream
     from (seed, rank, step).
     A stream saved on another device type (CPU vs CUDA) cannot be restored and is reseeded the
-    same way, with a warning.
+    same way, with a warning. Lightning keys the state by the callback's ``capacity``,
+    ``priority`` and ``local_search_mode``: resumed with another of these, the callback starts
+    empty (Lightning warns that the checkpoint holds no state for it).
 
     Args:
         capacity: buffer size (official 600,000).
@@ -629,6 +634,8 @@ class LocalSearchReplay(L.Callback):
         self.step = 0
         self.batch_size = batch_size or 0
         self._last_ls_window = -1
+        self._warned_no_samples = False
+        self._gave_backward_batch = False
         self._rank = 0
         self._generator: torch.Generator | None = None
         self._pending_generator: tuple[Tensor, str, int] | None = None
@@ -707,6 +714,7 @@ class LocalSearchReplay(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         self._ensure_device(pl_module.device)
+        self._gave_backward_batch = False
         enough = self.batch_size > 0 and len(self.buffer) >= self.batch_size
         if not (self._is_backward_step() and enough):
             return
@@ -719,6 +727,7 @@ class LocalSearchReplay(L.Callback):
             source = self.ls_buffer
         x, _ = source.get(self._draw(source, self.batch_size))
         pl_module.backward_batch = x
+        self._gave_backward_batch = True
 
     def _draw(self, buffer: PrioritizedReplayBuffer, n: int) -> Tensor:
         """``n`` storage positions of ``buffer`` drawn with replacement as ``batch_draws`` says."""
@@ -768,7 +777,16 @@ class LocalSearchReplay(L.Callback):
         batch_idx: int,
     ) -> None:
         pl_module.backward_batch = None
-        if isinstance(outputs, Mapping) and "samples" in outputs and "log_reward" in outputs:
+        fills_the_buffer = isinstance(outputs, Mapping) and "samples" in outputs and "log_reward" in outputs
+        if not self._gave_backward_batch and not fills_the_buffer and not self._warned_no_samples:
+            self._warned_no_samples = True
+            returned = f"a dict with keys {sorted(outputs)}" if isinstance(outputs, Mapping) else type(outputs).__name__
+            rank_zero_warn(
+                f"LocalSearchReplay: {type(pl_module).__name__}.training_step returned {returned} on a forward step, "
+                "without 'samples' and 'log_reward': the buffer stays empty, so no backward step or local search "
+                "runs. Return a dict with the loss, 'samples' [B, D] and 'log_reward' [B] (the callback's protocol)"
+            )
+        if fills_the_buffer:
             self._ensure_device(pl_module.device)
             samples, log_r = outputs["samples"], outputs["log_reward"]
             self._insert(self.buffer, samples, log_r)

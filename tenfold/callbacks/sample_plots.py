@@ -107,6 +107,32 @@ class SamplePlots(L.Callback):
         self.seed = seed
         self.on_test = on_test
 
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check_protocol(pl_module)
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.on_test:
+            self._check_protocol(pl_module)
+
+    def _check_protocol(self, pl_module: L.LightningModule) -> None:
+        """Stops at the start, not after the first epoch, when the module lacks the protocol."""
+        sample = getattr(pl_module, "sample", None)
+        if not callable(sample) or getattr(pl_module, "energy", None) is None:
+            raise AttributeError(
+                f"SamplePlots needs {type(pl_module).__name__} to provide sample(n, generator=...) and an `energy` "
+                "(the target, with dim, log_reward, plot_bounds, can_sample and sample; see the callback's "
+                "docstring), set by the time training or testing starts"
+            )
+        parameters = inspect.signature(sample).parameters.values()
+        takes_generator = any(
+            parameter.name == "generator" or parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters
+        )
+        if not takes_generator:
+            raise TypeError(
+                f"SamplePlots calls {type(pl_module).__name__}.sample(n, generator=...): give sample a "
+                "`generator` argument (a torch.Generator on the module's device to draw its noise from)"
+            )
+
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs != 0:
             return
@@ -139,11 +165,7 @@ class SamplePlots(L.Callback):
 
     def _draw(self, pl_module: L.LightningModule, energy: Any) -> tuple[Tensor, Tensor | None]:
         """Model samples [n, D] and target samples [n, D] (or None), float32 on CPU."""
-        if "generator" not in inspect.signature(pl_module.sample).parameters:
-            raise TypeError(
-                f"SamplePlots calls {type(pl_module).__name__}.sample(n, generator=...): give sample a "
-                "`generator` argument (a torch.Generator on the module's device to draw its noise from)"
-            )
+        self._check_protocol(pl_module)
         device = pl_module.device
         fork_devices: list[int] = []
         if device.type == "cuda":

@@ -1,7 +1,9 @@
 """Tests of the prioritized replay buffer, MALA local search and the LocalSearchReplay callback."""
 
 import math
+import warnings
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import pytest
@@ -652,3 +654,25 @@ def test_diffusion_sampler_takes_backward_batches_unless_its_loss_is_on_policy(l
     # the backward batch comes from the buffer, which holds the forward step's terminal states
     stored = set(map(tuple, callback.buffer.contents()[0].tolist()))
     assert received[0].shape == (16, 2) and set(map(tuple, received[0].tolist())) <= stored
+
+
+@pytest.mark.parametrize("output", ["tensor", "misspelled key"])
+def test_a_training_step_that_returns_no_samples_warns_once(tmp_path: Path, output: str) -> None:
+    """The protocol's forward-step output fills the buffer; without it nothing ever runs (no
+    backward step, no local search), which must not pass silently."""
+
+    class NoSamples(GaussianMeanSampler):
+        def training_step(self, batch: Tensor, batch_idx: int) -> Any:
+            step = super().training_step(batch, batch_idx)
+            if output == "tensor":
+                return step["loss"]
+            return {"loss": step["loss"], "samples": step["samples"], "log_r": step["log_reward"]}
+
+    callback = make_callback()
+    with pytest.warns(UserWarning, match="training_step returned .* without 'samples' and 'log_reward'") as caught:
+        fit(NoSamples(), callback, 6, tmp_path)
+    assert sum("without 'samples' and 'log_reward'" in str(w.message) for w in caught) == 1
+    assert len(callback.buffer) == 0
+    with warnings.catch_warnings():  # the protocol's module, backward steps included, does not warn
+        warnings.filterwarnings("error", message=".*without 'samples' and 'log_reward'")
+        fit(GaussianMeanSampler(), make_callback(), 6, tmp_path / "protocol")

@@ -266,6 +266,25 @@ def test_a_sample_method_without_generator_is_refused_by_name(tmp_path: Path) ->
     with pytest.raises(TypeError, match="give sample a `generator` argument"):
         SamplePlots(n_samples=10).on_validation_epoch_end(_StubTrainer(tmp_path, True), OldProtocol(2))
 
+    class KeywordArguments(FakeSampler):
+        def sample(self, n: int, **kwargs: object) -> Tensor:  # type: ignore[override]
+            return super().sample(n, kwargs["generator"])  # type: ignore[arg-type]
+
+    SamplePlots(n_samples=10).on_validation_epoch_end(_StubTrainer(tmp_path, True), KeywordArguments(2))
+    assert len(list((tmp_path / "plots").glob("val_*.png"))) == 1
+
+
+def test_a_module_without_the_protocol_stops_before_training(tmp_path: Path) -> None:
+    class NoEnergy(FakeSampler):
+        def __init__(self) -> None:
+            super().__init__(2)
+            del self.energy
+
+    module = NoEnergy()
+    module.training_step = lambda batch, batch_idx: pytest.fail("trained before the protocol check")  # type: ignore[method-assign]
+    with pytest.raises(AttributeError, match=r"SamplePlots needs NoEnergy to provide sample\(n, generator=...\) and an `energy`"):
+        _trainer(tmp_path, 1, SamplePlots(n_samples=10)).fit(module)
+
 
 def test_sanity_check_stub_skips(tmp_path: Path) -> None:
     stub = _StubTrainer(tmp_path, True)
