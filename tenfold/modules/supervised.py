@@ -6,7 +6,7 @@ per group of examples."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -21,17 +21,24 @@ Loss = Literal["cross_entropy", "l1", "mse"]
 SPLITS = ("train", "val", "test")
 
 
+Batch = dict[str, Tensor] | tuple[Any, Tensor] | list[Any]
+"""A dict (the net reads it whole) or an ``(inputs, target)`` pair (the net reads the inputs)."""
+
+
 class SupervisedModule(ConfiguredOptimizerModule):
-    """Trains ``net(batch) -> predictions`` against ``batch[target_key]``.
+    """Trains ``net(batch) -> predictions`` against ``batch[target_key]``, or, for batches that
+    are ``(inputs, target)`` pairs (what a torchvision dataset gives, in a default DataLoader),
+    ``net(inputs)`` against ``target``: any plain ``images -> logits`` network trains as it is.
 
     Args:
-        net: ``net(batch)`` returns logits ``[B, K]`` (classification) or predictions shaped like
-            the target (regression).
+        net: ``net(batch)`` (dict batches) or ``net(inputs)`` (pairs) returns logits ``[B, K]``
+            (classification) or predictions shaped like the target (regression).
         optimizer, scheduler, scheduler_interval: see :class:`ConfiguredOptimizerModule`.
         loss: ``"cross_entropy"`` (targets ``[B]`` class indices), ``"l1"`` or ``"mse"``.
+        target_key: the key of the targets in dict batches.
         group_key: a batch key with a group index per example (``[B]``, long or bool), e.g.
             ``"task"`` for multitask classification or ``"relational"`` for Sort-of-CLEVR; the
-            metric is then also logged per group.
+            metric is then also logged per group (dict batches only).
         group_names: the names of the groups, in index order, for the metric names
             (``val/acc_<name>``); required with ``group_key``.
 
@@ -74,14 +81,37 @@ class SupervisedModule(ConfiguredOptimizerModule):
             {f"{split}_scores": nn.ModuleList(MeanMetric() for _ in self.group_names or []) for split in SPLITS}
         )
 
-    def forward(self, batch: dict[str, Tensor]) -> Tensor:
-        return self.net(batch)
+    def inputs_and_target(self, batch: Batch) -> tuple[Any, Tensor]:
+        """What the net reads and the targets: ``(batch, batch[target_key])`` for a dict,
+        ``(inputs, target)`` for a pair.
 
-    def loss_and_scores(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        Raises:
+            TypeError: any other batch.
+            ValueError: a pair while ``group_key`` is set (the groups come from a dict key).
+        """
+        if isinstance(batch, dict):
+            return batch, batch[self.target_key]
+        if isinstance(batch, (tuple, list)) and len(batch) == 2:
+            if self.group_key is not None:
+                raise ValueError(
+                    f"group_key={self.group_key!r} reads each example's group from a dict batch; the batch is "
+                    "an (inputs, target) pair: give dict batches, or set group_key=None"
+                )
+            return batch[0], batch[1]
+        raise TypeError(
+            f"SupervisedModule takes a dict batch (the net reads it whole, the targets under {self.target_key!r}) "
+            f"or an (inputs, target) pair; got {type(batch).__name__}"
+            + (f" of {len(batch)} items" if isinstance(batch, (tuple, list)) else "")
+        )
+
+    def forward(self, batch: Batch) -> Tensor:
+        return self.net(self.inputs_and_target(batch)[0])
+
+    def loss_and_scores(self, batch: Batch) -> tuple[Tensor, Tensor]:
         """The mean loss and one score per example (correct 0/1, or mean absolute error) of a
         batch; subclasses extend it (e.g. add a net's auxiliary loss) and every step uses it."""
-        predictions = self.net(batch)
-        target = batch[self.target_key]
+        inputs, target = self.inputs_and_target(batch)
+        predictions = self.net(inputs)
         if self.loss_name == "cross_entropy":
             if predictions.dim() != 2 or target.shape != predictions.shape[:1]:
                 raise ValueError(
@@ -96,7 +126,7 @@ class SupervisedModule(ConfiguredOptimizerModule):
         loss = error.abs().mean() if self.loss_name == "l1" else error.square().mean()
         return loss, error.abs().flatten(1).mean(dim=1)
 
-    def _step(self, batch: dict[str, Tensor], split: str) -> Tensor:
+    def _step(self, batch: Batch, split: str) -> Tensor:
         loss, scores = self.loss_and_scores(batch)
         batch_size = scores.shape[0]
         on_step = split == "train"
@@ -115,18 +145,19 @@ class SupervisedModule(ConfiguredOptimizerModule):
                     self.log(f"{split}/{self.metric_name}_{name}", group_metric, on_step=False, on_epoch=True)
         return loss
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         return self._step(batch, "train")
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._step(batch, "val")
 
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
         self._step(batch, "test")
 
     @torch.no_grad()
-    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        return self.net(batch)
+    def predict_step(self, batch: Batch | Tensor, batch_idx: int) -> Tensor:
+        """Predictions of a batch: a dict, a pair (its targets unused) or the inputs alone."""
+        return self.net(batch) if isinstance(batch, Tensor) else self(batch)
 
     def attention_maps(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """The net's ``attention_maps(batch)`` (the protocol of :class:`tenfold.callbacks.AttentionMaps`),

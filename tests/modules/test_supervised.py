@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, TensorDataset
 
 from tenfold.modules.base import ConfiguredOptimizerModule
 from tenfold.modules.supervised import SupervisedModule
@@ -106,3 +106,41 @@ def test_configured_scheduler_steps_at_the_interval_given() -> None:
         TwoLayers(grouped=False, scheduler_interval="batch")
     with pytest.raises(ValueError, match="TwoLayers was built without an optimizer: pass optimizer="):
         TwoLayers(grouped=False).configure_optimizers()
+
+
+def test_pairs_of_inputs_and_targets_train_a_plain_network() -> None:
+    """(inputs, target) batches, as a torchvision or TensorDataset gives them: the net reads the
+    inputs alone, so a plain images -> logits network needs no adapter."""
+    torch.manual_seed(0)
+    net = nn.Linear(3, 2)
+    inputs = torch.randn(10, 3)
+    target = (inputs[:, 0] > 0).long()
+    loader = DataLoader(TensorDataset(inputs, target), batch_size=4)  # batches are [x, y] lists
+    module = SupervisedModule(net, functools.partial(torch.optim.SGD, lr=0.5))
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    (before,) = trainer.validate(module, loader)
+    with torch.no_grad():
+        logits = net(inputs)
+    assert before["val/acc"] == pytest.approx((logits.argmax(-1) == target).float().mean().item())
+    assert before["val/loss"] == pytest.approx(F.cross_entropy(logits, target).item(), rel=1e-5)
+    trainer = L.Trainer(
+        accelerator="cpu", max_epochs=20, logger=False, enable_progress_bar=False, enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    trainer.fit(module, loader)
+    (after,) = trainer.validate(module, loader)
+    assert after["val/loss"] < before["val/loss"] and after["val/acc"] >= 0.9
+    # predictions of a pair (its target unused) or of the inputs alone
+    torch.testing.assert_close(module.predict_step((inputs, target), 0), net(inputs))
+    torch.testing.assert_close(module.predict_step(inputs, 0), net(inputs))
+
+
+def test_batches_other_than_dicts_and_pairs_are_refused() -> None:
+    module = SupervisedModule(nn.Linear(3, 2))
+    with pytest.raises(TypeError, match=r"a dict batch .* or an \(inputs, target\) pair; got tuple of 3 items"):
+        module.loss_and_scores((torch.zeros(2, 3), torch.zeros(2), torch.zeros(2)))
+    with pytest.raises(TypeError, match="got Tensor"):
+        module.loss_and_scores(torch.zeros(2, 3))
+    grouped = SupervisedModule(nn.Linear(3, 2), group_key="task", group_names=["a", "b"])
+    with pytest.raises(ValueError, match="group_key='task' reads each example's group from a dict batch"):
+        grouped.loss_and_scores((torch.zeros(2, 3), torch.zeros(2, dtype=torch.long)))
