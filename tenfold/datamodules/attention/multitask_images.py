@@ -432,7 +432,7 @@ class MultitaskImageDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        data_dir: str,
+        data_dir: str | Path,
         datasets: Sequence[str] = MULTITASK_DATASETS,
         image_size: int = NATIVE_SIZE,
         batch_size: int = 32,
@@ -474,6 +474,7 @@ class MultitaskImageDataModule(L.LightningDataModule):
                 f"in_channels={in_channels}: every task's images have {IN_CHANNELS} channels "
                 f"(gray images are repeated), set in_channels={IN_CHANNELS}"
             )
+        data_dir = str(data_dir)  # a Path in the hyperparameters would not load with weights_only=True
         self.save_hyperparameters()
         self.data_dir = Path(data_dir)
         self.tasks = tasks

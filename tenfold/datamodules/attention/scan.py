@@ -471,7 +471,7 @@ class SCANDataModule(L.LightningDataModule):
     def __init__(
         self,
         split: str = "simple",
-        data_dir: str | None = None,
+        data_dir: str | Path | None = None,
         length_cutoff: int = _RELEASED_LENGTH_CUTOFF,
         batch_size: int = 256,
         eval_batch_size: int | None = None,
@@ -502,6 +502,8 @@ class SCANDataModule(L.LightningDataModule):
             raise ValueError(
                 f"SCANDataModule: val_fraction must be in [0, 1), got {val_fraction!r}"
             )
+        if data_dir is not None:
+            data_dir = str(data_dir)  # a Path in the hyperparameters would not load with weights_only=True
         self.save_hyperparameters()
         self.split = split
         self.data_dir = data_dir

@@ -417,7 +417,7 @@ class SortOfCLEVRDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        data_dir: str | None = None,
+        data_dir: str | Path | None = None,
         train_images: int = 9800,
         val_images: int = 200,
         test_images: int = 200,
@@ -441,6 +441,8 @@ class SortOfCLEVRDataModule(L.LightningDataModule):
         ):
             check_positive_int(owner, name, value)
         check_loader_args(owner, batch_size, num_workers, seed)
+        if data_dir is not None:
+            data_dir = str(data_dir)  # a Path in the hyperparameters would not load with weights_only=True
         self.save_hyperparameters()
         self.data_dir = data_dir
         self.num_images = {"train": train_images, "val": val_images, "test": test_images}

@@ -294,7 +294,7 @@ class WikiTextDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        data_dir: str,
+        data_dir: str | Path,
         variant: str = "wikitext-103",
         context_length: int = 512,
         batch_size: int = 4,
@@ -328,6 +328,7 @@ class WikiTextDataModule(L.LightningDataModule):
                     f"WikiTextDataModule: {name} must be below context_length={context_length}, "
                     f"got {value}"
                 )
+        data_dir = str(data_dir)  # a Path in the hyperparameters would not load with weights_only=True
         self.save_hyperparameters()
         self.data_dir = Path(data_dir)
         self.variant = variant
