@@ -98,6 +98,20 @@ def _uniform_vertex(
     return rng.integers(cluster_radius, image_size - cluster_radius + 1, size=(count, 2))
 
 
+# Redraw rounds after which the rejection samplers give up: at the defaults a round accepts most
+# draws; a size or tolerance that makes the wanted triangles (nearly) impossible would loop forever
+_MAX_DRAW_ROUNDS = 1000
+
+
+def _too_rare(kind: str, image_size: int, tolerance: float) -> ValueError:
+    """The error of a rejection sampler that ran out of rounds, with the fix."""
+    return ValueError(
+        f"could not draw {kind} triangles in {_MAX_DRAW_ROUNDS} rounds of redraws at image_size={image_size}, "
+        f"tolerance={tolerance}: they are (nearly) impossible there; use a larger image_size (the paper: 64) "
+        f"or a tolerance nearer the default {DEFAULT_TOLERANCE:.3f}"
+    )
+
+
 def equilateral_vertices(
     rng: np.random.Generator,
     count: int,
@@ -109,7 +123,9 @@ def equilateral_vertices(
     those with a side spread above ``tolerance`` (none at the defaults) are drawn again."""
     vertices = np.zeros((count, 3, 2), dtype=np.int64)
     pending = np.arange(count)
-    while pending.size:
+    for _ in range(_MAX_DRAW_ROUNDS):
+        if not pending.size:
+            return vertices
         first = _uniform_vertex(rng, pending.size, image_size, cluster_radius)
         second = _uniform_vertex(rng, pending.size, image_size, cluster_radius)
         dx, dy = second[:, 0] - first[:, 0], second[:, 1] - first[:, 1]
@@ -121,6 +137,8 @@ def equilateral_vertices(
         accepted = inside & is_equilateral(drawn, tolerance)
         vertices[pending[accepted]] = drawn[accepted]
         pending = pending[~accepted]
+    if pending.size:
+        raise _too_rare("equilateral", image_size, tolerance)
     return vertices
 
 
@@ -136,7 +154,9 @@ def random_vertices(
     drawn again."""
     vertices = np.zeros((count, 3, 2), dtype=np.int64)
     pending = np.arange(count)
-    while pending.size:
+    for _ in range(_MAX_DRAW_ROUNDS):
+        if not pending.size:
+            return vertices
         drawn = _uniform_vertex(rng, 3 * pending.size, image_size, cluster_radius).reshape(-1, 3, 2)
         if reject_equilateral_within is None:
             accepted = np.ones(pending.size, dtype=bool)
@@ -144,6 +164,8 @@ def random_vertices(
             accepted = ~is_equilateral(drawn, reject_equilateral_within)
         vertices[pending[accepted]] = drawn[accepted]
         pending = pending[~accepted]
+    if pending.size:
+        raise _too_rare("non-equilateral", image_size, float(reject_equilateral_within or 0.0))
     return vertices
 
 
@@ -285,8 +307,11 @@ class TriangleDataModule(GeneratedTaskDataModule):
                 f"{owner}: image_size must exceed 2 * cluster_radius, got {image_size} and "
                 f"{cluster_radius}"
             )
-        if not tolerance >= 0:
-            raise ValueError(f"{owner}: tolerance must be >= 0, got {tolerance!r}")
+        if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or not tolerance > 0:
+            raise ValueError(
+                f"{owner}: tolerance must be a number > 0 (at 0 only triangles whose vertices coincide count "
+                f"as equilateral), got {tolerance!r}"
+            )
         check_loader_args(owner, batch_size, num_workers, seed)
         self.save_hyperparameters()
         self.image_size = image_size

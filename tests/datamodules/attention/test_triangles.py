@@ -168,7 +168,9 @@ def test_hydra_config_builds_the_paper_setting(compose_cfg, tmp_path):
         ({"points_per_cluster": 7}, "points_per_cluster must be even"),
         ({"cluster_radius": -1}, "cluster_radius must be an int >= 0"),
         ({"image_size": 2}, "image_size must exceed 2 \\* cluster_radius"),
-        ({"tolerance": -0.5}, "tolerance must be >= 0"),
+        ({"tolerance": -0.5}, "tolerance must be a number > 0"),
+        ({"tolerance": 0.0}, "at 0 only triangles whose vertices coincide"),
+        ({"tolerance": "x"}, "tolerance must be a number > 0 .*got 'x'"),
         ({"batch_size": 0}, "batch_size must be a positive int"),
     ],
 )
@@ -199,3 +201,16 @@ def test_vertices_cover_the_official_range_inclusive():
     # coordinate each end appears (probability of missing one: (62/63)^3000 < 1e-20)
     for vertices in (random_vertices(np.random.default_rng(5), 1000), equilateral_vertices(np.random.default_rng(6), 1000)):
         assert vertices.min() == 1 and vertices.max() == 63
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "kind"),
+    [({"image_size": 3, "cluster_radius": 1}, "(non-)?equilateral"), ({"tolerance": 200.0}, "non-equilateral")],
+)
+def test_impossible_triangles_stop_with_the_fix_instead_of_redrawing_forever(kwargs: dict, kind: str) -> None:
+    """At image_size 3 (vertices in 1..2) every triangle is within the tolerance, so no negative
+    is ever accepted; at tolerance 200 neither is one in a 64-pixel image."""
+    dm = TriangleDataModule(train_size=4, val_size=4, test_size=4, batch_size=4, **kwargs)
+    dm.setup("fit")
+    with pytest.raises(ValueError, match=f"could not draw {kind} triangles in 1000 rounds .*use a larger image_size"):
+        next(iter(dm.train_dataloader()))
