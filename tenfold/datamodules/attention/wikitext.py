@@ -30,13 +30,19 @@ the loss, so that every token of a split is scored exactly once:
   by ``context_length - C`` tokens and score only their last ``context_length - C`` targets, so
   every scored token sees at least ``C`` tokens of context (all earlier tokens near the start).
 
+Under DDP, Lightning's distributed sampler pads a split whose windows the processes do not divide
+evenly by repeating windows, whose tokens are then scored twice: evaluate on one device for the
+exact perplexity.
+
 Token streams are built once and cached (``torch.save``) under ``<data_dir>/<variant>/``; the cache
-is rebuilt when a source file's size or modification time changes.
+is rebuilt when a source file's size or modification time changes, and, with a warning, when it is
+damaged (a file cut short, a vocabulary of another size than the streams').
 """
 
 from __future__ import annotations
 
 import logging
+import pickle
 import math
 import os
 import shutil
@@ -97,7 +103,7 @@ WIKITEXT_URLS: dict[str, tuple[str, ...]] = {
 """Where the word-level zips are, tried in order: the author's mirror, then the original S3 bucket
 (gone since 2024, kept for machines that mirror it). Each zip extracts to ``<variant>/``."""
 
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2
 _DOWNLOAD_TIMEOUT_S = 60
 # The mirror is reported to refuse urllib's default User-Agent.
 _USER_AGENT = "Mozilla/5.0 (compatible; tenfold)"
@@ -475,12 +481,25 @@ class WikiTextDataModule(L.LightningDataModule):
         return path.read_text(encoding="utf-8").split("\n")[:-1]
 
     def _load_cache(self) -> dict[str, Tensor] | None:
-        """The cached token streams of the current source files, or None (no cache, or stale)."""
+        """The cached token streams of the current source files, or None (no cache, stale, or
+        damaged: a file cut short or a vocabulary of another size than the streams', which is
+        rebuilt with a warning)."""
         tokens_path = self.cache_dir / "tokens.pt"
         if not (tokens_path.is_file() and (self.cache_dir / "vocab.txt").is_file()):
             return None
-        cache = torch.load(tokens_path, weights_only=True, mmap=True)
+        try:
+            cache = torch.load(tokens_path, weights_only=True, mmap=True)
+        except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as error:
+            log.warning("The token cache %s is damaged (%s): tokenizing again", tokens_path, error)
+            return None
         if cache.get("format") != _CACHE_FORMAT or cache.get("sources") != self._fingerprint():
+            return None
+        vocabulary = self._read_cached_vocabulary() or []
+        if len(vocabulary) != cache.get("vocab_size"):
+            log.warning(
+                "The cached vocabulary %s has %d words, its token streams %s: tokenizing again",
+                self.cache_dir / "vocab.txt", len(vocabulary), cache.get("vocab_size"),
+            )
             return None
         return cache
 
@@ -496,7 +515,7 @@ class WikiTextDataModule(L.LightningDataModule):
             )
         vocabulary = build_vocabulary(counts, self.min_freq, self.max_vocab_size)
         word_to_id = {word: index for index, word in enumerate(vocabulary)}
-        cache: dict = {"format": _CACHE_FORMAT, "sources": self._fingerprint()}
+        cache: dict = {"format": _CACHE_FORMAT, "sources": self._fingerprint(), "vocab_size": len(vocabulary)}
         for split, path in paths.items():
             cache[split] = encode_file(path, word_to_id)
         self.cache_dir.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,7 @@
 ``<eos>`` per line, windows that score every token exactly once (with and without a context
 window), the token cache, downloads from a local zip, and errors for missing or mismatched data."""
 
+import logging
 import os
 import zipfile
 from pathlib import Path
@@ -370,3 +371,23 @@ def test_cache_is_rebuilt_when_a_file_changes_but_keeps_its_size(tmp_path: Path)
     assert rebuilt.decode(rebuilt.train_set.stream[-4:]) == "cow the <unk> <eos>"
     assert rebuilt.test_set.stream.tolist() == [EOS_ID, UNK_ID, VOCAB.index("a"), UNK_ID, EOS_ID]
     assert first.test_set.stream.tolist() == [EOS_ID] + ids("dog a <unk> <eos>")
+
+
+@pytest.mark.parametrize("damage", ["truncated streams", "truncated vocabulary"])
+def test_a_damaged_cache_is_tokenized_again(tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: str) -> None:
+    """A cache cut short (a copy or disk fault; writes are atomic) failed with a bare zip error,
+    and a vocabulary cut short passed silently, shorter than the streams' token ids."""
+    write_corpus(tmp_path)
+    first = make_dm(tmp_path)
+    first.setup("fit")
+    tokens_path, vocab_path = first.cache_dir / "tokens.pt", first.cache_dir / "vocab.txt"
+    if damage == "truncated streams":
+        tokens_path.write_bytes(tokens_path.read_bytes()[:100])
+    else:
+        vocab_path.write_text("".join(f"{word}\n" for word in VOCAB[:4]), encoding="utf-8")
+    again = make_dm(tmp_path)
+    with caplog.at_level(logging.WARNING, logger=wikitext.__name__):
+        again.setup("fit")
+    assert "tokenizing again" in caplog.text
+    assert again.vocab == VOCAB and again.vocab_size == len(VOCAB)
+    assert torch.equal(again.train_set.stream, first.train_set.stream)
