@@ -30,7 +30,9 @@ class GeneratedBatches(Dataset):
     ``make_batch(numpy.random.default_rng([*seed_words, epoch, position]), size)``: the same item
     is the same batch in every process, worker and run, and different epochs get different data.
     With the default sequential sampler every epoch reads epoch 0 (a fixed set); with
-    :class:`EpochBatchSampler` each training epoch reads its own batches.
+    :class:`EpochBatchSampler` each training epoch reads its own batches. Each batch has its own
+    stream, so the examples depend on ``batch_size`` as well as on the seed: another batch size
+    gives another (equally distributed) set.
 
     Args:
         make_batch: ``(generator, size) -> dict of tensors`` with leading dimension ``size``;
@@ -113,7 +115,8 @@ class GeneratedTaskDataModule(L.LightningDataModule):
 
     Subclasses fill ``self.datasets`` (``"train"``, ``"val"``, ``"test"``) in ``setup`` and set
     ``self.num_workers``. Training reads new batches every epoch (:class:`EpochBatchSampler`);
-    validation and test read their fixed batches.
+    validation and test read their fixed batches, fixed by the seed and the batch size: compare
+    runs' validation and test figures at the same ``batch_size``.
     """
 
     datasets: dict[str, GeneratedBatches]

@@ -313,7 +313,14 @@ def read_scan_file(path: str | Path) -> list[ScanPair]:
                 raise ValueError(
                     f"{path}:{line_number}: expected 'IN: <command> OUT: <actions>', got {line!r}"
                 )
-            pairs.append((" ".join(command[len("IN: ") :].split()), " ".join(actions.split())))
+            words, action_words = command[len("IN: ") :].split(), actions.split()
+            unknown = [w for w in words if w not in COMMAND_WORDS] + [a for a in action_words if a not in ACTIONS]
+            if unknown:
+                raise ValueError(
+                    f"{path}:{line_number}: {', '.join(map(repr, unknown))} not SCAN words or actions in {line!r} "
+                    f"(a damaged or cut-short file?): {_GET_FILES_HINT}"
+                )
+            pairs.append((" ".join(words), " ".join(action_words)))
     return pairs
 
 

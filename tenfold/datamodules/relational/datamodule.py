@@ -97,8 +97,10 @@ class RelationalTaskDataModule(L.LightningDataModule):
 
     ``train_dataloader`` shuffles with a generator seeded by ``seed``; ``val_dataloader`` gives
     trials drawn like the training trials (training objects only: an in-distribution check, the
-    paper has none); ``test_dataloader`` gives the test trials (held-out objects when ``m > 0``;
-    the held-out relations of the CoRelNet variants).
+    paper has none; most of them are training trials too, all of them where the training objects
+    give few distinct trials, e.g. dist3 at m = 95: not a held-out set); ``test_dataloader`` gives
+    the test trials (held-out objects when ``m > 0``; the held-out relations of the CoRelNet
+    variants).
 
     Attributes available after construction: ``num_classes``, ``sequence_length`` (N),
     ``image_shape`` ``(C, 32, 32)``, ``in_channels`` (C), ``num_objects`` (100),

@@ -580,6 +580,12 @@ def read_relational_games(path: str | Path) -> RelationalGamesArrays:
         raise ValueError(f"{path}: images are {images.shape}, expected [N, 36, 36, 3]")
     if images.size and (images.min() < 0 or images.max() > 255):
         raise ValueError(f"{path}: pixel values must be in 0..255")
+    if images.size and np.issubdtype(images.dtype, np.floating) and not np.array_equal(images, np.round(images)):
+        # float pixels in [0, 1] would all become 0 as uint8
+        raise ValueError(
+            f"{path}: pixel values must be integers 0..255 (the released files' uint8), got {images.dtype} values "
+            f"in [{float(images.min()):g}, {float(images.max()):g}]: scale [0, 1] images by 255 and round"
+        )
     labels = _class_ids(np.asarray(labels), path)
     tasks = np.asarray(tasks).reshape(len(tasks), -1)[:, 0].astype(np.int64)
     if not len(images) == len(labels) == len(tasks):

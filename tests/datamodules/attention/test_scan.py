@@ -231,6 +231,13 @@ def test_reader_rejects_malformed_lines(tmp_path):
     path.write_text("IN: jump OUT: I_JUMP\njump I_JUMP\n")
     with pytest.raises(ValueError, match=r"bad.txt:2: expected 'IN: <command> OUT: <actions>'"):
         read_scan_file(path)
+    # a file cut short mid-token, or another task's words, named with the file and line
+    path.write_text("IN: jump OUT: I_JUMP\nIN: turn left OUT: I_TURN_LE\n")
+    with pytest.raises(ValueError, match=r"bad.txt:2: 'I_TURN_LE' not SCAN words or actions .*git clone"):
+        read_scan_file(path)
+    path.write_text("IN: fly OUT: I_FLY\n")
+    with pytest.raises(ValueError, match=r"bad.txt:1: 'fly', 'I_FLY' not SCAN words or actions"):
+        read_scan_file(path)
 
 
 def test_missing_files_say_how_to_get_them(tmp_path):

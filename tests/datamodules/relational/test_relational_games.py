@@ -248,6 +248,12 @@ def test_reader_errors(tmp_path):
     np.savez(tmp_path / "small.npz", images=np.zeros((2, 32, 32, 3)), labels=np.zeros((2, 1)))
     with pytest.raises(ValueError, match=r"images are \(2, 32, 32, 3\), expected"):
         rg.read_relational_games(tmp_path / "small.npz")
+    # float images in [0, 1] would read as all-black uint8
+    np.savez(tmp_path / "unit.npz", images=np.full((2, 36, 36, 3), 0.5, np.float32), labels=np.zeros((2, 1)))
+    with pytest.raises(ValueError, match=r"must be integers 0..255 .*float32 values in \[0.5, 0.5\]: scale \[0, 1\] images by 255"):
+        rg.read_relational_games(tmp_path / "unit.npz")
+    np.savez(tmp_path / "whole.npz", images=np.full((2, 36, 36, 3), 7.0), labels=np.zeros((2, 1)))
+    assert rg.read_relational_games(tmp_path / "whole.npz").images.max() == 7  # integral floats are fine
     np.savez(tmp_path / "count.npz", images=np.zeros((2, 36, 36, 3)), labels=np.zeros((3, 1)))
     with pytest.raises(ValueError, match="2 images, 3 labels"):
         rg.read_relational_games(tmp_path / "count.npz")
