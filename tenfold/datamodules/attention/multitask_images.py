@@ -458,6 +458,8 @@ class MultitaskImageDataModule(L.LightningDataModule):
             ("eval_batch_size", eval_batch_size, 1),
             ("triangles_train_size", triangles_train_size, 1),
             ("triangles_test_size", triangles_test_size, 1),
+            ("num_workers", num_workers, 0),
+            ("seed", seed, 0),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ValueError(

@@ -503,8 +503,8 @@ class SCANDataModule(L.LightningDataModule):
             raise ValueError(
                 f"SCANDataModule: num_workers must be an int >= 0, got {num_workers!r}"
             )
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"SCANDataModule: seed must be an int, got {seed!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"SCANDataModule: seed must be an int >= 0, got {seed!r}")
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(
                 f"SCANDataModule: val_fraction must be in [0, 1), got {val_fraction!r}"

@@ -324,6 +324,8 @@ class WikiTextDataModule(L.LightningDataModule):
         _check_int("max_vocab_size", max_vocab_size, minimum=2, optional=True)
         _check_int("max_train_tokens", max_train_tokens, minimum=1, optional=True)
         _check_int("max_eval_tokens", max_eval_tokens, minimum=1, optional=True)
+        _check_int("num_workers", num_workers, minimum=0)
+        _check_int("seed", seed, minimum=0)
         for name, value in (
             ("val_context_window", val_context_window),
             ("test_context_window", test_context_window),

@@ -152,8 +152,8 @@ class RelationalTaskDataModule(L.LightningDataModule):
                 raise ValueError(
                     f"RelationalTaskDataModule: {name} must be an int >= {minimum}, got {value!r}"
                 )
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"RelationalTaskDataModule: seed must be an int, got {seed!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"RelationalTaskDataModule: seed must be an int >= 0, got {seed!r}")
         for name, declared, actual in (
             ("num_classes", num_classes, self.task.num_classes),
             ("sequence_length", sequence_length, self.task.sequence_length),

@@ -173,8 +173,8 @@ class RelationalGamesDataModule(L.LightningDataModule):
         _check_int("test_size", test_size, 1, optional=True)
         _check_int("batch_size", batch_size, 1)
         _check_int("num_workers", num_workers, 0)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"RelationalGamesDataModule: seed must be an int, got {seed!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"RelationalGamesDataModule: seed must be an int >= 0, got {seed!r}")
         if num_classes is not None and num_classes != 2:
             raise ValueError(
                 f"RelationalGamesDataModule: data.num_classes={num_classes} but relational games "
