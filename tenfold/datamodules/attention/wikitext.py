@@ -354,7 +354,7 @@ class WikiTextDataModule(L.LightningDataModule):
         self.download = download
         self.eos_id = EOS_ID
         self.unk_id = UNK_ID
-        self.vocab: list[str] | None = self._read_cached_vocabulary()
+        self.vocab: list[str] | None = self._current_cached_vocabulary()
         self.train_set: LanguageModelWindows | None = None
         self.val_set: LanguageModelWindows | None = None
         self.test_set: LanguageModelWindows | None = None
@@ -379,7 +379,7 @@ class WikiTextDataModule(L.LightningDataModule):
     @property
     def vocab_size(self) -> int:
         """Number of token ids. Known after :meth:`setup`, or right after construction when a
-        cache exists or the config declares ``vocab_size``."""
+        cache of the current source files exists or the config declares ``vocab_size``."""
         if self.vocab is not None:
             return len(self.vocab)
         if self.declared_vocab_size is not None:
@@ -475,6 +475,12 @@ class WikiTextDataModule(L.LightningDataModule):
         """Size and modification time (ns) of each source file, to tell a stale cache."""
         stats = {split: path.stat() for split, path in self.source_paths.items()}
         return {split: [stat.st_size, stat.st_mtime_ns] for split, stat in stats.items()}
+
+    def _current_cached_vocabulary(self) -> list[str] | None:
+        """The cached vocabulary if the cache is that of the current source files, else None."""
+        if self._missing_sources() or self._load_cache() is None:
+            return None
+        return self._read_cached_vocabulary()
 
     def _read_cached_vocabulary(self) -> list[str] | None:
         path = self.cache_dir / "vocab.txt"

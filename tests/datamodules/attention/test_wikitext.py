@@ -204,6 +204,8 @@ def test_cache_is_reused_and_rebuilt_when_a_file_changes(tmp_path, monkeypatch):
     train_file = tmp_path / "wikitext-2" / "wiki.train.tokens"
     train_file.write_text(TRAIN + " zebra \n", encoding="utf-8")
     third = make_dm(tmp_path)
+    with pytest.raises(RuntimeError, match="prepare_data"):
+        _ = third.vocab_size  # the cache is stale: its 10 words would size a model one short
     third.setup("fit")
     assert third.vocab_size == 11 and third.vocab[-1] == "zebra"
     assert third.val_set.stream.tolist() == [EOS_ID] + [2, 10, 7, EOS_ID, EOS_ID]
