@@ -307,6 +307,8 @@ class ContextualRetrievalDataModule(GeneratedTaskDataModule):
         if seq_len < 2:
             raise ValueError(f"{owner}: seq_len must be >= 2 (a search selects another token)")
         check_loader_args(owner, batch_size, num_workers, seed)
+        if ood_split not in OOD_SPLIT_RULES:  # also without ood, where a typo would pass until it is switched on
+            raise ValueError(f"{owner}: ood_split must be one of {OOD_SPLIT_RULES}, got {ood_split!r}")
         if use_coefficients and num_gt_searches > len(COEFFICIENTS):
             raise ValueError(
                 f"{owner}: the coefficient variant has {len(COEFFICIENTS)} coefficients: set "

@@ -446,6 +446,8 @@ class MultitaskImageDataModule(L.LightningDataModule):
         in_channels: int = IN_CHANNELS,
     ) -> None:
         super().__init__()
+        if isinstance(datasets, str):
+            raise ValueError(f"datasets is a list of names, got the string {datasets!r}: write [{datasets}]")
         tasks = tuple(str(name) for name in datasets)
         unknown = [name for name in tasks if name not in NUM_CLASSES]
         if unknown or not tasks or len(set(tasks)) != len(tasks):

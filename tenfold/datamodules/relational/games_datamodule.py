@@ -162,6 +162,10 @@ class RelationalGamesDataModule(L.LightningDataModule):
                 f"{', '.join(tasks)}"
                 + (" (xoccurs needs the released files: set data_dir)" if task == "xoccurs" else "")
             )
+        if isinstance(test_sets, str):
+            raise ValueError(
+                f"RelationalGamesDataModule: test_sets is a list of names, got the string {test_sets!r}: write [{test_sets}]"
+            )
         test_sets = [str(name) for name in test_sets]
         if not test_sets or any(name not in TEST_SETS for name in test_sets):
             raise ValueError(

@@ -292,6 +292,8 @@ class ManyWell(Energy):
     def __init__(self, dim: int = 32, grid_points: int = 40001) -> None:
         if dim < 2 or dim % 2 != 0:
             raise ValueError(f"ManyWell needs an even dim >= 2, got {dim}")
+        if isinstance(grid_points, bool) or not isinstance(grid_points, int) or grid_points < 2:
+            raise ValueError(f"ManyWell needs an int grid_points >= 2 (the inverse-CDF grid), got {grid_points!r}")
         grid = np.linspace(-self._GRID_HALF_WIDTH, self._GRID_HALF_WIDTH, grid_points)
         log_density = self.well_log_density(grid)
         shift = log_density.max()

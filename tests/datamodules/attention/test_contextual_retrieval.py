@@ -315,6 +315,7 @@ def test_hydra_configs_build_the_paper_setting(name, ood, compose_cfg, tmp_path)
         ({"seed": -1}, "seed must be an int >= 0"),
         ({"ood": True, "num_gt_retrievals": 1}, "at least 2 retrieval combinations"),
         ({"ood": True, "ood_split": "halves"}, "ood_split must be one of"),
+        ({"ood": False, "ood_split": "halves"}, "ood_split must be one of"),
     ],
 )
 def test_wrong_config_raises(kwargs, match):

@@ -390,6 +390,8 @@ def test_configuration_errors(tmp_path):
         make_dm(tmp_path, datasets=["cifar10", "mnist"])
     with pytest.raises(ValueError, match="distinct names"):
         make_dm(tmp_path, datasets=["svhn", "svhn"])
+    with pytest.raises(ValueError, match=r"datasets is a list of names, got the string 'triangles': write \[triangles\]"):
+        make_dm(tmp_path, datasets="triangles")
     with pytest.raises(ValueError, match=r"set data.num_classes=\[10, 2\]"):
         make_dm(tmp_path, datasets=["svhn", "triangles"], num_classes=[10, 10])
     with pytest.raises(ValueError, match="in_channels=3"):

@@ -169,6 +169,8 @@ def test_configuration_errors():
         RelationalGamesDataModule("xoccurs")
     with pytest.raises(ValueError, match="test_sets must be a non-empty list from hexos, stripes"):
         RelationalGamesDataModule(test_sets=["pentos"])
+    with pytest.raises(ValueError, match=r"test_sets is a list of names, got the string 'hexos': write \[hexos\]"):
+        RelationalGamesDataModule(test_sets="hexos")
     with pytest.raises(ValueError, match=r"data.num_classes=4 .* set data.num_classes=2"):
         RelationalGamesDataModule(num_classes=4)
     with pytest.raises(ValueError, match="train_size must be an int >= 1 or None"):

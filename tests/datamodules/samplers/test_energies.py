@@ -482,3 +482,9 @@ def test_documented_plot_bounds() -> None:
     lgcp = LGCP(grid_size=2)
     mean, std = math.log(126) - 1.91 / 2, math.sqrt(1.91)
     assert lgcp.plot_bounds == pytest.approx((mean - 3 * std, mean + 3 * std))
+
+
+@pytest.mark.parametrize("grid_points", [1, 0, 2.5])
+def test_many_well_refuses_a_grid_without_cells(grid_points: object) -> None:
+    with pytest.raises(ValueError, match=r"ManyWell needs an int grid_points >= 2"):
+        ManyWell(4, grid_points=grid_points)  # type: ignore[arg-type]
