@@ -404,7 +404,7 @@ class WikiTextDataModule(L.LightningDataModule):
             download_wikitext(self.variant, self.data_dir)
         self._check_sources()
         if self._load_cache() is None:
-            self._build_cache()
+            _, self.vocab = self._build_cache()
 
     def setup(self, stage: str | None = None) -> None:
         """Loads the cached token streams (tokenizing first when there is no cache) and builds the
@@ -412,11 +412,7 @@ class WikiTextDataModule(L.LightningDataModule):
         if self.train_set is not None:
             return
         self._check_sources()
-        cache = self._load_cache()
-        if cache is None:
-            cache = self._build_cache()
-        self.vocab = self._read_cached_vocabulary()
-        assert self.vocab is not None
+        cache, self.vocab = self._load_cache() or self._build_cache()
         if self.declared_vocab_size is not None and self.declared_vocab_size != len(self.vocab):
             raise ValueError(
                 f"data.vocab_size={self.declared_vocab_size} but the {self.variant} vocabulary "
@@ -478,22 +474,15 @@ class WikiTextDataModule(L.LightningDataModule):
 
     def _current_cached_vocabulary(self) -> list[str] | None:
         """The cached vocabulary if the cache is that of the current source files, else None."""
-        if self._missing_sources() or self._load_cache() is None:
-            return None
-        return self._read_cached_vocabulary()
+        loaded = None if self._missing_sources() else self._load_cache()
+        return loaded[1] if loaded is not None else None
 
-    def _read_cached_vocabulary(self) -> list[str] | None:
-        path = self.cache_dir / "vocab.txt"
-        if not path.is_file():
-            return None
-        return path.read_text(encoding="utf-8").split("\n")[:-1]
-
-    def _load_cache(self) -> dict[str, Tensor] | None:
-        """The cached token streams of the current source files, or None (no cache, stale, or
-        damaged: a file cut short or a vocabulary of another size than the streams', which is
-        rebuilt with a warning)."""
-        tokens_path = self.cache_dir / "tokens.pt"
-        if not (tokens_path.is_file() and (self.cache_dir / "vocab.txt").is_file()):
+    def _load_cache(self) -> tuple[dict[str, Tensor], list[str]] | None:
+        """The cached token streams of the current source files and the vocabulary, or None (no
+        cache, stale, or damaged: a file cut short or a vocabulary of another size than the
+        streams', which is rebuilt with a warning)."""
+        tokens_path, vocabulary_path = self.cache_dir / "tokens.pt", self.cache_dir / "vocab.txt"
+        if not (tokens_path.is_file() and vocabulary_path.is_file()):
             return None
         try:
             cache = torch.load(tokens_path, weights_only=True, mmap=True)
@@ -502,17 +491,18 @@ class WikiTextDataModule(L.LightningDataModule):
             return None
         if cache.get("format") != _CACHE_FORMAT or cache.get("sources") != self._fingerprint():
             return None
-        vocabulary = self._read_cached_vocabulary() or []
+        vocabulary = vocabulary_path.read_text(encoding="utf-8").split("\n")[:-1]
         if len(vocabulary) != cache.get("vocab_size"):
             log.warning(
                 "The cached vocabulary %s has %d words, its token streams %s: tokenizing again",
-                self.cache_dir / "vocab.txt", len(vocabulary), cache.get("vocab_size"),
+                vocabulary_path, len(vocabulary), cache.get("vocab_size"),
             )
             return None
-        return cache
+        return cache, vocabulary
 
-    def _build_cache(self) -> dict[str, Tensor]:
-        """Builds the vocabulary from the training file, encodes every split and writes both."""
+    def _build_cache(self) -> tuple[dict[str, Tensor], list[str]]:
+        """Builds the vocabulary from the training file, encodes every split and writes both;
+        returns them."""
         log.info("Tokenizing %s once; the cache goes to %s", self.text_dir, self.cache_dir)
         paths = self.source_paths
         counts = count_words(paths["train"])
@@ -533,8 +523,7 @@ class WikiTextDataModule(L.LightningDataModule):
             lambda path: path.write_text(vocabulary_text, encoding="utf-8"),
         )
         _write_atomically(self.cache_dir / "tokens.pt", lambda path: torch.save(cache, path))
-        self.vocab = vocabulary
-        return cache
+        return cache, vocabulary
 
 
 def _write_atomically(path: Path, write: Callable[[Path], object]) -> None:
