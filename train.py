@@ -136,12 +136,15 @@ def check_group_overrides(argv: list[str], config_dir: Path = CONFIG_DIR) -> str
     if search_dirs is None:
         return None
     lines = []
+    known_by_group: dict[str, list[str]] = {}
     unknown_by_group: dict[str, list[str]] = {}
     for group, name in _group_choices(argv, config_dir):
-        if name not in available_configs(group, search_dirs):
+        if group not in known_by_group:
+            known_by_group[group] = available_configs(group, search_dirs)
+        if name not in known_by_group[group]:
             unknown_by_group.setdefault(group, []).append(name)
     for group, unknown in unknown_by_group.items():
-        known = available_configs(group, search_dirs)
+        known = known_by_group[group]
         for name in unknown:
             where = f"configs/{group}/{name}.yaml" if len(search_dirs) == 1 else (
                 f"{group}/{name}.yaml in {', '.join(str(d) for d in search_dirs)}"
@@ -172,10 +175,13 @@ def check_experiment_packages(argv: list[str], config_dir: Path = CONFIG_DIR) ->
     an internal key (``Could not override 'data@experiment.data'``), or there is no error at all
     and the default experiment runs with the file's settings under ``experiment.``."""
     problems = []
+    search_dirs = config_search_dirs(argv, config_dir) or [config_dir]
     for group, name in _group_choices(argv, config_dir):
-        paths = [d / group / f"{name}.yaml" for d in config_search_dirs(argv, config_dir) or [config_dir]]
+        if group != "experiment":
+            continue
+        paths = (d / group / f"{name}.yaml" for d in search_dirs)
         path = next((path for path in paths if path.is_file()), None)
-        if group != "experiment" or path is None:
+        if path is None:
             continue
         if ConfigSource._get_header_dict(path.read_text())["package"] != "_global_":
             problems.append(_missing_global_package(path))
