@@ -35,6 +35,16 @@ TINY = [
     "model.num_steps=8",
     "extras.print_config=false",
 ]
+# One sweep job of GMM25 TB: two steps of the tiny sizes, validated, not tested.
+TINY_SWEEP_JOB = [
+    "experiment=samplers/gmm25_tb",
+    "trainer=cpu",
+    *TINY,
+    "data.steps_per_epoch=2",
+    "trainer.max_steps=2",
+    "trainer.check_val_every_n_epoch=1",
+    "test=false",
+]
 
 
 def _single_run_dir(log_dir: Path, task_name: str) -> Path:
@@ -553,13 +563,7 @@ def test_basic_sweep_returns_the_optimized_metric_per_job(train_cli, tmp_path: P
     result = train_cli(
         [
             "-m",
-            "experiment=samplers/gmm25_tb",
-            "trainer=cpu",
-            *TINY,
-            "data.steps_per_epoch=2",
-            "trainer.max_steps=2",
-            "trainer.check_val_every_n_epoch=1",
-            "test=false",
+            *TINY_SWEEP_JOB,
             "seed=1,2",
         ],
         env={"PROJECT_ROOT": str(tmp_path)},
@@ -578,13 +582,7 @@ def test_optuna_sweep_as_the_readme_gives_it(train_cli, tmp_path: Path) -> None:
             "hydra.sweeper.n_trials=2",
             "hydra.sweeper.direction=maximize",
             "model.sigma2=interval(1.0,10.0)",
-            "experiment=samplers/gmm25_tb",
-            "trainer=cpu",
-            *TINY,
-            "data.steps_per_epoch=2",
-            "trainer.max_steps=2",
-            "trainer.check_val_every_n_epoch=1",
-            "test=false",
+            *TINY_SWEEP_JOB,
             f"hydra.sweep.dir={tmp_path / 'sweep'}",
         ]
     )
