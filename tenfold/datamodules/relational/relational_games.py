@@ -544,10 +544,9 @@ def _class_ids(labels: np.ndarray, path: Path) -> np.ndarray:
     return labels.astype(np.int64)
 
 
-def _missing_file(paths: Path | Sequence[Path], task: str | None = None) -> FileNotFoundError:
+def _missing_file(paths: Sequence[Path], task: str | None = None) -> FileNotFoundError:
     """The error for missing released files (one folder), saying where to get all of them (and,
     for a ``task`` of :data:`GENERATED_TASKS`, that its scenes can be generated instead)."""
-    paths = [paths] if isinstance(paths, Path) else list(paths)
     names = ", ".join(path.name for path in paths)
     bucket = ", ".join(f"gs://relations-game-datasets/{path.name}" for path in paths)
     generate = ", or set data_dir=null to generate the scenes instead" if task in GENERATED_TASKS else ""
@@ -567,7 +566,7 @@ def read_relational_games(path: str | Path) -> RelationalGamesArrays:
     """
     path = Path(path)
     if not path.is_file():
-        raise _missing_file(path)
+        raise _missing_file([path])
     data = load_npz(
         path, f"delete it and download it again from {DOWNLOAD_URL} (gs://relations-game-datasets/{path.name})"
     )
