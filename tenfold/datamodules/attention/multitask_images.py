@@ -216,7 +216,8 @@ def _missing_data_message(
     return (
         f"{name}: could not {attempt} the {split} split under {folder} ({type(error).__name__}: "
         f"{error}). It needs the files {files} there: run once on a machine with internet access "
-        "with data.download=true (torchvision downloads them into data.data_dir, by default paths.data_dir), "
+        "with download=True (torchvision downloads them into data_dir; with train.py: data.download=true, "
+        "into data.data_dir, by default paths.data_dir), "
         f"or copy them there from {source}"
     )
 

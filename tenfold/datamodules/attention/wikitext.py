@@ -249,8 +249,8 @@ def _get_files_hint(variant: str, data_dir: Path) -> str:
     urls = " or ".join(WIKITEXT_URLS[variant])
     return (
         f"Get {variant}-v1.zip from {urls} and unzip it into {data_dir} (it extracts to "
-        f"{data_dir / variant}/), or run once with data.download=true on a machine with internet "
-        "access. The "
+        f"{data_dir / variant}/), or run once on a machine with internet access with download=True "
+        "(data.download=true with train.py). The "
         f'Hugging Face dataset "Salesforce/wikitext" (config "{variant}-v1") holds the same lines, '
         f'one row each: write the "text" rows of its train / validation / test splits to '
         f"{', '.join(WIKITEXT_FILES.values())}, an empty row as an empty line "

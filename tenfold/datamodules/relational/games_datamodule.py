@@ -134,7 +134,8 @@ class RelationalGamesDataModule(L.LightningDataModule):
         seed: seed of the scenes, of the validation split of a read file and of the training order.
         num_classes: what the config declares (models interpolate ``${data.num_classes}``);
             checked to be 2. None: not checked.
-        file_prefix: with ``data_dir``, the files are ``<file_prefix>_<set>.npz``; None: the
+        file_prefix: with ``data_dir`` (an error without it), the files are
+            ``<file_prefix>_<set>.npz``; None: the
             released name of the task (``1task_between``, ``same``, ...), e.g. ``"mini_between"``
             for the small files of google-deepmind/deepmind-research ``PrediNet/``.
     """
@@ -183,6 +184,12 @@ class RelationalGamesDataModule(L.LightningDataModule):
             raise ValueError(
                 f"RelationalGamesDataModule: data.num_classes={num_classes} but relational games "
                 "labels are binary: set data.num_classes=2"
+            )
+        if file_prefix is not None and data_dir is None:
+            raise ValueError(
+                f"RelationalGamesDataModule: file_prefix={file_prefix!r} names released files, but "
+                "data_dir is None (generate the scenes): set data_dir to the files' directory, or "
+                "drop file_prefix"
             )
         if data_dir is not None:
             data_dir = str(data_dir)

@@ -373,7 +373,8 @@ def test_missing_data_names_the_dataset_folder_and_fix(tmp_path):
         dm.prepare_data()
     message = str(error.value)
     assert "svhn" in message and str(tmp_path / "svhn") in message
-    assert "data.download=true" in message and "paths.data_dir" in message and "train_32x32.mat" in message
+    assert "download=True" in message and "data.download=true" in message
+    assert "paths.data_dir" in message and "train_32x32.mat" in message
     with pytest.raises(RuntimeError, match="cifar-10-batches-py"):
         make_dm(tmp_path, datasets=["cifar10"]).setup("fit")
     # every missing dataset in one message, one line each, so that all can be fetched at once
@@ -382,7 +383,7 @@ def test_missing_data_names_the_dataset_folder_and_fix(tmp_path):
     lines = str(error.value).splitlines()
     assert len(lines) == 2 and lines[0].startswith("cifar10: could not find the train split")
     assert lines[1].startswith("svhn: could not find the train split")
-    assert "data.data_dir, by default paths.data_dir" in lines[0]
+    assert "into data.data_dir, by default paths.data_dir" in lines[0]
 
 
 def test_configuration_errors(tmp_path):

@@ -227,7 +227,7 @@ def test_missing_files_name_the_paths_and_the_download(tmp_path):
         dm.prepare_data()
     message = str(error.value)
     assert str(tmp_path / "wikitext-2" / "wiki.train.tokens") in message
-    assert "wikitext-2-v1.zip" in message and "download=true" in message
+    assert "wikitext-2-v1.zip" in message and "download=True" in message and "data.download=true" in message
     with pytest.raises(FileNotFoundError, match="wiki.test.tokens"):
         dm.setup("fit")
 

@@ -177,6 +177,8 @@ def test_configuration_errors():
         RelationalGamesDataModule(train_size=0)
     with pytest.raises(ValueError, match=r"batch_size must be an int >= 1, got None"):
         RelationalGamesDataModule(batch_size=None)
+    with pytest.raises(ValueError, match=r"file_prefix='mini_between' names released files, but data_dir is None"):
+        RelationalGamesDataModule("between", file_prefix="mini_between")
 
 
 def test_generated_splits_have_their_own_streams() -> None:
