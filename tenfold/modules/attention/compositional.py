@@ -387,12 +387,14 @@ class CompositionalAttention(nn.Module):
         self.search_backend = search_backend
         self.query_chunk_size = query_chunk_size
         # nn.MultiheadAttention's packed input projection, which this layer does not have. PyTorch's
-        # nn.TransformerEncoderLayer and nn.TransformerEncoder read these attributes of their
-        # self_attn to rule out their fused inference path (as for an MHA with separate q, k and v
-        # projections), so that this layer can replace their self_attn.
+        # nn.TransformerEncoderLayer reads _qkv_same_embed_dim to rule out its fused inference path
+        # (as for an MHA with separate q, k and v projections), so that this layer can replace its
+        # self_attn. nn.TransformerEncoder reads requires_grad of the packed projection to choose
+        # nested tensors for padded inputs (in eval mode, without gradients): empty tensors, which
+        # never require gradients, leave that choice to out_proj, and forward takes nested tensors.
         self._qkv_same_embed_dim = False
-        self.in_proj_weight: Tensor | None = None
-        self.in_proj_bias: Tensor | None = None
+        self.in_proj_weight = torch.empty(0)
+        self.in_proj_bias = torch.empty(0)
 
         self.q_proj = nn.Linear(embed_dim, search_dim, bias=bias, **factory)
         self.k_proj = nn.Linear(self.kdim, search_dim, bias=bias, **factory)
@@ -495,6 +497,10 @@ class CompositionalAttention(nn.Module):
         average_attn_weights: bool = True,
         is_causal: bool = False,
     ) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
+        if query.is_nested or key.is_nested or value.is_nested:
+            return self._forward_nested(
+                query, key, value, key_padding_mask, need_weights, attn_mask, average_attn_weights, is_causal
+            )
         unbatched = query.dim() == 2
         if unbatched:
             query, key, value = query.unsqueeze(0), key.unsqueeze(0), value.unsqueeze(0)
@@ -537,6 +543,43 @@ class CompositionalAttention(nn.Module):
         if unbatched:
             search_weights, retrieval_weights = search_weights.squeeze(0), retrieval_weights.squeeze(0)
         return output, (search_weights, retrieval_weights)
+
+    def _forward_nested(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        key_padding_mask: Tensor | None,
+        need_weights: bool,
+        attn_mask: Tensor | None,
+        average_attn_weights: bool,
+        is_causal: bool,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
+        """:meth:`forward` for nested tensors of ``[L_i, E]`` sequences (what ``nn.TransformerEncoder``
+        passes its layers for padded inputs in eval mode without gradients): the sequences are
+        padded, the padded keys masked, and the output nested again (``[L_i, E]`` each); weights,
+        if asked for, stay padded to the longest sequences."""
+        if not (query.is_nested and key.is_nested and value.is_nested):
+            raise ValueError("query, key and value must be all nested tensors or none")
+        if key_padding_mask is not None:
+            raise ValueError("nested tensors carry their lengths: pass no key_padding_mask with them")
+        query_lengths = [sequence.shape[0] for sequence in query.unbind()]
+        key_lengths = [sequence.shape[0] for sequence in key.unbind()]
+        if [sequence.shape[0] for sequence in value.unbind()] != key_lengths:
+            raise ValueError("key and value must hold sequences of the same lengths")
+        padded_query, padded_key, padded_value = (x.to_padded_tensor(0.0) for x in (query, key, value))
+        padding = torch.arange(padded_key.shape[1], device=padded_key.device) >= torch.tensor(
+            key_lengths, device=padded_key.device
+        ).unsqueeze(1)
+        if not self.batch_first:
+            padded_query, padded_key, padded_value = (x.transpose(0, 1) for x in (padded_query, padded_key, padded_value))
+        output, weights = self.forward(
+            padded_query, padded_key, padded_value, padding, need_weights, attn_mask, average_attn_weights, is_causal
+        )
+        if not self.batch_first:
+            output = output.transpose(0, 1)
+        sequences = [row[:length] for row, length in zip(output, query_lengths)]
+        return torch.nested.as_nested_tensor(sequences, layout=query.layout), weights
 
     def _check_shapes(self, query: Tensor, key: Tensor, value: Tensor) -> None:
         layout = "[B, L, E]" if self.batch_first else "[L, B, E]"

@@ -691,30 +691,82 @@ def test_retrieval_selection_widths_and_initialization() -> None:
     assert tuple(separate.retrieval_key_bias.shape) == (3, 4)
 
 
-def test_replaces_the_self_attention_of_torch_transformer_layers() -> None:
+@pytest.mark.parametrize("nested", [False, True])
+def test_replaces_the_self_attention_of_torch_transformer_layers(nested: bool) -> None:
     # nn.TransformerEncoderLayer / nn.TransformerEncoder read MHA's packed projection to choose
     # their fused inference path; with the layer in place they take the plain path, and the
-    # fixed pairing built from their MHA computes what they computed (in eval: their fused path)
+    # fixed pairing built from their MHA computes what they computed (in eval: their fused path).
+    # An encoder built with nested tensors (torch's default) keeps them after the swap: in eval
+    # without gradients its layers get nested tensors of the unpadded sequences.
     torch.manual_seed(0)
     x = torch.randn(2, 6, 16)
     padding = torch.zeros(2, 6, dtype=torch.bool)
     padding[0, 4:] = True
     for norm_first in (False, True):
         encoder_layer = nn.TransformerEncoderLayer(16, 4, 32, dropout=0.0, batch_first=True, norm_first=norm_first)
-        encoder = nn.TransformerEncoder(encoder_layer, 2, enable_nested_tensor=False).eval()
+        encoder = nn.TransformerEncoder(encoder_layer, 2, enable_nested_tensor=nested).eval()
+        uses_nested = nested and not norm_first  # torch's nested path is post-norm only
+        assert encoder.use_nested_tensor == uses_nested
         with torch.no_grad():
             expected = encoder(x, src_key_padding_mask=padding)
         for layer in encoder.layers:
             layer.self_attn = CompositionalAttention.from_multihead_attention(layer.self_attn)
-        for training in (False, True):
+        for training, gradients in ((False, False), (False, True), (True, True)):
             encoder.train(training)
-            output = encoder(x, src_key_padding_mask=padding)
+            with torch.set_grad_enabled(gradients):
+                output = encoder(x, src_key_padding_mask=padding)
             torch.testing.assert_close(output[~padding], expected[~padding], rtol=1e-5, atol=1e-5)
+            if uses_nested and not gradients:
+                assert not output[padding].any()  # the encoder pads its nested output with zeros
     decoder_layer = nn.TransformerDecoderLayer(16, 4, 32, dropout=0.0, batch_first=True)
     decoder_layer.self_attn = CompositionalAttention(16, 4, 2)
     decoder_layer.multihead_attn = CompositionalAttention(16, 4, 2)
     memory = torch.randn(2, 3, 16)
     assert decoder_layer(x, memory, tgt_is_causal=True, tgt_mask=nn.Transformer.generate_square_subsequent_mask(6)).shape == x.shape
+
+
+def test_torch_transformer_with_the_layer_swapped_in_after_it_is_built() -> None:
+    # nn.Transformer builds its encoder itself (nested tensors on), so a swap comes afterwards
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 16)
+    padding = torch.zeros(2, 6, dtype=torch.bool)
+    padding[1, 3:] = True
+    transformer = nn.Transformer(16, 4, 2, 2, 32, dropout=0.0, batch_first=True).eval()
+    with torch.no_grad():
+        expected = transformer(x, x, src_key_padding_mask=padding, memory_key_padding_mask=padding)
+    for layer in transformer.encoder.layers:
+        layer.self_attn = CompositionalAttention.from_multihead_attention(layer.self_attn)
+    with torch.no_grad():
+        output = transformer(x, x, src_key_padding_mask=padding, memory_key_padding_mask=padding)
+    torch.testing.assert_close(output, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("selection", ["soft", "fixed"])
+def test_nested_inputs_equal_padded_inputs_with_their_padding_mask(batch_first: bool, selection: str) -> None:
+    torch.manual_seed(0)
+    layer = CompositionalAttention(16, 4, 2 if selection == "soft" else 4, batch_first=batch_first, retrieval_selection=selection)
+    queries = [torch.randn(length, 16) for length in (3, 5)]
+    keys = [torch.randn(length, 16) for length in (4, 2)]
+    output, weights = layer(
+        torch.nested.nested_tensor(queries), torch.nested.nested_tensor(keys), torch.nested.nested_tensor(keys)
+    )
+    assert output.is_nested
+    padded_query = torch.nested.nested_tensor(queries).to_padded_tensor(0.0)
+    padded_key = torch.nested.nested_tensor(keys).to_padded_tensor(0.0)
+    padding = torch.tensor([[False] * 4, [False] * 2 + [True] * 2])
+    if not batch_first:
+        padded_query, padded_key = padded_query.transpose(0, 1), padded_key.transpose(0, 1)
+    expected, expected_weights = layer(padded_query, padded_key, padded_key, key_padding_mask=padding)
+    if not batch_first:
+        expected = expected.transpose(0, 1)
+    for sequence, row, length in zip(output.unbind(), expected, (3, 5)):
+        torch.testing.assert_close(sequence, row[:length])
+    torch.testing.assert_close(weights[0], expected_weights[0])
+    with pytest.raises(ValueError, match="pass no key_padding_mask"):
+        layer(output, output, output, key_padding_mask=padding)
+    with pytest.raises(ValueError, match="all nested tensors or none"):
+        layer(output, padded_key, padded_key)
 
 
 @pytest.mark.parametrize("backend", ["sdpa", "batched", "per_retrieval"])
