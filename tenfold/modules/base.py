@@ -32,6 +32,9 @@ class ConfiguredOptimizerModule(L.LightningModule):
             that is only evaluated (e.g. ``load_from_checkpoint(path, net=..., optimizer=None)``).
         scheduler: ``scheduler(optimizer=...) -> LRScheduler`` or ``None``; stepped every
             optimizer step (``scheduler_interval="step"``) or every epoch (``"epoch"``).
+        scheduler_monitor: the logged metric that a scheduler stepping on a value
+            (``ReduceLROnPlateau``) reads, e.g. ``"val/loss"``; logged once per validation, so
+            such a scheduler goes with ``scheduler_interval="epoch"``. None for other schedulers.
     """
 
     def __init__(
@@ -39,6 +42,7 @@ class ConfiguredOptimizerModule(L.LightningModule):
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         scheduler_interval: str = "step",
+        scheduler_monitor: str | None = None,
     ) -> None:
         super().__init__()
         if scheduler_interval not in ("step", "epoch"):
@@ -46,6 +50,7 @@ class ConfiguredOptimizerModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.scheduler_interval = scheduler_interval
+        self.scheduler_monitor = scheduler_monitor
 
     def on_fit_start(self) -> None:
         for metric in self.modules():
@@ -67,4 +72,14 @@ class ConfiguredOptimizerModule(L.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}
+        scheduler_config = {"scheduler": scheduler, "interval": self.scheduler_interval}
+        if self.scheduler_monitor is not None:
+            scheduler_config["monitor"] = self.scheduler_monitor
+        elif isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            raise ValueError(
+                f"{type(self).__name__}: ReduceLROnPlateau steps on a logged metric: pass "
+                "scheduler_monitor='val/loss' (or another metric the module logs) and "
+                "scheduler_interval='epoch' (train.py: +model.scheduler_monitor=val/loss "
+                "+model.scheduler_interval=epoch, without + where the model config has the key)"
+            )
+        return {"optimizer": optimizer, "lr_scheduler": scheduler_config}

@@ -33,7 +33,8 @@ class SupervisedModule(ConfiguredOptimizerModule):
     Args:
         net: ``net(batch)`` (dict batches) or ``net(inputs)`` (pairs) returns logits ``[B, K]``
             (classification) or predictions shaped like the target (regression).
-        optimizer, scheduler, scheduler_interval: see :class:`ConfiguredOptimizerModule`.
+        optimizer, scheduler, scheduler_interval, scheduler_monitor: see
+            :class:`ConfiguredOptimizerModule`.
         loss: ``"cross_entropy"`` (targets ``[B]`` class indices), ``"l1"`` or ``"mse"``.
         target_key: the key of the targets in dict batches.
         group_key: a batch key with a group index per example (``[B]``, long or bool), e.g.
@@ -59,8 +60,9 @@ class SupervisedModule(ConfiguredOptimizerModule):
         target_key: str = "target",
         group_key: str | None = None,
         group_names: Sequence[str] | None = None,
+        scheduler_monitor: str | None = None,
     ) -> None:
-        super().__init__(optimizer, scheduler, scheduler_interval)
+        super().__init__(optimizer, scheduler, scheduler_interval, scheduler_monitor=scheduler_monitor)
         if loss not in ("cross_entropy", "l1", "mse"):
             raise ValueError(f"loss must be 'cross_entropy', 'l1' or 'mse', got {loss!r}")
         if (group_key is None) != (group_names is None):
@@ -124,7 +126,7 @@ class SupervisedModule(ConfiguredOptimizerModule):
             raise ValueError(f"predictions {tuple(predictions.shape)} and targets {tuple(target.shape)} differ in shape")
         error = predictions.float() - target.float()
         loss = error.abs().mean() if self.loss_name == "l1" else error.square().mean()
-        return loss, error.abs().flatten(1).mean(dim=1)
+        return loss, error.abs().reshape(len(error), -1).mean(dim=1)
 
     def _step(self, batch: Batch, split: str) -> Tensor:
         loss, scores = self.loss_and_scores(batch)
@@ -156,7 +158,10 @@ class SupervisedModule(ConfiguredOptimizerModule):
 
     @torch.no_grad()
     def predict_step(self, batch: Batch | Tensor, batch_idx: int) -> Tensor:
-        """Predictions of a batch: a dict, a pair (its targets unused) or the inputs alone."""
+        """Predictions of a batch: a dict, a pair (its targets unused) or the inputs alone (a tensor,
+        or the one-tensor list that a ``TensorDataset(inputs)`` loader gives)."""
+        if isinstance(batch, (tuple, list)) and len(batch) == 1:
+            batch = batch[0]
         return self.net(batch) if isinstance(batch, Tensor) else self(batch)
 
     def attention_maps(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -61,6 +61,11 @@ def test_supervised_module_l1_metric_and_errors() -> None:
     loss, scores = mse.loss_and_scores(batch)
     assert loss.item() == pytest.approx((0.25 + 0 + 1 + 1) / 4)
     torch.testing.assert_close(scores, torch.tensor([0.25, 1.0]))
+    # one value per example: predictions and targets [B]
+    regression = SupervisedModule(FixedLogits(), functools.partial(torch.optim.SGD, lr=0.1), loss="l1")
+    loss, scores = regression.loss_and_scores({"logits": torch.tensor([1.0, 0.0, 2.0]), "target": torch.tensor([0.5, 0.0, -1.0])})
+    assert loss.item() == pytest.approx((0.5 + 0 + 3) / 3)
+    torch.testing.assert_close(scores, torch.tensor([0.5, 0.0, 3.0]))
     with pytest.raises(ValueError, match="group_key and group_names go together"):
         SupervisedModule(FixedLogits(), functools.partial(torch.optim.SGD, lr=0.1), group_key="task")
     with pytest.raises(ValueError, match="loss must be"):
@@ -102,6 +107,19 @@ def test_configured_scheduler_steps_at_the_interval_given() -> None:
     assert isinstance(config["lr_scheduler"]["scheduler"], torch.optim.lr_scheduler.StepLR)
     assert config["lr_scheduler"]["scheduler"].optimizer is config["optimizer"]
     assert config["lr_scheduler"]["interval"] == "epoch"
+    plateau = TwoLayers(
+        grouped=False,
+        optimizer=functools.partial(torch.optim.SGD, lr=0.1),
+        scheduler=torch.optim.lr_scheduler.ReduceLROnPlateau,
+        scheduler_interval="epoch",
+        scheduler_monitor="val/loss",
+    ).configure_optimizers()
+    assert plateau["lr_scheduler"]["monitor"] == "val/loss"
+    with pytest.raises(ValueError, match=r"TwoLayers: ReduceLROnPlateau steps on a logged metric: pass scheduler_monitor="):
+        TwoLayers(
+            grouped=False, optimizer=functools.partial(torch.optim.SGD, lr=0.1),
+            scheduler=torch.optim.lr_scheduler.ReduceLROnPlateau,
+        ).configure_optimizers()
     with pytest.raises(ValueError, match="scheduler_interval must be 'step' or 'epoch'"):
         TwoLayers(grouped=False, scheduler_interval="batch")
     with pytest.raises(ValueError, match="TwoLayers was built without an optimizer: pass optimizer="):
@@ -133,6 +151,27 @@ def test_pairs_of_inputs_and_targets_train_a_plain_network() -> None:
     # predictions of a pair (its target unused) or of the inputs alone
     torch.testing.assert_close(module.predict_step((inputs, target), 0), net(inputs))
     torch.testing.assert_close(module.predict_step(inputs, 0), net(inputs))
+    (predictions,) = trainer.predict(module, DataLoader(TensorDataset(inputs), batch_size=10))  # [inputs] lists
+    torch.testing.assert_close(predictions, net(inputs))
+
+
+def test_a_plateau_scheduler_steps_on_the_monitored_validation_loss() -> None:
+    """ReduceLROnPlateau through the factories (patience 0, factor 0.5): the validation loss of
+    fixed logits never improves after the first epoch, so each later epoch halves the rate."""
+    batches = [{"logits": torch.tensor([[1.0, 0.0]]), "target": torch.tensor([1])}] * 2
+    module = SupervisedModule(
+        FixedLogits(),
+        functools.partial(torch.optim.SGD, lr=1.0),
+        functools.partial(torch.optim.lr_scheduler.ReduceLROnPlateau, patience=0, factor=0.5),
+        scheduler_interval="epoch",
+        scheduler_monitor="val/loss",
+    )
+    trainer = L.Trainer(
+        accelerator="cpu", max_epochs=3, logger=False, enable_progress_bar=False, enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    trainer.fit(module, DataLoader(batches, batch_size=None), DataLoader(batches, batch_size=None))
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.25)
 
 
 def test_batches_other_than_dicts_and_pairs_are_refused() -> None:

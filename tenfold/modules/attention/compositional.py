@@ -110,6 +110,11 @@ RetrievalSelection = Literal["soft", "fixed"]
 RetrievalScoring = Literal["dot", "linear"]
 SearchBackend = Literal["auto", "sdpa", "batched", "explicit", "per_retrieval"]
 SearchPath = Literal["batched", "per_search", "per_retrieval", "explicit"]
+# the constructor arguments that from_multihead_attention takes from the MHA it copies
+_FROM_MHA_ARGUMENTS = (
+    "embed_dim", "num_searches", "num_retrievals", "dropout", "bias", "batch_first", "retrieval_selection",
+    "kdim", "vdim", "device", "dtype",
+)
 # the search path of each backend other than "auto"
 _FORCED_SEARCH_PATHS: dict[str, SearchPath] = {
     "sdpa": "per_search", "batched": "batched", "per_retrieval": "per_retrieval", "explicit": "explicit"
@@ -448,15 +453,33 @@ class CompositionalAttention(nn.Module):
             if self.retrieval_key_bias is not None:
                 nn.init.zeros_(self.retrieval_key_bias)
 
+    @property
+    def num_heads(self) -> int:
+        """``nn.MultiheadAttention``'s name for the attention maps, for code that reads it: ``S``."""
+        return self.num_searches
+
+    @property
+    def head_dim(self) -> int:
+        """``nn.MultiheadAttention``'s name for the query/key width per map, for code that reads
+        it: ``d_s``."""
+        return self.search_head_dim
+
     @classmethod
     def from_multihead_attention(cls, mha: nn.MultiheadAttention, **kwargs: Any) -> CompositionalAttention:
         """The fixed pairing (``S = R = mha.num_heads``) holding copies of ``mha``'s weights: the
         same function as ``mha``, from which to study or fine-tune it (outputs agree to rounding,
         tested). Width, dropout, bias, ``batch_first``, ``kdim`` and ``vdim`` are ``mha``'s;
         ``kwargs`` go to the constructor (e.g. ``search_backend``). ``mha`` must not use
-        ``add_bias_kv`` or ``add_zero_attn``, which this layer does not have."""
+        ``add_bias_kv`` or ``add_zero_attn``, which this layer does not have. The layer starts in
+        ``mha``'s mode (training or eval)."""
         if mha.bias_k is not None or mha.add_zero_attn:
             raise ValueError("from_multihead_attention: add_bias_kv and add_zero_attn have no counterpart here")
+        taken = sorted(set(kwargs) & set(_FROM_MHA_ARGUMENTS))
+        if taken:
+            raise ValueError(
+                f"from_multihead_attention: {', '.join(taken)} come from mha (the copy is the same function): "
+                "build the layer and change it afterwards, or construct CompositionalAttention directly"
+            )
         has_bias = mha.in_proj_bias is not None
         weight = next(mha.parameters())
         layer = cls(
@@ -484,7 +507,7 @@ class CompositionalAttention(nn.Module):
                 for linear, source_bias in zip((layer.q_proj, layer.k_proj, layer.v_proj), mha.in_proj_bias.chunk(3)):
                     linear.bias.copy_(source_bias)
             layer.out_proj.load_state_dict(mha.out_proj.state_dict())
-        return layer
+        return layer.train(mha.training)
 
     def forward(
         self,
@@ -613,7 +636,7 @@ class CompositionalAttention(nn.Module):
     ) -> tuple[Tensor, Tensor | None]:
         """Search ``s`` reads retrieval ``s``: multi-head attention. Returns ``[B, S, L_q, d_v]``."""
         batch, num_s, _, d_s = q.shape
-        v = v.view(batch, -1, num_s, self.retrieval_head_dim).transpose(1, 2)
+        v = v.view(batch, k.shape[2], num_s, self.retrieval_head_dim).transpose(1, 2)
         if not need_weights:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p), None
         logits = (q * d_s**-0.5) @ k.transpose(-1, -2)
@@ -871,7 +894,9 @@ class CompositionalAttention(nn.Module):
             logits = logits + mask
         weights = logits.softmax(dim=-1)
         attended = F.dropout(weights, p=dropout_p) if dropout_p > 0 else weights
-        retrieved = (attended.reshape(batch, num_s * n, -1) @ v.to(attended.dtype)).view(batch, num_s, n, -1)
+        retrieved = (attended.reshape(batch, num_s * n, keys_t.shape[-1]) @ v.to(attended.dtype)).view(
+            batch, num_s, n, num_r * d_v
+        )
         if empty is not None:
             # zeroing the retrievals [.., R d_v] rather than the weights [.., L_k]: a smaller pass
             retrieved = retrieved.masked_fill(empty, 0.0)

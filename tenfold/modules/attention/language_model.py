@@ -156,7 +156,8 @@ class LanguageModelModule(ConfiguredOptimizerModule):
 
     Args:
         net: e.g. :class:`TransformerLM`.
-        optimizer, scheduler, scheduler_interval: see :class:`ConfiguredOptimizerModule`.
+        optimizer, scheduler, scheduler_interval, scheduler_monitor: see
+            :class:`ConfiguredOptimizerModule`.
     """
 
     def __init__(
@@ -165,8 +166,9 @@ class LanguageModelModule(ConfiguredOptimizerModule):
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         scheduler_interval: str = "step",
+        scheduler_monitor: str | None = None,
     ) -> None:
-        super().__init__(optimizer, scheduler, scheduler_interval)
+        super().__init__(optimizer, scheduler, scheduler_interval, scheduler_monitor=scheduler_monitor)
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         self.net = net
         self.eval_nll = nn.ModuleDict({stage: MeanMetric() for stage in ("val", "test")})

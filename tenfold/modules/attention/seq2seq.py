@@ -317,7 +317,8 @@ class Seq2SeqModule(ConfiguredOptimizerModule):
 
     Args:
         net: the :class:`Seq2SeqTransformer`.
-        optimizer, scheduler, scheduler_interval: see :class:`ConfiguredOptimizerModule`.
+        optimizer, scheduler, scheduler_interval, scheduler_monitor: see
+            :class:`ConfiguredOptimizerModule`.
         pad_id, bos_id, eos_id: the target vocabulary's special ids.
         max_decode_length: most tokens a greedy decoding generates (EOS included). Evaluation
             decodes at most as many tokens as the batch's longest reference, which gives the same
@@ -336,8 +337,9 @@ class Seq2SeqModule(ConfiguredOptimizerModule):
         eos_id: int = 2,
         max_decode_length: int = 50,
         label_smoothing: float = 0.0,
+        scheduler_monitor: str | None = None,
     ) -> None:
-        super().__init__(optimizer, scheduler, scheduler_interval)
+        super().__init__(optimizer, scheduler, scheduler_interval, scheduler_monitor=scheduler_monitor)
         if len({pad_id, bos_id, eos_id}) != 3:
             raise ValueError(f"pad_id, bos_id and eos_id must differ, got {pad_id}, {bos_id}, {eos_id}")
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])

@@ -70,7 +70,8 @@ class ContextNorm(nn.Module):
             context norm, e.g. RMTS ``[[0, 1], [2, 3], [4, 5]]``); ``None``: the whole sequence.
         eps: added to the variance.
         unbiased: divide the variance by ``n - 1`` as the official ESBN code does
-            (``torch.var``'s default); the paper divides by ``n``.
+            (``torch.var``'s default); the paper divides by ``n``. Needs two or more positions
+            per segment (one gives 0 / 0).
 
     Shapes: ``[B, N, dim] -> [B, N, dim]``.
     """
@@ -84,12 +85,22 @@ class ContextNorm(nn.Module):
         self.segments = [list(segment) for segment in segments] if segments else None
         self.eps = eps
         self.unbiased = unbiased
+        if unbiased and self.segments and min(map(len, self.segments)) < 2:
+            raise ValueError(self._single_position_message(self.segments))
+
+    def _single_position_message(self, segments: list[list[int]]) -> str:
+        return (
+            f"ContextNorm(unbiased=True) divides the variance by n - 1, which is 0 for a context of one "
+            f"position; segments {segments}: give every segment two or more positions, or use unbiased=False"
+        )
 
     def forward(self, z: Tensor) -> Tensor:
         segments = self.segments or [list(range(z.shape[1]))]
         covered = sorted(position for segment in segments for position in segment)
         if covered != list(range(z.shape[1])):
             raise ValueError(f"context segments {segments} do not cover the {z.shape[1]} sequence positions exactly once")
+        if self.unbiased and z.shape[1] == 1:
+            raise ValueError(self._single_position_message(segments))
         normalized = torch.empty_like(z)
         for segment in segments:
             part = z[:, segment]

@@ -114,7 +114,7 @@ class RelationalGamesModule(SupervisedModule):
     :class:`SupervisedModule` does (``train/loss``, ``val/loss``, ``val/acc``).
 
     Args:
-        net, optimizer, scheduler, scheduler_interval, loss, target_key: see
+        net, optimizer, scheduler, scheduler_interval, scheduler_monitor, loss, target_key: see
             :class:`SupervisedModule` (classification: ``loss="cross_entropy"``).
         test_sets: names of the test dataloaders, in order (``${data.test_sets}``).
     """
@@ -128,11 +128,14 @@ class RelationalGamesModule(SupervisedModule):
         scheduler_interval: str = "step",
         loss: str = "cross_entropy",
         target_key: str = "target",
+        scheduler_monitor: str | None = None,
     ) -> None:
         test_sets = [str(name) for name in test_sets]
         if not test_sets or len(set(test_sets)) != len(test_sets):
             raise ValueError(f"RelationalGamesModule: test_sets must be distinct names, got {test_sets!r}")
-        super().__init__(net, optimizer, scheduler, scheduler_interval, loss, target_key)
+        super().__init__(
+            net, optimizer, scheduler, scheduler_interval, loss, target_key, scheduler_monitor=scheduler_monitor
+        )
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         self.test_sets = test_sets
         self.test_set_scores = nn.ModuleList(MeanMetric() for _ in test_sets)

@@ -631,7 +631,10 @@ def test_from_multihead_attention_is_the_same_function(options: dict) -> None:
     layer = CompositionalAttention.from_multihead_attention(mha)
     assert layer.retrieval_selection == "fixed" and layer.num_searches == layer.num_retrievals == 4
     assert layer.dropout == mha.dropout and layer.batch_first == mha.batch_first
-    mha.eval(), layer.eval()
+    assert (layer.num_heads, layer.head_dim) == (mha.num_heads, mha.head_dim)
+    mha.eval()
+    layer = CompositionalAttention.from_multihead_attention(mha)
+    assert not layer.training  # in mha's mode: with dropout, training mode would compute another function
     shape = (2, 5) if mha.batch_first else (5, 2)
     query = torch.randn(*shape, 16)
     key, value = torch.randn(*shape, mha.kdim), torch.randn(*shape, mha.vdim)
@@ -645,6 +648,25 @@ def test_from_multihead_attention_is_the_same_function(options: dict) -> None:
             torch.testing.assert_close(output[1][0], expected[1])
     with pytest.raises(ValueError, match="add_bias_kv and add_zero_attn"):
         CompositionalAttention.from_multihead_attention(nn.MultiheadAttention(16, 4, add_bias_kv=True))
+    with pytest.raises(ValueError, match="batch_first, retrieval_selection come from mha"):
+        CompositionalAttention.from_multihead_attention(mha, retrieval_selection="soft", batch_first=True)
+
+
+@pytest.mark.parametrize("backend", ["auto", "sdpa", "batched", "explicit", "per_retrieval", "fixed"])
+@pytest.mark.parametrize("need_weights", [False, True])
+def test_an_empty_batch_gives_empty_outputs(backend: str, need_weights: bool) -> None:
+    # as nn.MultiheadAttention; views that inferred the key length from the values failed at B = 0
+    if backend == "fixed":
+        layer = CompositionalAttention(16, 4, 4, retrieval_selection="fixed")
+    else:
+        layer = CompositionalAttention(16, 4, 2, search_backend=backend, dropout=0.0 if backend == "per_retrieval" else 0.1)
+    x = torch.randn(0, 5, 16, requires_grad=True)
+    output, weights = layer(x, x, x, need_weights=need_weights)
+    assert output.shape == (0, 5, 16)
+    if need_weights:
+        assert weights[0].shape == (0, 5, 5) and weights[1].shape == (0, 5, 4, 4 if backend == "fixed" else 2)
+    output.sum().backward()
+    assert x.grad.shape == x.shape
 
 
 @pytest.mark.parametrize(("kdim", "num_retrievals"), [(None, 4), (None, 2), (10, 4)])

@@ -132,6 +132,12 @@ def test_context_norm_standardizes_each_segment() -> None:
     torch.testing.assert_close(unbiased[:, :2], out[:, :2] / math.sqrt(2), atol=1e-5, rtol=1e-4)
     with pytest.raises(ValueError, match="cover the 5 sequence positions"):
         ContextNorm(5, segments=[[0, 1], [2, 3]])(z)
+    # n - 1 = 0 for a context of one position: refused rather than NaN; the biased norm gives 0 there
+    with pytest.raises(ValueError, match=r"segments \[\[0\], \[1, 2, 3, 4\]\]: give every segment two or more"):
+        ContextNorm(5, segments=[[0], [1, 2, 3, 4]], unbiased=True)
+    with pytest.raises(ValueError, match="context of one position"):
+        ContextNorm(5, unbiased=True)(z[:, :1])
+    assert not ContextNorm(5, segments=[[0], [1, 2, 3, 4]])(z)[:, 0].any()
 
 
 def test_object_sequence_net_and_glyph_encoder_shapes() -> None:
