@@ -340,6 +340,11 @@ def _log_reward_and_grad(
         raise ValueError(
             f"log_reward must return shape {tuple(x.shape[:1])}, got {tuple(log_r.shape)}"
         )
+    if not log_r.requires_grad:
+        raise RuntimeError(
+            "log_reward is not differentiable (its output has no gradient to x), and MALA's proposals need "
+            "its gradient: compute it with torch operations on x (no .detach(), .item(), numpy or torch.no_grad)"
+        )
     (grad,) = torch.autograd.grad(log_r.sum(), x)
     return log_r.detach().float(), grad.detach().float()
 

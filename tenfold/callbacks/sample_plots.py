@@ -47,7 +47,9 @@ def _energy_device(energy: Any, fallback: torch.device) -> torch.device:
 class SamplePlots(L.Callback):
     """Save a PNG of model samples every ``every_n_epochs`` validation epochs (and at test end).
 
-    For ``D == 2``: a scatter of the samples over filled contours of ``log_reward`` on a
+    For ``D == 1``: histograms of the samples (and target samples) over the target density,
+    normalized on ``grid_points`` points over ``plot_bounds``. For ``D == 2``: a scatter of the
+    samples over filled contours of ``log_reward`` on a
     ``grid_points x grid_points`` grid over ``plot_bounds``. For ``D > 2``: a scatter of the
     coordinates ``pair`` (model samples, and target samples when ``energy.can_sample``), optionally
     over contours of ``log_reward`` on the 2-D slice through the origin spanned by ``pair`` (useful
@@ -132,6 +134,19 @@ class SamplePlots(L.Callback):
                 f"SamplePlots calls {type(pl_module).__name__}.sample(n, generator=...): give sample a "
                 "`generator` argument (a torch.Generator on the module's device to draw its noise from)"
             )
+        energy = pl_module.energy
+        missing = [name for name in ("dim", "plot_bounds", "can_sample") if not hasattr(energy, name)]
+        missing += [
+            f"{name}()"
+            for name in ("log_reward", *(("sample",) if getattr(energy, "can_sample", False) else ()))
+            if not callable(getattr(energy, name, None))
+        ]
+        if missing:
+            raise AttributeError(
+                f"SamplePlots needs the target {type(energy).__name__} to have {', '.join(missing)} (dim, "
+                "log_reward(x [B, D]) -> [B], plot_bounds (low, high), can_sample, and sample(n) when it can "
+                "sample; tenfold.datamodules.samplers.energies.Energy has them all)"
+            )
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs != 0:
@@ -182,6 +197,20 @@ class SamplePlots(L.Callback):
         """Build the figure (no pyplot) for ``samples`` [n, D] and optional ``target`` [m, D]."""
         dim = int(energy.dim)
         low, high = (float(b) for b in energy.plot_bounds)
+        if dim == 1:
+            fig = Figure(figsize=(6.0, 4.4), layout="constrained")
+            ax = fig.subplots()
+            self._density(ax, energy, low, high)
+            bins = np.linspace(low, high, 61)
+            if target is not None:
+                ax.hist(target[:, 0].clamp(low, high).numpy(), bins=bins, density=True,
+                        color=_TARGET_COLOR, alpha=0.5, label="target")
+            ax.hist(samples[:, 0].clamp(low, high).numpy(), bins=bins, density=True,
+                    histtype="step", color=_MODEL_COLOR, label="model")
+            ax.set_xlim(low, high)
+            ax.set_xlabel("x1")
+            ax.legend(loc="upper right", fontsize="small")
+            return fig
         if dim == 2:
             fig = Figure(figsize=(6.0, 6.4), layout="constrained")
             ax = fig.subplots()
@@ -228,6 +257,19 @@ class SamplePlots(L.Callback):
         ax.set_xlim(low, high)
         ax.set_ylim(low, high)
         ax.set_aspect("equal")
+
+    def _density(self, ax: Axes, energy: Any, low: float, high: float) -> None:
+        """The 1-D target density ``exp(log_reward)``, normalized over ``[low, high]`` on the grid."""
+        grid = torch.linspace(low, high, self.grid_points)
+        device = _energy_device(energy, torch.device("cpu"))
+        with torch.no_grad():
+            log_density = torch.cat(
+                [energy.log_reward(chunk.unsqueeze(1).to(device)).float().cpu() for chunk in grid.split(self.chunk_size)]
+            )
+        log_density = torch.nan_to_num(log_density, nan=-torch.inf)
+        spacing = (high - low) / (self.grid_points - 1)
+        density = (log_density - torch.logsumexp(log_density, dim=0) - math.log(spacing)).exp()
+        ax.plot(grid.numpy(), density.numpy(), color="black", linewidth=1.0, label="density")
 
     def _contours(
         self, ax: Axes, energy: Any, pair: tuple[int, int], dim: int, low: float, high: float

@@ -286,6 +286,34 @@ def test_a_module_without_the_protocol_stops_before_training(tmp_path: Path) -> 
         _trainer(tmp_path, 1, SamplePlots(n_samples=10)).fit(module)
 
 
+def test_a_target_without_the_protocol_stops_before_training(tmp_path: Path) -> None:
+    module = FakeSampler(2)
+    del module.energy.plot_bounds
+    module.training_step = lambda batch, batch_idx: pytest.fail("trained before the protocol check")  # type: ignore[method-assign]
+    with pytest.raises(AttributeError, match=r"the target GaussianEnergy to have plot_bounds \(dim"):
+        _trainer(tmp_path, 1, SamplePlots(n_samples=10)).fit(module)
+    module = FakeSampler(2)
+    module.energy.sample = None  # can_sample, but nothing to call
+    with pytest.raises(AttributeError, match=r"to have sample\(\) \(dim"):
+        _trainer(tmp_path, 1, SamplePlots(n_samples=10)).fit(module)
+
+
+def test_one_dimensional_targets_get_histograms_over_the_normalized_density() -> None:
+    """D = 1: no scatter (before, a coordinate against itself); the density curve integrates to 1
+    over wide bounds and peaks at N(0, 1)'s 1 / sqrt(2 pi), beside the histograms."""
+    energy = GaussianEnergy(1)
+    energy.plot_bounds = (-8.0, 8.0)
+    samples = torch.tensor([[0.1], [0.2], [-0.3], [9.0]])
+    fig = SamplePlots(grid_points=401).make_figure(energy, samples, target=torch.randn(50, 1))
+    (ax,) = fig.axes
+    assert not [c for c in ax.collections if isinstance(c, PathCollection)]
+    (curve,) = ax.get_lines()
+    x, density = curve.get_xdata(), curve.get_ydata()
+    assert np.trapezoid(density, x) == pytest.approx(1.0, abs=1e-3)
+    assert density.max() == pytest.approx(1 / np.sqrt(2 * np.pi), rel=1e-3)
+    assert [text.get_text() for text in ax.get_legend().get_texts()] == ["density", "target", "model"]
+
+
 def test_sanity_check_stub_skips(tmp_path: Path) -> None:
     stub = _StubTrainer(tmp_path, True)
     stub.sanity_checking = True

@@ -65,7 +65,8 @@ class EnergyDataModule(L.LightningDataModule):
         eval_batch_size: trajectories and target samples per evaluation.
         seed: seed of the generator of the evaluation target samples.
         dim: the target's dimension as the config declares it (models interpolate ``${data.dim}``
-            to size their networks); checked against ``energy.dim``. None: not checked.
+            to size their networks, so a data config of one's own sets it); checked against
+            ``energy.dim``. None: not checked.
     """
 
     def __init__(
@@ -80,8 +81,8 @@ class EnergyDataModule(L.LightningDataModule):
         super().__init__()
         if not isinstance(energy, Energy):
             raise TypeError(
-                "EnergyDataModule: energy must be a tenfold.datamodules.samplers.energies.Energy, "
-                f"got {type(energy).__name__}"
+                "EnergyDataModule: energy must be a tenfold.datamodules.samplers.energies.Energy (subclass it: "
+                f"implement _log_reward, and _sample when it can sample), got {type(energy).__name__}"
             )
         for name, value in (
             ("batch_size", batch_size),

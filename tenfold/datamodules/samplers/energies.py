@@ -128,7 +128,13 @@ class Energy(torch.nn.Module):
             raise TypeError(f"{type(self).__name__}: expected a floating x, got {x.dtype}")
         compute_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         with torch.autocast(device_type=x.device.type, enabled=False):
-            return self._log_reward(x.to(compute_dtype))
+            log_r = self._log_reward(x.to(compute_dtype))
+        if log_r.shape != x.shape[:1]:
+            raise ValueError(
+                f"{type(self).__name__}._log_reward returned shape {tuple(log_r.shape)} for x of shape "
+                f"{tuple(x.shape)}: it must return one value per point, [B] (e.g. .sum(-1) without keepdim)"
+            )
+        return log_r
 
     def forward(self, x: Tensor) -> Tensor:
         """Same as :meth:`log_reward`: ``[B, D] -> [B]``."""
@@ -161,11 +167,14 @@ class Energy(torch.nn.Module):
 
     def _log_reward(self, x: Tensor) -> Tensor:
         """``[B, D] -> [B]`` in the dtype of ``x`` (float32 or float64); shapes already checked."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement _log_reward(x: [B, D]) -> [B]")
 
     def _sample(self, n: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
         """``[n, D]`` exact samples drawn with ``generator`` on ``device``."""
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"{type(self).__name__} has can_sample=True but no _sample(n, generator, device) -> [n, D]: "
+            "implement it, or pass can_sample=False"
+        )
 
     def _no_sampler_reason(self) -> str:
         return f"{type(self).__name__} has no exact sampler (can_sample is False)."

@@ -33,8 +33,14 @@ def trajectory_balance(log_pf: Tensor, log_pb: Tensor, log_reward: Tensor, log_z
 def vargrad(log_pf: Tensor, log_pb: Tensor, log_reward: Tensor) -> Tensor:
     """Log-variance / VarGrad loss (Richter et al., 2020): the batch variance of
     ``log p_F - log p_B - log R``, i.e. TB with ``log Z`` replaced by its batch estimate
-    ``mean(log R + log p_B - log p_F)``. Shapes as in :func:`trajectory_balance`.
+    ``mean(log R + log p_B - log p_F)``. Shapes as in :func:`trajectory_balance`; needs two or
+    more trajectories (the variance of one is 0, whatever the policy).
     """
+    if log_reward.numel() < 2:
+        raise ValueError(
+            f"vargrad estimates log Z from the batch and needs 2 or more trajectories, got {log_reward.numel()}: "
+            "raise the batch size"
+        )
     residual = log_pf - log_pb - log_reward
     return (residual - residual.mean()).pow(2).mean()
 

@@ -39,6 +39,8 @@ Differences from the official code (GFNOrg/gfn-diffusion, commit 255b499), all f
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -110,6 +112,23 @@ _NO_TARGET = (
 )
 
 
+def _drop_target_state(module: nn.Module, state_dict: dict[str, Any], prefix: str, local_metadata: Any) -> None:
+    """State-dict post-hook: checkpoints do not keep the target (tensors a target registers as
+    persistent buffers or parameters)."""
+    for key in [key for key in state_dict if key.startswith(prefix + "energy.")]:
+        del state_dict[key]
+
+
+def _keep_the_given_target(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """Load-state-dict pre-hook: loading leaves the module's target as it is (a checkpoint that
+    holds target tensors, from before :func:`_drop_target_state`, does not overwrite it)."""
+    for key in [key for key in state_dict if key.startswith(prefix + "energy.")]:
+        del state_dict[key]
+    if module.energy is not None:
+        for name, tensor in module.energy.state_dict().items():
+            state_dict[prefix + "energy." + name] = tensor
+
+
 class DiffusionSampler(ConfiguredOptimizerModule):
     """Trains :class:`~tenfold.modules.samplers.nets.SamplerNets` to sample from ``exp(log_reward) / Z``.
 
@@ -120,9 +139,13 @@ class DiffusionSampler(ConfiguredOptimizerModule):
             a sampler that is only evaluated or sampled from (``load_from_checkpoint(path,
             net=SamplerNets(...))``).
         scheduler: optional partial LR scheduler, stepped every optimizer step.
-        energy: the target (an ``nn.Module`` with ``dim``, ``log_reward(x) -> [B]``, ``log_Z``,
-            ``modes``, ``can_sample``, ``sample(n)``). When None, it is taken from the
-            datamodule (``trainer.datamodule.energy``) at ``setup``.
+        energy: the target: an :class:`~tenfold.datamodules.samplers.energies.Energy` subclass
+            (which checks shapes and dtypes, and which ``EnergyDataModule`` needs), or any
+            ``nn.Module`` with ``dim``, ``log_reward(x [B, D]) -> [B]`` (finite, and
+            differentiable in ``x`` for ``pis``, ``dds``, the Langevin parametrization and local
+            search), ``log_Z``, ``modes``, ``can_sample``, ``sample(n)``. When None, it is taken
+            from the datamodule (``trainer.datamodule.energy``) at ``setup``. Checkpoints do not
+            keep it (nor any tensor it registers): loading one leaves the given target as it is.
         loss: one of :data:`LOSSES`.
         num_steps: number of steps ``T``.
         sigma2: diffusion variance per unit time of the reference (the official ``t_scale``).
@@ -131,9 +154,11 @@ class DiffusionSampler(ConfiguredOptimizerModule):
         ou_beta: rate of the OU reference.
         exploration_std: std of the extra Gaussian noise of off-policy exploration (0: off).
         exploration_decay_steps: linear decay of that std to 0 over this many optimizer steps
-            (0: constant).
+            (0: constant), counted by the Trainer's ``global_step`` (a loop of one's own without a
+            Trainer sees no decay).
         subtb_lambda: the geometric weight ``lambda`` of SubTB.
-        flow_lr: learning rate of ``log Z`` and of the flow network.
+        flow_lr: learning rate of ``log Z`` and of the flow network; None: the paper's, 0.1 for
+            TB's ``log Z`` and 0.01 for the flows of DB, SubTB and FL-SubTB (which diverged at 0.1).
         backward_lr: learning rate of the learned backward network.
         mode_radius: a mode of the target counts as hit when a sample lies within this distance.
         rng_seed: seed of the module's random stream (plus the DDP rank); None: ``torch.initial_seed()``.
@@ -180,7 +205,7 @@ class DiffusionSampler(ConfiguredOptimizerModule):
         exploration_std: float = 0.0,
         exploration_decay_steps: int = 0,
         subtb_lambda: float = 2.0,
-        flow_lr: float = 1e-1,
+        flow_lr: float | None = None,
         backward_lr: float = 1e-3,
         mode_radius: float = 1.0,
         rng_seed: int | None = None,
@@ -216,9 +241,12 @@ class DiffusionSampler(ConfiguredOptimizerModule):
             self._check_energy(energy)
         self.energy = energy
         self.loss_name = loss
+        self.flow_lr = flow_lr if flow_lr is not None else (0.01 if loss in FLOW_LOSSES else 0.1)
         self.reference: ReferenceProcess = (
             OUReference(num_steps, sigma2, ou_beta) if reference == "ou" else BrownianReference(num_steps, sigma2)
         )
+        self.register_state_dict_post_hook(_drop_target_state)
+        self.register_load_state_dict_pre_hook(_keep_the_given_target)
         self.net.log_z.requires_grad_(loss == "tb")
         if self.net.flow is not None:
             self.net.flow.requires_grad_(loss in FLOW_LOSSES)
@@ -227,6 +255,8 @@ class DiffusionSampler(ConfiguredOptimizerModule):
         self._generator: torch.Generator | None = None
         self._pending_rng_state: tuple[Tensor, str] | None = None
         self._evaluation_seed: int | None = None
+        # (step, batch size, kind, [loss, non-finite rewards]) of the last training step, not yet checked
+        self._unchecked_step: tuple[int, int, str, Tensor] | None = None
         # (capture key: batch shape and parameter addresses, graphed objective), built at the
         # first graphed step; not a submodule
         self._graphed_objective: tuple[tuple[Any, ...], nn.Module] | None = None
@@ -361,14 +391,32 @@ class DiffusionSampler(ConfiguredOptimizerModule):
         """``log R(x)`` of the target, ``[B, D] -> [B]`` (float32)."""
         if self.energy is None:
             raise RuntimeError(_NO_TARGET)
-        return self.energy.log_reward(x).float()
+        log_r = self.energy.log_reward(x)
+        if log_r.shape != x.shape[:1]:
+            raise ValueError(
+                f"{type(self.energy).__name__}.log_reward returned shape {tuple(log_r.shape)} for x of shape "
+                f"{tuple(x.shape)}: it must return one value per point, [B] (e.g. .sum(-1) without keepdim)"
+            )
+        return log_r.float()
+
+    def _differentiable_log_reward(self, x: Tensor, use: str) -> Tensor:
+        """:meth:`log_reward` of ``x`` (which requires grad), checked to carry a gradient to ``x``."""
+        log_r = self.log_reward(x)
+        if not log_r.requires_grad:
+            raise RuntimeError(
+                f"{type(self.energy).__name__}.log_reward is not differentiable (its output has no gradient "
+                f"to x), and {use} needs its gradient: compute it with torch operations on x (no .detach(), "
+                ".item(), numpy or torch.no_grad)"
+            )
+        return log_r
 
     def _grad_log_reward(self, x: Tensor) -> Tensor:
         """``grad log R(x)``, detached, NaNs zeroed; ``[*, D]``. Works inside Lightning's
         evaluation loops (``torch.inference_mode``) too."""
         with torch.inference_mode(False), torch.enable_grad():
             x = x.detach().float().clone().requires_grad_(True)
-            (grad,) = torch.autograd.grad(self.log_reward(x.reshape(-1, x.shape[-1])).sum(), x)
+            log_r = self._differentiable_log_reward(x.reshape(-1, x.shape[-1]), "the Langevin parametrization")
+            (grad,) = torch.autograd.grad(log_r.sum(), x)
         return torch.nan_to_num(grad)
 
     def _policy(
@@ -433,11 +481,18 @@ class DiffusionSampler(ConfiguredOptimizerModule):
         return start, log_start, self._randn(x0.new_empty(self.reference.num_steps, *x0.shape), generator)
 
     def _simulate_from(
-        self, x: Tensor, log_start: Tensor, noises: Tensor, exploration_std: float | Tensor, reparametrize: bool
+        self,
+        x: Tensor,
+        log_start: Tensor,
+        noises: Tensor,
+        exploration_std: float | Tensor,
+        reparametrize: bool,
+        with_reward: bool = True,
     ) -> Trajectories:
         """:meth:`simulate` from drawn start states ``x [B, D]`` (log density ``log_start [B]``)
         with the step noises ``noises [T, B, D]``. A tensor ``exploration_std`` (0-d) is applied
-        even when it is 0 (no data-dependent branch: the CUDA-graph path)."""
+        even when it is 0 (no data-dependent branch: the CUDA-graph path). Without
+        ``with_reward`` the target is not evaluated (``log_reward`` is NaN): samples only."""
         times = self.reference.times(x.device)
         embeddings, scalings = self.net.time_features(times[:-1])
         no_scalings = (None,) * self.reference.num_steps
@@ -463,8 +518,10 @@ class DiffusionSampler(ConfiguredOptimizerModule):
             trajectory_states[:, 1:], torch.stack(means, dim=1), stds[0] if log_var is None else torch.stack(stds, dim=1)
         )
         terminal = trajectory_states[:, -1]
-        if reparametrize:
-            log_reward = self.log_reward(terminal)
+        if not with_reward:
+            log_reward = torch.full(terminal.shape[:1], torch.nan, device=terminal.device)
+        elif reparametrize and terminal.requires_grad:
+            log_reward = self._differentiable_log_reward(terminal, f"loss={self.loss_name} (through the simulation)")
         else:
             with torch.no_grad():
                 log_reward = self.log_reward(terminal)
@@ -574,7 +631,9 @@ class DiffusionSampler(ConfiguredOptimizerModule):
                 )
             terminal = self.backward_batch.to(self.device)
             self.backward_batch = None
-            loss = self.objective(self.simulate_backward(terminal))
+            trajectories = self.simulate_backward(terminal)
+            loss = self.objective(trajectories)
+            self._check_finite_later(loss, trajectories.log_reward, "backward (replay)")
             self.log("train/loss_backward", loss, prog_bar=True)
             return {"loss": loss}
         exploration = self.exploration_std()
@@ -586,6 +645,7 @@ class DiffusionSampler(ConfiguredOptimizerModule):
             )
             loss = self.objective(trajectories)
             log_reward, terminal = trajectories.log_reward.detach(), trajectories.terminal.detach()
+        self._check_finite_later(loss, log_reward, "on-policy")
         self.log("train/loss", loss.detach().clone(), prog_bar=True)
         self.log("train/log_reward", log_reward.mean())
         if exploration > 0:
@@ -593,6 +653,57 @@ class DiffusionSampler(ConfiguredOptimizerModule):
         if self.loss_name == "tb":
             self.log("train/log_z", self.net.log_z)
         return {"loss": loss, "samples": terminal, "log_reward": log_reward}
+
+    def _check_finite_later(self, loss: Tensor, log_reward: Tensor, kind: str) -> None:
+        """Checks the previous training step and keeps this one's loss and count of non-finite
+        rewards for the next check (or :meth:`on_train_end`). Reading the values one step late
+        needs no host synchronization within a step, which would stall a GPU step (CUDA graphs)."""
+        self._raise_if_not_finite()
+        values = torch.stack([loss.detach().float(), (~torch.isfinite(log_reward)).sum().float()])
+        self._unchecked_step = (self.global_step, len(log_reward), kind, values)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Adds the gradients' norm to the step's pending check. The check stops on non-finite
+        gradients: reduced over the DDP ranks, they are the same on every rank, so that every rank
+        stops at the same step. Not under a gradient scaler (``16-mixed``), whose overflowing
+        steps are expected and skipped."""
+        if self._unchecked_step is None or self._grad_scaler_in_use():
+            return
+        gradients = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if not gradients:
+            return
+        step, batch_size, kind, values = self._unchecked_step
+        norm = torch.nn.utils.get_total_norm(gradients).float().to(values.device)
+        self._unchecked_step = (step, batch_size, kind, torch.cat([values, norm.reshape(1)]))
+
+    def _grad_scaler_in_use(self) -> bool:
+        return self._trainer is not None and getattr(self.trainer.precision_plugin, "scaler", None) is not None
+
+    def _raise_if_not_finite(self) -> None:
+        if self._unchecked_step is None:
+            return
+        step, batch_size, kind, values = self._unchecked_step
+        self._unchecked_step = None
+        if len(values) < 3:  # no optimizer step (a gradient scaler, or none taken)
+            return
+        loss, nonfinite_rewards, gradient_norm = values.tolist()
+        if math.isfinite(gradient_norm):
+            return
+        cause = (
+            f"{int(nonfinite_rewards)} of the {batch_size} log-rewards of its trajectories are not finite: "
+            f"{type(self.energy).__name__}.log_reward must be finite everywhere (a large negative number "
+            "rather than -inf outside a support)"
+            if nonfinite_rewards
+            else "its rewards were finite, so the training diverged: lower the learning rates (the "
+            "optimizer's lr, flow_lr) or clip gradients (trainer.gradient_clip_val)"
+        )
+        raise FloatingPointError(
+            f"DiffusionSampler: the {kind} training step {step} has gradient norm {gradient_norm} (loss {loss} on "
+            f"this rank); {cause}"
+        )
+
+    def on_train_end(self) -> None:
+        self._raise_if_not_finite()
 
     def _graphed_on_policy_step(self, batch: Tensor, exploration: float) -> tuple[Tensor, Tensor, Tensor]:
         """The on-policy step through CUDA graphs (``cuda_graph=True``): the noise drawn as
@@ -622,10 +733,13 @@ class DiffusionSampler(ConfiguredOptimizerModule):
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """``n`` samples ``x_T`` of the current policy (no exploration), ``[n, D]``, with noise
-        from ``generator`` (default: the module's training stream)."""
+        from ``generator`` (default: the module's training stream). Needs the target only with
+        the Langevin parametrization (whose drift reads its gradient)."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"sample(n) takes a positive int number of samples, got {n!r}")
-        return self.simulate(torch.zeros(n, self.net.dim, device=self.device), generator=generator).terminal
+        x0 = torch.zeros(n, self.net.dim, device=self.device)
+        x, log_start, noises = self._draw_start_and_noise(x0, generator if generator is not None else self._rng())
+        return self._simulate_from(x, log_start, noises, 0.0, reparametrize=False, with_reward=False).terminal
 
     @torch.no_grad()
     def evaluate(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> dict[str, Tensor]:
@@ -691,7 +805,7 @@ class DiffusionSampler(ConfiguredOptimizerModule):
         if self.net.flow is not None:
             flows += trainable(self.net.flow.parameters())
         if flows:
-            groups.append({"params": flows, "lr": self.hparams.flow_lr})
+            groups.append({"params": flows, "lr": self.flow_lr})
         if self.net.backward_policy is not None:
             groups.append({"params": list(self.net.backward_policy.parameters()), "lr": self.hparams.backward_lr})
         return groups

@@ -548,10 +548,10 @@ def test_invalid_configurations_are_explained() -> None:
             make_sampler("tb", num_steps=num_steps)
     with pytest.raises(ValueError, match="off-policy"):
         make_sampler("pis", exploration_std=0.1)
-    # e.g. loaded from a checkpoint without its target: sampling names what to pass
+    # e.g. loaded from a checkpoint without its target: simulating names what to pass
     without_target = DiffusionSampler(SamplerNets(2, hidden_dim=8), partial(torch.optim.Adam), loss="tb")
     with pytest.raises(RuntimeError, match=r"no target: pass energy=\.\.\. \(also to load_from_checkpoint\)"):
-        without_target.sample(4)
+        without_target.simulate(torch.zeros(4, 2))
 
 
 def test_a_sampler_with_its_own_target_warns_about_another_from_the_datamodule() -> None:

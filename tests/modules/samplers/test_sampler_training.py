@@ -94,8 +94,8 @@ def test_short_run_learns_a_nonzero_log_z(loss: str, steps: int, flow_lr: float)
     log Z (TB) or start flow (SubTB, DB) must reach 3, which needs ``log Z`` and the flow network
     in the optimizer, and the loss must fall. The untrained policy is exact (see
     :class:`ScaledGaussian`), so the TB loss starts at (0 - 3)^2 = 9. The flow losses train at a
-    lower ``flow_lr`` than the default 0.1, at which their losses stall (SubTB) or diverge (DB) in
-    runs this short; DB passes the terminal log-reward back one step at a time and needs more
+    lower ``flow_lr`` than TB's 0.1, at which their losses stall (SubTB) or diverge (DB) in runs
+    this short; DB passes the terminal log-reward back one step at a time and needs more
     steps than SubTB."""
     log_z = 3.0
     datamodule = EnergyDataModule(ScaledGaussian(2, variance=1.0, log_Z=log_z), batch_size=64, steps_per_epoch=steps)
