@@ -296,6 +296,19 @@ def newest_checkpoint(run_dir: Path) -> Path | None:
     return None
 
 
+def retire_preemption_checkpoints(trainer: L.Trainer) -> None:
+    """Moves Lightning's SLURM preemption checkpoints (``hpc_ckpt_<n>.ckpt`` in the run directory)
+    into ``checkpoints/`` once a fit has finished: under SLURM, ``trainer.test(ckpt_path=None)``
+    loads the newest of them instead of testing the current weights, and they are older than the
+    finished fit. In ``checkpoints/`` they are kept, but no longer resumed from."""
+    root = Path(trainer.default_root_dir)
+    if trainer.is_global_zero:
+        for path in root.glob("hpc_ckpt_*.ckpt"):
+            (root / "checkpoints").mkdir(exist_ok=True)
+            path.rename(root / "checkpoints" / path.name)
+    trainer.strategy.barrier("retire_preemption_checkpoints")
+
+
 def slurm_requeued() -> bool:
     """Whether this is a SLURM job started again after a requeue (``SLURM_RESTART_COUNT > 0``)."""
     return int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
@@ -753,6 +766,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         if cfg.get("train"):
             trainer.fit(model=model, datamodule=datamodule, ckpt_path=fit_ckpt_path)
             metric_dict.update(_floats(trainer.callback_metrics))
+            retire_preemption_checkpoints(trainer)
 
         if cfg.get("test"):
             if cfg.get("train"):

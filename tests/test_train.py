@@ -8,6 +8,7 @@ import csv
 import math
 import os
 import re
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -518,6 +519,18 @@ def test_slurm_environment_is_detected_and_requeued_job_resumes(
     assert "resuming from" in result.stdout
     assert _single_run_dir(tmp_path, "samplers/gmm25_tb") == run_dir
     assert _load(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 4
+
+    # After a preemption (Lightning's hpc_ckpt_<n>.ckpt, here the step-4 checkpoint) the requeued
+    # job trains on and tests its final weights: Lightning's test under SLURM would load the
+    # newest hpc checkpoint, so the finished fit moves it into checkpoints/.
+    shutil.copy(run_dir / "checkpoints" / "last.ckpt", run_dir / "hpc_ckpt_1.ckpt")
+    result = train_cli(
+        [*args[:-2], "test=true", args[-1], "trainer.max_steps=6"], env={**SLURM_ENV, "SLURM_RESTART_COUNT": "2"}
+    )
+    assert result.returncode == 0, result.stdout[-5000:]
+    assert "hpc_ckpt_1.ckpt" in result.stdout.split("Testing current weights")[0]  # resumed from it
+    assert "Restoring states" not in result.stdout.split("Testing current weights")[1]
+    assert not (run_dir / "hpc_ckpt_1.ckpt").exists() and (run_dir / "checkpoints" / "hpc_ckpt_1.ckpt").is_file()
 
     # A second, fresh train.py in the same allocation is refused before anything of the run is
     # touched: its saved config stays the first run's (Hydra's own copy came before the check).
