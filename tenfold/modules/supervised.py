@@ -41,7 +41,8 @@ class SupervisedModule(ConfiguredOptimizerModule):
             ``"task"`` for multitask classification or ``"relational"`` for Sort-of-CLEVR; the
             metric is then also logged per group (dict batches only).
         group_names: the names of the groups, in index order, for the metric names
-            (``val/acc_<name>``); required with ``group_key``.
+            (``val/acc_<name>``); required with ``group_key``. A group absent from a whole split
+            logs NaN there.
 
     Logged: ``<split>/loss``; classification ``<split>/acc``, regression ``<split>/l1`` (mean
     absolute error per target entry, whatever the loss); per group ``<split>/acc_<name>`` or
@@ -140,11 +141,11 @@ class SupervisedModule(ConfiguredOptimizerModule):
         if self.group_key is not None:
             groups = batch[self.group_key].long()
             for index, name in enumerate(self.group_names or []):
-                rows = groups == index
+                # every group on every batch, also absent ones (an empty update): under DDP the
+                # ranks synchronize the logged metrics in the order they were logged
                 group_metric = self.group_metrics[f"{split}_scores"][index]
-                if rows.any():
-                    group_metric.update(scores[rows])
-                    self.log(f"{split}/{self.metric_name}_{name}", group_metric, on_step=False, on_epoch=True)
+                group_metric.update(scores[groups == index])
+                self.log(f"{split}/{self.metric_name}_{name}", group_metric, on_step=False, on_epoch=True)
         return loss
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:

@@ -72,6 +72,28 @@ def test_supervised_module_l1_metric_and_errors() -> None:
         SupervisedModule(FixedLogits(), functools.partial(torch.optim.SGD, lr=0.1), loss="hinge")
 
 
+def test_group_metrics_under_ddp_when_each_rank_sees_one_group() -> None:
+    """Two processes (gloo): the distributed sampler gives rank 0 the batches of group 0 and rank
+    1 those of group 1. Every rank logs every group, so the ranks synchronize the same metric at
+    a time; before, each logged only its own group and the two were averaged into each other."""
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    batches = [  # predictions [0, 1]; rank 0 gets items 0, 2 (group 0: 1 of 4 correct), rank 1 items 1, 3 (4 of 4)
+        {"logits": logits, "target": torch.tensor([0, 0]), "group": torch.tensor([0, 0])},
+        {"logits": logits, "target": torch.tensor([0, 1]), "group": torch.tensor([1, 1])},
+        {"logits": logits, "target": torch.tensor([1, 0]), "group": torch.tensor([0, 0])},
+        {"logits": logits, "target": torch.tensor([0, 1]), "group": torch.tensor([1, 1])},
+    ]
+    module = SupervisedModule(FixedLogits(), group_key="group", group_names=["a", "b"])
+    trainer = L.Trainer(
+        accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False, enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    (metrics,) = trainer.validate(module, DataLoader(batches, batch_size=None))
+    assert metrics["val/acc_a"] == pytest.approx(1 / 4)
+    assert metrics["val/acc_b"] == pytest.approx(4 / 4)
+    assert metrics["val/acc"] == pytest.approx(5 / 8)
+
+
 class TwoLayers(ConfiguredOptimizerModule):
     """Two linear layers; the second trains at a tenth of the first's learning rate when grouped."""
 
