@@ -106,6 +106,9 @@ class Trajectories:
         return (self.log_reward + self.log_pb.sum(-1) - self.log_pf.sum(-1) - self.log_start).float()
 
 
+# the rank whose evaluation noise every rank draws
+_EVALUATION_RANK = 0
+
 _NO_TARGET = (
     "DiffusionSampler has no target: pass energy=... (also to load_from_checkpoint), set `.energy`, or train "
     "with a datamodule that has an `energy` attribute"
@@ -375,14 +378,16 @@ class DiffusionSampler(ConfiguredOptimizerModule):
 
     def evaluation_generator(self, batch_idx: int = 0, stage: str = "val") -> torch.Generator:
         """The random stream of evaluation batch ``batch_idx`` of ``stage`` (``"val"`` or
-        ``"test"``): seeded afresh at every evaluation (from the run's evaluation seed, the stage,
-        the rank and ``batch_idx``), so that every evaluation of a run, resumed or not, uses the
-        same noise, tests draw other noise than validations, and evaluating never advances the
-        training stream."""
+        ``"test"``): seeded afresh at every evaluation (from the run's evaluation seed, the stage
+        and ``batch_idx``), so that every evaluation of a run, resumed or not, uses the same noise,
+        tests draw other noise than validations, and evaluating never advances the training
+        stream. Every DDP rank draws the same noise (rank 0's): the ranks compute the same
+        metrics, which are those of one process, whatever the number of processes (with noise
+        per rank, the logged mean of per-rank ``log_z_is``, W2, modes hit, ... depended on it)."""
         if stage not in _EVALUATION_STAGES:
             raise ValueError(f"stage must be one of {', '.join(_EVALUATION_STAGES)}, got {stage!r}")
         stage_code = 1 + _EVALUATION_STAGES.index(stage)
-        seed = hash((self._evaluation_base_seed(), stage_code, self.global_rank, batch_idx)) & (2**63 - 1)
+        seed = hash((self._evaluation_base_seed(), stage_code, _EVALUATION_RANK, batch_idx)) & (2**63 - 1)
         return torch.Generator(device=self.device).manual_seed(seed)
 
     # ----------------------------------------------------------------------------------------
