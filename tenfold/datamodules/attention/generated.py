@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 
 import lightning as L
 import numpy as np
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -117,6 +118,11 @@ class GeneratedTaskDataModule(L.LightningDataModule):
     ``self.num_workers``. Training reads new batches every epoch (:class:`EpochBatchSampler`);
     validation and test read their fixed batches, fixed by the seed and the batch size: compare
     runs' validation and test figures at the same ``batch_size``.
+
+    Under DDP the ranks split the validation and test batches without repeating any (Lightning's
+    distributed sampler would pad an uneven split with whole repeated batches, which then count
+    twice), so their figures are those of one process; with fewer batches than ranks, Lightning
+    pads as usual.
     """
 
     datasets: dict[str, GeneratedBatches]
@@ -129,11 +135,21 @@ class GeneratedTaskDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         """The fixed validation batches."""
-        return self._dataloader(self._dataset("val"))
+        return self._evaluation_dataloader("val")
 
     def test_dataloader(self) -> DataLoader:
         """The fixed test batches."""
-        return self._dataloader(self._dataset("test"))
+        return self._evaluation_dataloader("test")
+
+    def _evaluation_dataloader(self, split: str) -> DataLoader:
+        dataset = self._dataset(split)
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        sampler = None
+        if 1 < world_size <= len(dataset):
+            sampler = UnrepeatedDistributedSampler(
+                dataset, num_replicas=world_size, rank=self.trainer.global_rank, shuffle=False
+            )
+        return self._dataloader(dataset, sampler)
 
     def _dataset(self, split: str) -> GeneratedBatches:
         if not self.datasets:

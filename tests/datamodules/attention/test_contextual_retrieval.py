@@ -287,6 +287,36 @@ def test_lightning_sets_the_epoch_of_the_training_data():
     assert torch.equal(model.val_inputs[0], model.val_inputs[1])
 
 
+class _ExampleCounter(L.LightningModule):
+    """Counts the validation examples of all ranks (a sum over ranks and batches)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        count = torch.tensor(float(len(batch["inputs"])))
+        self.log("examples", count, reduce_fx="sum", sync_dist=True, batch_size=1)
+
+
+def test_ddp_ranks_split_the_evaluation_batches_without_repeating_one():
+    """3 validation batches on 2 ranks: rank 0 reads batches 0 and 2, rank 1 batch 1, and the
+    ranks count the 50 examples once (Lightning's padding sampler repeated a whole batch: 70)."""
+    dm = ContextualRetrievalDataModule(train_size=40, val_size=50, test_size=20, batch_size=20)
+    trainer = L.Trainer(
+        accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False, enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    (metrics,) = trainer.validate(_ExampleCounter(), datamodule=dm)
+    assert metrics["examples"] == 50
+    from types import SimpleNamespace
+
+    dm.trainer = SimpleNamespace(world_size=2, global_rank=1)
+    assert [len(batch["inputs"]) for batch in dm.val_dataloader()] == [20]
+    # one test batch for two ranks: Lightning's padding sampler, so that every rank gets one
+    assert not isinstance(dm.test_dataloader().sampler, torch.utils.data.DistributedSampler)
+
+
 @pytest.mark.parametrize(
     ("name", "ood"), [("contextual_retrieval", False), ("contextual_retrieval_ood", True)]
 )
