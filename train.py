@@ -41,7 +41,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import InterpolationKeyError, OmegaConfBaseException
 
 from tenfold.checkpoints import ConfigInCheckpoint, is_complete_checkpoint, replaced_atomically
 from tenfold.loggers import ResumableLogger, run_id
@@ -266,13 +266,25 @@ def check_value_types(cfg: DictConfig) -> None:
 
 
 def check_accelerator(trainer_cfg: DictConfig) -> None:
-    """Stop before Lightning does when the trainer asks for a GPU that this machine lacks."""
+    """Stop before Lightning does when the trainer asks for a GPU that this machine lacks, or for
+    SLURM's cluster environment outside a SLURM job step."""
     accelerator = str(trainer_cfg.get("accelerator", "auto"))
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise RuntimeError(
             f"The trainer asks for accelerator={accelerator}, but no CUDA GPU is visible "
             "(torch.cuda.is_available() is False). On a CPU-only machine run with trainer=cpu "
             "(or trainer=default, which picks what is there; trainer=ddp_sim simulates DDP on CPU)."
+        )
+    plugin_targets = [
+        str(plugin.get("_target_", "")) for plugin in trainer_cfg.get("plugins") or [] if isinstance(plugin, DictConfig)
+    ]
+    wants_slurm = any(target.endswith(".SLURMEnvironment") for target in plugin_targets)
+    missing = [name for name in ("SLURM_NTASKS", "SLURM_PROCID", "SLURM_NODEID") if name not in os.environ]
+    if wants_slurm and missing:
+        raise RuntimeError(
+            f"trainer=slurm runs in a SLURM job step, one process per task, but {', '.join(missing)} "
+            "is not set: submit it (sbatch scripts/slurm_2x4.sbatch, whose srun starts the tasks, or "
+            "hydra/launcher=slurm -m); on this machine use trainer=cpu, trainer=gpu or trainer=ddp."
         )
 
 
@@ -392,6 +404,27 @@ def check_sweep_starts_no_processes(trainer: L.Trainer) -> None:
             "each with its own settings). Submit the sweep with hydra/launcher=slurm trainer=slurm "
             "(srun starts each job's processes), or run one command per point without -m."
         )
+
+
+def check_interpolations(cfg: DictConfig) -> None:
+    """Stops on an interpolation whose key the composed config lacks (e.g. ``model.net.dim:
+    ${data.dim}`` with a data config of one's own without ``dim``), naming the key that refers to
+    it; OmegaConf's own message, raised deep in ``instantiate``, names only the missing key."""
+    try:
+        OmegaConf.to_container(cfg, resolve=True)
+    except InterpolationKeyError as error:
+        referrer = str(error.full_key)
+        parent_key, _, leaf = referrer.rpartition(".")
+        parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+        raw = OmegaConf.to_container(parent, resolve=False).get(leaf) if isinstance(parent, DictConfig) else None
+        match = re.search(r"Interpolation key '([^']+)' not found", str(error.msg))
+        missing = match.group(1) if match else "the key it refers to"
+        raise ValueError(
+            f"{referrer}: {raw if raw is not None else '<interpolation>'} refers to {missing}, which the composed "
+            f"config does not have: set {missing} (e.g. in your own config file), or give {referrer}=<value>"
+        ) from None
+    except OmegaConfBaseException:  # another resolution error (e.g. an unset environment variable): raised where it is used
+        return
 
 
 def check_groups_are_configs(cfg: DictConfig) -> None:
@@ -695,12 +728,20 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
             "directory such as logs/<task>/runs/<run>)"
         )
     check_groups_are_configs(cfg)
+    check_interpolations(cfg)
     check_accelerator(cfg.trainer)
     output_dir = cfg.paths.output_dir
     fit_ckpt_path = None
     if cfg.get("train"):
         check_run_dir_is_free(cfg.get("ckpt_path"), output_dir)
         fit_ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir, train=True)
+        if fit_ckpt_path is not None and cfg.trainer.get("fast_dev_run"):
+            raise ValueError(
+                "trainer.fast_dev_run (debug=fdr) runs one step of a fresh run: resuming with it trains "
+                "nothing (Lightning sets max_steps=1) and would rewrite the run's saved config. Drop "
+                "ckpt_path to check the code path, or drop fast_dev_run and limit the resumed run "
+                "(trainer.max_steps, trainer.limit_train_batches)."
+            )
         if fit_ckpt_path is not None:
             # a resumed run writes into its own checkpoint directory: Lightning's warning that it is not
             # empty would read as a fault

@@ -956,6 +956,46 @@ def test_check_accelerator_refuses_gpu_and_cuda_without_a_gpu(accelerator: str) 
     train_script.check_accelerator(OmegaConf.create({"accelerator": "auto"}))
 
 
+def test_trainer_slurm_outside_a_slurm_job_step_names_how_to_submit(
+    compose_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # before: "Error in call to target Trainer: KeyError('SLURM_NODEID')"
+    for name in list(os.environ):
+        if name.startswith("SLURM_"):
+            monkeypatch.delenv(name)
+    cfg = compose_cfg(["experiment=samplers/gmm25_tb", "trainer=slurm", "trainer.accelerator=cpu"], tmp_path)
+    with pytest.raises(RuntimeError, match=r"SLURM_NTASKS, SLURM_PROCID, SLURM_NODEID is not set: submit it \(sbatch"):
+        train_script.check_accelerator(cfg.trainer)
+    for name, value in SLURM_ENV.items():
+        monkeypatch.setenv(name, value)
+    train_script.check_accelerator(cfg.trainer)
+    train_script.check_accelerator(compose_cfg(["experiment=samplers/gmm25_tb", "trainer=cpu"], tmp_path).trainer)
+
+
+def test_a_missing_interpolation_key_names_the_key_that_refers_to_it(compose_cfg, tmp_path: Path) -> None:
+    # e.g. a data config of one's own without dim; before, OmegaConf named data.dim alone, from
+    # inside instantiate
+    cfg = compose_cfg(["experiment=samplers/gmm25_tb", "trainer=cpu", "~data.dim"], tmp_path)
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "model.net.dim: ${data.dim} refers to data.dim, which the composed config does not have: set data.dim"
+        ),
+    ):
+        train_script.train(cfg)
+    assert not (tmp_path / ".hydra").exists()
+
+
+def test_fast_dev_run_refuses_to_resume_and_leaves_the_saved_config(compose_cfg, tmp_path: Path) -> None:
+    # before: the resume trained nothing (max_steps=1) and wrote fast_dev_run into the run's config
+    run = tmp_path / "run"
+    train_script.train(compose_cfg(TINY_SWEEP_JOB, run))
+    saved = (run / ".hydra" / "config.yaml").read_bytes()
+    with pytest.raises(ValueError, match=r"trainer.fast_dev_run \(debug=fdr\) runs one step of a fresh run"):
+        train_script.train(compose_cfg([*TINY_SWEEP_JOB, "trainer.fast_dev_run=true", "ckpt_path=last"], run))
+    assert (run / ".hydra" / "config.yaml").read_bytes() == saved
+
+
 def test_no_logger_group_runs_without_any_logger(
     compose_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
