@@ -192,6 +192,11 @@ class DiffusionSampler(ConfiguredOptimizerModule):
 
     Shapes: training batches are start states ``[B, D]`` (zeros); evaluation batches are dicts with
     ``"x0"`` ``[N, D]`` and optionally ``"target_samples"`` ``[N, D]``.
+
+    Logged: per training step ``train/loss`` (``train/loss_backward`` for replay steps),
+    ``train/log_reward`` (batch mean), ``train/log_z`` (TB), ``train/exploration_std``: under DDP
+    rank 0's values, unsynchronized (no collective per step); per evaluation the metrics of
+    :meth:`evaluate` under ``val/`` and ``test/``, the same on every rank.
     """
 
     def __init__(
