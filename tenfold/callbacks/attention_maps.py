@@ -18,10 +18,11 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
 from matplotlib.figure import Figure
 from torch import Tensor
+
+from tenfold.callbacks.figures import save_and_log_figure
 
 __all__ = ["AttentionMaps"]
 
@@ -31,8 +32,10 @@ class AttentionMaps(L.Callback):
     ``every_n_epochs``-th training epoch and at the end of testing.
 
     Files go to ``<trainer.log_dir or trainer.default_root_dir>/plots/`` named
-    ``attention_{stage}_epoch{E:04d}_step{S:08d}.png``; with a ``TensorBoardLogger`` the figure is
-    also added under ``"attention/{stage}"``. Only global rank 0 draws. No state to checkpoint.
+    ``attention_{stage}_epoch{E:04d}_step{S:08d}.png`` (``trainer.log_dir`` is the logger's folder:
+    ``<run>/csv/`` for the CSV logger, ``<run>/tensorboard/`` for TensorBoard); TensorBoard and
+    W&B loggers also get the figure under ``"attention/{stage}"``. Only global rank 0 draws. No
+    state to checkpoint.
 
     Args:
         every_n_epochs: plot after the validations of epochs with ``(epoch + 1) % every_n_epochs
@@ -86,13 +89,9 @@ class AttentionMaps(L.Callback):
         if not maps:
             return None
         fig = self.make_figure({name: value.detach().float().cpu() for name, value in maps.items()})
-        out_dir = Path(root) / "plots"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        path = out_dir / f"attention_{stage}_epoch{trainer.current_epoch:04d}_step{trainer.global_step:08d}.png"
-        fig.savefig(path, dpi=100)
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_figure(f"attention/{stage}", fig, global_step=trainer.global_step)
+        path = Path(root) / "plots" / f"attention_{stage}_epoch{trainer.current_epoch:04d}_step{trainer.global_step:08d}.png"
+        save_and_log_figure(trainer, fig, path, f"attention/{stage}")
+        fig.clear()
         return path
 
     @staticmethod

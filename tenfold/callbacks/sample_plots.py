@@ -25,10 +25,11 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor
+
+from tenfold.callbacks.figures import save_and_log_figure
 
 __all__ = ["SamplePlots"]
 
@@ -58,8 +59,9 @@ class SamplePlots(L.Callback):
     target). Samples outside the bounds are clamped onto the border, as in the official plots.
 
     Files go to ``<trainer.log_dir or trainer.default_root_dir>/plots/`` named
-    ``{stage}_epoch{E:04d}_step{S:08d}.png``; with a ``TensorBoardLogger`` the figure is also added
-    under the tag ``"samples/{stage}"``.
+    ``{stage}_epoch{E:04d}_step{S:08d}.png`` (``trainer.log_dir`` is the logger's folder:
+    ``<run>/csv/`` for the CSV logger, ``<run>/tensorboard/`` for TensorBoard); TensorBoard and
+    W&B loggers also get the figure under the tag ``"samples/{stage}"``.
 
     DDP: ``trainer.log_dir`` is read on every rank (it broadcasts), then only global rank 0 samples
     and plots. The callback keeps no state; the model samples with a generator of the callback's
@@ -166,15 +168,8 @@ class SamplePlots(L.Callback):
         samples, target = self._draw(pl_module, energy)
         fig = self.make_figure(energy, samples, target)
         fig.suptitle(f"{stage}  epoch {trainer.current_epoch}  step {trainer.global_step}")
-        out_dir = Path(root) / "plots"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        path = out_dir / f"{stage}_epoch{trainer.current_epoch:04d}_step{trainer.global_step:08d}.png"
-        fig.savefig(path, dpi=100)
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_figure(
-                    f"samples/{stage}", fig, global_step=trainer.global_step, close=False
-                )
+        path = Path(root) / "plots" / f"{stage}_epoch{trainer.current_epoch:04d}_step{trainer.global_step:08d}.png"
+        save_and_log_figure(trainer, fig, path, f"samples/{stage}")
         fig.clear()
         return path
 

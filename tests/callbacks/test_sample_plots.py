@@ -168,6 +168,21 @@ def test_tensorboard_logger_gets_the_figure(tmp_path: Path) -> None:
     assert "samples/val" in events.Tags()["images"]
 
 
+def test_wandb_logger_gets_the_figure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An offline W&B run holds the plot as an image of the step (before: only TensorBoard got it)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    logger = WandbLogger(save_dir=str(tmp_path), offline=True, project="tenfold-test")
+    _trainer(tmp_path, 1, SamplePlots(n_samples=50, grid_points=10), logger=logger).fit(FakeSampler(2))
+    run_dir = Path(logger.experiment.dir)
+    logger.experiment.finish()
+    images = list((run_dir / "media" / "images" / "samples").glob("val_*.png"))
+    assert len(images) == 1
+    _assert_png(images[0])
+
+
 def test_slice_contours_and_pair_scatter_in_high_dim(tmp_path: Path) -> None:
     model = FakeSampler(5)
     callback = RecordingPlots(n_samples=50, pair=(0, 2), slice_contours=True, grid_points=16, chunk_size=100, seed=0)
