@@ -27,6 +27,7 @@ import re
 import sys
 import warnings
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -321,6 +322,20 @@ def retire_preemption_checkpoints(trainer: L.Trainer) -> None:
     trainer.strategy.barrier("retire_preemption_checkpoints")
 
 
+def best_checkpoint(run_dir: Path, newest: Path) -> Path | None:
+    """The best checkpoint that the run's monitoring ``ModelCheckpoint`` recorded in its newest
+    checkpoint (``best_model_path``, looked up in ``run_dir/checkpoints/`` by name, so that a
+    moved run directory works), or ``None`` when no checkpoint monitors a metric or the file is
+    gone: what the run's own test used, which :func:`resolve_ckpt_path` tests for a run directory."""
+    checkpoint = torch.load(newest, map_location="cpu", weights_only=True, mmap=True)
+    for state in checkpoint.get("callbacks", {}).values():
+        if isinstance(state, dict) and state.get("monitor") and state.get("best_model_path"):
+            best = run_dir / "checkpoints" / Path(state["best_model_path"]).name
+            if best.is_file():
+                return best
+    return None
+
+
 def slurm_requeued() -> bool:
     """Whether this is a SLURM job started again after a requeue (``SLURM_RESTART_COUNT > 0``)."""
     return int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
@@ -367,6 +382,13 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path, train: bool
                 f"ckpt_path={path} is a directory without checkpoints "
                 "(expected checkpoints/last.ckpt in a run directory)"
             )
+        best = None if train else best_checkpoint(path, newest)
+        if best is not None:
+            _info(
+                f"ckpt_path={path}: testing the run's best checkpoint by its monitored metric, {best}, as the "
+                f"run's own test did (its newest is {newest.name}; give a .ckpt file to test another)"
+            )
+            return str(best)
         return str(newest)
     if not path.is_file():
         raise FileNotFoundError(
@@ -468,6 +490,16 @@ def check_run_dir_is_free(ckpt_path: str | None, output_dir: str | Path) -> None
             "run a directory of its own, hydra.run.dir=<dir> (runs in one SLURM allocation share its job id, "
             "which names the default directory)"
         )
+
+
+def evaluation_output_dir(output_dir: str | Path) -> Path | None:
+    """Where an evaluation (``train=false``) run from a trained run's directory (e.g. with the
+    run's saved config) writes its logs and plots: ``<run>/evaluations/<date_time>/``, so that it
+    neither overwrites the run's logged hyperparameters nor adds its test rows, at step 0, to the
+    run's metrics. ``None`` for a directory without a trained run (the evaluation's own)."""
+    if not _resume_checkpoints(Path(output_dir)):
+        return None
+    return Path(output_dir) / "evaluations" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
 
 
 def compared_config(cfg: DictConfig) -> dict[str, Any]:
@@ -732,6 +764,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     check_accelerator(cfg.trainer)
     output_dir = cfg.paths.output_dir
     fit_ckpt_path = None
+    if not cfg.get("train") and (evaluation_dir := evaluation_output_dir(output_dir)) is not None:
+        _info(f"{output_dir} holds a trained run: this evaluation logs to {evaluation_dir}")
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(evaluation_dir)
     if cfg.get("train"):
         check_run_dir_is_free(cfg.get("ckpt_path"), output_dir)
         fit_ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir, train=True)

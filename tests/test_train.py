@@ -877,28 +877,30 @@ def test_train_false_with_last_and_no_checkpoint_raises_with_the_fix(compose_cfg
         train_script.train(cfg)
 
 
+def cfg_overrides_of_monitored_run(tmp_path: Path) -> list[str]:
+    """A GMM25 TB run of 3 epochs whose checkpoint monitors Lightning's `step` (mode min)."""
+    return [
+        "experiment=samplers/gmm25_tb",
+        "trainer=cpu",
+        *TINY,
+        "data.steps_per_epoch=2",
+        "trainer.max_epochs=3",
+        "trainer.check_val_every_n_epoch=1",
+        "trainer.num_sanity_val_steps=0",
+        "callbacks.sample_plots=null",
+        "callbacks.model_checkpoint.monitor=step",
+        "callbacks.model_checkpoint.mode=min",
+        f"paths.log_dir={tmp_path}",
+    ]
+
+
 def test_a_monitored_checkpoint_tests_the_best_not_the_last(
     compose_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # With a monitored metric the test evaluates checkpoint_callback.best_model_path. Monitoring
     # Lightning's `step` with mode=min makes the first of 3 validations (step 2) the best, while
     # last.ckpt and the final weights are from step 6.
-    cfg = compose_cfg(
-        [
-            "experiment=samplers/gmm25_tb",
-            "trainer=cpu",
-            *TINY,
-            "data.steps_per_epoch=2",
-            "trainer.max_epochs=3",
-            "trainer.check_val_every_n_epoch=1",
-            "trainer.num_sanity_val_steps=0",
-            "callbacks.sample_plots=null",
-            "callbacks.model_checkpoint.monitor=step",
-            "callbacks.model_checkpoint.mode=min",
-            f"paths.log_dir={tmp_path}",
-        ],
-        tmp_path / "run",
-    )
+    cfg = compose_cfg(cfg_overrides_of_monitored_run(tmp_path), tmp_path / "run")
     tested: list[Any] = []
     original_test = train_script.L.Trainer.test
 
@@ -919,6 +921,25 @@ def test_a_monitored_checkpoint_tests_the_best_not_the_last(
     saved = _load(Path(best))["state_dict"]
     _assert_same_tree(saved, {k: v for k, v in model.state_dict().items() if k in saved}, exact=True)
     assert "test/elbo" in metric_dict
+    # evaluating the run by its directory tests that checkpoint too (before: last.ckpt), also
+    # after the run directory moved
+    moved = tmp_path / "moved"
+    shutil.copytree(tmp_path / "run", moved)
+    evaluation = [*cfg_overrides_of_monitored_run(tmp_path), "train=false", f"ckpt_path={moved}"]
+    tested.clear()
+    evaluated, _ = train_script.train(compose_cfg(evaluation, tmp_path / "evaluation"))
+    assert tested == [str(moved / "checkpoints" / Path(best).name)]
+    assert evaluated["test/elbo"] == pytest.approx(metric_dict["test/elbo"])
+    # an evaluation from inside the trained run's directory (as with the run's saved config) logs
+    # to a folder of its own: before, it overwrote the run's logged hyperparameters and added its
+    # test rows, at step 0, to the run's metrics
+    run_files = {name: (tmp_path / "run" / "csv" / name).read_bytes() for name in ("hparams.yaml", "metrics.csv")}
+    tested.clear()
+    train_script.train(compose_cfg([*evaluation[:-1], "ckpt_path=last"], tmp_path / "run"))
+    assert tested == [str(tmp_path / "run" / "checkpoints" / "last.ckpt")]
+    assert {name: (tmp_path / "run" / "csv" / name).read_bytes() for name in run_files} == run_files
+    (evaluation_dir,) = (tmp_path / "run" / "evaluations").iterdir()
+    assert [row for row in read_csv_rows(evaluation_dir / "csv" / "metrics.csv") if row.get("test/elbo")]
 
 
 def test_optimized_value_is_the_best_checkpoint_score_when_it_monitors_that_metric(monkeypatch: pytest.MonkeyPatch) -> None:
