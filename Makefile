@@ -11,7 +11,7 @@ STAMP := $(VENV)/.tenfold-installed
 
 # The default experiment and its CPU-sized setting (see README, "Running experiments").
 EXPERIMENT ?= samplers/gmm25_tb_expl_ls
-TRAIN_ARGS ?= trainer=cpu trainer.max_epochs=6 trainer.check_val_every_n_epoch=2
+TRAIN_ARGS ?= trainer=cpu trainer.max_epochs=6 trainer.check_val_every_n_epoch=2 callbacks.sample_plots.every_n_epochs=2
 
 .PHONY: help setup system-deps train test test-slow lint clean-logs
 
