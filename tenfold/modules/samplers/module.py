@@ -803,21 +803,25 @@ class DiffusionSampler(ConfiguredOptimizerModule):
     # ----------------------------------------------------------------------------------------
     def optimizer_parameters(self) -> list[dict[str, Any]]:
         """The optimizer's parameter groups: the policy at the optimizer's lr, ``log Z`` and the
-        flows at ``flow_lr``, the learned backward network at ``backward_lr``."""
+        flows at ``flow_lr``, the learned backward network at ``backward_lr``; named ``policy``,
+        ``log_z`` (TB) or ``flows``, and ``backward``, the names of Lightning's learning-rate
+        monitor (``lr-Adam/policy``, where it showed ``pg1``, ``pg2``, ...)."""
         def trainable(params: Iterator[nn.Parameter]) -> list[nn.Parameter]:
             return [p for p in params if p.requires_grad]
 
         policy = trainable(self.net.drift.parameters())
         if self.net.langevin_scaling is not None:
             policy += trainable(self.net.langevin_scaling.parameters())
-        groups: list[dict[str, Any]] = [{"params": policy}]
+        groups: list[dict[str, Any]] = [{"params": policy, "name": "policy"}]
         flows = trainable([self.net.log_z])
         if self.net.flow is not None:
             flows += trainable(self.net.flow.parameters())
         if flows:
-            groups.append({"params": flows, "lr": self.flow_lr})
+            groups.append({"params": flows, "lr": self.flow_lr, "name": "log_z" if self.net.flow is None else "flows"})
         if self.net.backward_policy is not None:
-            groups.append({"params": list(self.net.backward_policy.parameters()), "lr": self.hparams.backward_lr})
+            groups.append(
+                {"params": list(self.net.backward_policy.parameters()), "lr": self.hparams.backward_lr, "name": "backward"}
+            )
         return groups
 
 

@@ -244,6 +244,7 @@ def test_optimizer_groups_take_their_own_learning_rates() -> None:
     )
     groups = sampler.configure_optimizers().param_groups
     assert [group["lr"] for group in groups] == [1e-3, 0.1, 7e-4]
+    assert [group["name"] for group in groups] == ["policy", "flows", "backward"]  # the LR monitor's names
     by_group = [{id(p) for p in group["params"]} for group in groups]
 
     def trainable(*params: nn.Parameter) -> set[int]:

@@ -141,6 +141,8 @@ def test_flow_learning_rates_default_to_the_papers_per_loss() -> None:
         return sampler(ShiftedGaussian(), loss, **kwargs).configure_optimizers().param_groups[1]["lr"]
 
     assert flow_lr("tb") == 0.1
+    groups = sampler(ShiftedGaussian(), "tb").configure_optimizers().param_groups
+    assert [group["name"] for group in groups] == ["policy", "log_z"]
     assert flow_lr("db") == flow_lr("subtb") == flow_lr("fl_subtb") == 0.01
     assert flow_lr("db", flow_lr=0.05) == 0.05
 
