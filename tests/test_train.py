@@ -930,6 +930,9 @@ def test_a_monitored_checkpoint_tests_the_best_not_the_last(
     evaluated, _ = train_script.train(compose_cfg(evaluation, tmp_path / "evaluation"))
     assert tested == [str(moved / "checkpoints" / Path(best).name)]
     assert evaluated["test/elbo"] == pytest.approx(metric_dict["test/elbo"])
+    # at the tested checkpoint's step (Lightning's test restores weights alone: step 0 before)
+    (test_row,) = [row for row in read_csv_rows(tmp_path / "evaluation" / "csv" / "metrics.csv") if row.get("test/elbo")]
+    assert int(test_row["step"]) == 2
     # an evaluation from inside the trained run's directory (as with the run's saved config) logs
     # to a folder of its own: before, it overwrote the run's logged hyperparameters and added its
     # test rows, at step 0, to the run's metrics
