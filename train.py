@@ -322,11 +322,10 @@ def retire_preemption_checkpoints(trainer: L.Trainer) -> None:
     trainer.strategy.barrier("retire_preemption_checkpoints")
 
 
-def restore_training_progress(trainer: L.Trainer, ckpt_path: str) -> None:
-    """Sets the trainer's step and epoch counters to the checkpoint's before an evaluation-only
-    test: Lightning's ``test`` restores the weights alone, so the test's metrics were logged at
-    step 0 and its plots named epoch 0, step 0, as if the weights were untrained."""
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+def restore_training_progress(trainer: L.Trainer, checkpoint: dict[str, Any]) -> None:
+    """Sets the trainer's step and epoch counters to the (loaded) checkpoint's before an
+    evaluation-only test: Lightning's ``test`` restores the weights alone, so the test's metrics
+    were logged at step 0 and its plots named epoch 0, step 0, as if the weights were untrained."""
     fit_loop_state = checkpoint.get("loops", {}).get("fit_loop")
     if fit_loop_state is not None:
         trainer.fit_loop.load_state_dict(fit_loop_state)
@@ -870,10 +869,16 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
             else:
                 ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir, train=False)
                 if ckpt_path is not None:
+                    tested = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
                     check_checkpoint_hparams(
-                        model, ckpt_path, cfg.get("check_ckpt_hparams", True), datamodule, config_sections
+                        model,
+                        ckpt_path,
+                        cfg.get("check_ckpt_hparams", True),
+                        datamodule,
+                        config_sections,
+                        checkpoint=tested,
                     )
-                    restore_training_progress(trainer, ckpt_path)
+                    restore_training_progress(trainer, tested)
             _info(f"Testing {'checkpoint ' + ckpt_path if ckpt_path else 'current weights'}")
             results = trainer.test(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
             metric_dict.update(_floats(trainer.callback_metrics))

@@ -125,8 +125,7 @@ def _drop_target_state(module: nn.Module, state_dict: dict[str, Any], prefix: st
 def _keep_the_given_target(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
     """Load-state-dict pre-hook: loading leaves the module's target as it is (a checkpoint that
     holds target tensors, from before :func:`_drop_target_state`, does not overwrite it)."""
-    for key in [key for key in state_dict if key.startswith(prefix + "energy.")]:
-        del state_dict[key]
+    _drop_target_state(module, state_dict, prefix, None)
     if module.energy is not None:
         for name, tensor in module.energy.state_dict().items():
             state_dict[prefix + "energy." + name] = tensor
