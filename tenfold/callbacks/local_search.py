@@ -533,8 +533,9 @@ class LocalSearchReplay(L.Callback):
     official code on 25GMM after 600 iterations (3 seeds, 2000 samples;
     ``benchmarks/samplers.py --official-quality``): as released (epoch draws) Delta log Z (ELBO)
     1.66 +- 0.18, Delta log Z^RW 0.47 +- 0.11, 11.7 of 25 modes; the same code drawing fresh
-    batches 2.12 +- 0.25, 0.21 +- 0.29, 18.0 modes, close to this callback's default (2.08 +- 0.15,
-    0.36 +- 0.29, 19.0 modes); this callback in official mode with epoch draws 1.62 +- 0.11,
+    batches 2.12 +- 0.25, 0.21 +- 0.29, 18.0 modes, close to this callback in official mode with
+    fresh draws, as the ``*_ls`` experiments run it (2.04 +- 0.14, 0.15 +- 0.13, 20.0 modes;
+    ``benchmarks/results/samplers_quality.csv``); this callback in official mode with epoch draws 1.62 +- 0.11,
     0.36 +- 0.12, 14.3 modes (``benchmarks/results/samplers_quality_epoch_draws_runs.csv``).
 
     Logged with ``pl_module.log`` (on_step): ``local_search/acceptance_rate``,

@@ -15,6 +15,7 @@ def load_npz(path: str | Path, fix: str) -> dict[str, np.ndarray]:
     """Every array of the ``.npz`` archive at ``path``, read into memory.
 
     Args:
+        path: the archive.
         fix: what to do about a damaged file, for the message (e.g. "delete it: it is
             regenerated").
 

@@ -121,7 +121,10 @@ def triangle_points(
     its dots).
 
     Args:
+        rng: draws the offsets.
         vertices: int ``[V, 2]`` as ``(x, y)``.
+        points_per_vertex: dots per vertex (rounded down to an even number).
+        jitter: largest offset along each axis, in pixels.
 
     Returns:
         int64 ``[V * 2 * (points_per_vertex // 2), 2]``, vertex by vertex.

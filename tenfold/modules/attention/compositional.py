@@ -151,6 +151,9 @@ def merge_masks(
         attn_mask: ``[L_q, L_k]`` or ``[B * num_heads, L_q, L_k]`` (bool or float) or ``None``.
         is_causal: without ``attn_mask``, build the causal mask (query ``i`` sees keys ``<= i``).
             With ``attn_mask`` it is a hint only, as in MHA.
+        batch_size, num_heads, query_length, key_length: ``B``, the heads (searches) and
+            ``L_q``, ``L_k``, to shape the merged mask.
+        dtype, device: of the merged float mask (the logits' dtype and device).
 
     Returns:
         ``None`` when nothing is masked, else a float mask broadcastable to
@@ -299,6 +302,7 @@ class CompositionalAttention(nn.Module):
             without ``dot``, the layer of the paper's SCAN table). Under the softmax over
             retrievals its query term cancels: the selection then depends on the retrieved values
             only (the retrieval query still exists and gets zero gradients).
+        device, dtype: of the parameters, as for ``nn.MultiheadAttention``.
 
     Forward (batch first): ``query [B, L_q, E]``, ``key [B, L_k, kdim]``, ``value [B, L_k, vdim]``
     (unbatched ``[L, E]`` inputs work too), masks as :func:`merge_masks`. Returns

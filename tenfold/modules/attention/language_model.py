@@ -14,9 +14,10 @@ with ``--arch universal_transformer_lm`` (``fairseq/fairseq/models/universal_tra
 - the output projection tied to the embedding, without bias
   (``--share-decoder-input-output-embed``).
 
-Differences: the blocks of :mod:`tenfold.modules.nets.transformer` have one dropout rate, applied also to
-the attention weights and after the feed-forward activation (fairseq's ``--attention-dropout`` and
-``--activation-dropout`` are 0 in the official runs); fairseq's sinusoidal table concatenates the
+Differences: the blocks of :mod:`tenfold.modules.nets.transformer` apply their dropout rate also after the
+feed-forward activation (fairseq's ``--activation-dropout`` is 0 in the official runs); fairseq's
+``--attention-dropout`` (0 in the official runs) is ``attention_weight_dropout``, which the config
+sets to 0 as well; fairseq's sinusoidal table concatenates the
 sines and the cosines instead of interleaving them (a fixed permutation of the code's dimensions).
 
 :func:`inverse_sqrt_schedule` is fairseq's ``inverse_sqrt`` learning-rate schedule
@@ -52,7 +53,8 @@ class TransformerLM(nn.Module):
         num_layers: number of blocks (or of applications of the one shared block).
         attention: attention factory ``factory(embed_dim, dropout=...)``.
         feedforward_dim: hidden width of the feed-forward blocks (default ``4 E``).
-        dropout: dropout after the embeddings, in the blocks and on the attention weights.
+        dropout: dropout after the embeddings, in the blocks and (unless
+            ``attention_weight_dropout`` is given) on the attention weights.
         activation: ``"relu"`` or ``"gelu"``.
         norm_first: pre-norm blocks with a final LayerNorm (fairseq's LM); else post-norm.
         share_layers: one block applied ``num_layers`` times (Universal Transformer).
@@ -60,6 +62,8 @@ class TransformerLM(nn.Module):
         scale_embeddings: multiply the embeddings by ``sqrt(E)``.
         positional_encoding: ``"sinusoidal"`` or ``"learned"``.
         max_length: longest input the positional encoding covers.
+        attention_weight_dropout: dropout on the attention weights (default ``dropout``; fairseq's
+            ``--attention-dropout``, 0 in the official runs).
     """
 
     def __init__(
@@ -77,6 +81,7 @@ class TransformerLM(nn.Module):
         scale_embeddings: bool = True,
         positional_encoding: PositionalEncodingKind = "sinusoidal",
         max_length: int = 1024,
+        attention_weight_dropout: float | None = None,
     ) -> None:
         super().__init__()
         self.vocab_size = vocab_size
@@ -85,7 +90,15 @@ class TransformerLM(nn.Module):
         self.embedding_scale = math.sqrt(embed_dim) if scale_embeddings else 1.0
         self.positions = build_positional_encoding(positional_encoding, embed_dim, max_length, dropout)
         self.blocks = TransformerEncoder(
-            embed_dim, num_layers, attention, feedforward_dim, dropout, activation, norm_first, share_layers
+            embed_dim,
+            num_layers,
+            attention,
+            feedforward_dim,
+            dropout,
+            activation,
+            norm_first,
+            share_layers,
+            attention_weight_dropout=attention_weight_dropout,
         )
         self.output_projection = nn.Linear(embed_dim, vocab_size, bias=False)
         if tie_embeddings:

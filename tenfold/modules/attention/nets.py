@@ -116,6 +116,8 @@ class VisionTransformerNet(nn.Module):
             official multitask model's ``Encoder``).
         head_hidden_dim: a shared ``Linear-ReLU`` of this width before the heads (the official
             multitask model's ``out_layer``, 128).
+        image_key, question_key, task_key: the batch's keys of the images ``[B, C, H, W]``, the
+            questions and the task index ``[B]`` of each example.
 
     Output: ``[B, max(num_classes)]``; with several heads, the logits of classes a task does not
     have are ``-inf`` (so cross-entropy and argmax see only the task's own classes).

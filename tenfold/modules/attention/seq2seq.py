@@ -20,7 +20,8 @@ framework's encoder-decoder (``SCAN/models/transformer_enc_dec.py``):
 Differences: target sequences start with a BOS token of their own (the framework reuses the EOS id
 as start token); attention layers come from a factory (any ``nn.MultiheadAttention``-like module,
 see :mod:`tenfold.modules.nets.transformer`) and receive the model's dropout on their weights (the official
-compositional layer applies none there). The official SCAN compositional layer
+compositional layer applies none there, its multi-head baseline does: ``attention_weight_dropout=0`` for
+the former). The official SCAN compositional layer
 (``SCAN/layers/transformer/compositional_attention.py``, built without ``dot``) scores the
 retrievals with one linear layer on ``[retrieval query, retrieved value]``; under the softmax over
 retrievals the query term cancels, so its selection does not depend on the query. The
@@ -91,7 +92,8 @@ class Seq2SeqTransformer(nn.Module):
         cross_attention: factory of the decoder's cross-attention (default: ``attention``).
         num_encoder_layers, num_decoder_layers: depth of the two stacks.
         feedforward_dim: hidden width of the feed-forward blocks (default ``4 E``).
-        dropout: dropout in the blocks and on the attention weights.
+        dropout: dropout in the blocks and (unless ``attention_weight_dropout`` is given) on the
+            attention weights.
         embedding_dropout: dropout after adding the positions to the embeddings.
         activation: ``"relu"`` or ``"gelu"``.
         norm_first: pre-norm blocks (default post-norm, as the official SCAN framework).
@@ -103,6 +105,8 @@ class Seq2SeqTransformer(nn.Module):
             decoder input).
         source_bos_id, source_eos_id: when given, the encoder reads ``BOS + src + EOS`` (both
             must be given or neither).
+        attention_weight_dropout: dropout on the attention weights of every attention layer
+            (default ``dropout``; 0 as the official SCAN compositional layer).
 
     Shapes: ``src [B, S]``, ``tgt_in [B, T]`` (long; right-padded), padding masks ``[B, S]`` /
     ``[B, T]`` bool, True at padding (``None``: no padding). Logits ``[B, T, tgt_vocab_size]``.
@@ -129,6 +133,7 @@ class Seq2SeqTransformer(nn.Module):
         max_length: int = 512,
         source_bos_id: int | None = None,
         source_eos_id: int | None = None,
+        attention_weight_dropout: float | None = None,
     ) -> None:
         super().__init__()
         if (source_bos_id is None) != (source_eos_id is None):
@@ -145,7 +150,15 @@ class Seq2SeqTransformer(nn.Module):
         self.src_positions = build_positional_encoding(positional_encoding, embed_dim, max_length, embedding_dropout)
         self.tgt_positions = build_positional_encoding(positional_encoding, embed_dim, max_length, embedding_dropout)
         self.encoder = TransformerEncoder(
-            embed_dim, num_encoder_layers, attention, feedforward_dim, dropout, activation, norm_first, share_layers
+            embed_dim,
+            num_encoder_layers,
+            attention,
+            feedforward_dim,
+            dropout,
+            activation,
+            norm_first,
+            share_layers,
+            attention_weight_dropout=attention_weight_dropout,
         )
         self.decoder = TransformerDecoder(
             embed_dim,
@@ -157,6 +170,7 @@ class Seq2SeqTransformer(nn.Module):
             activation,
             norm_first,
             share_layers,
+            attention_weight_dropout=attention_weight_dropout,
         )
         self.output_projection = nn.Linear(embed_dim, tgt_vocab_size)
         if tie_output_embedding:
@@ -284,6 +298,7 @@ def sequence_exact_match(predictions: Tensor, targets: Tensor, eos_id: int) -> T
     Args:
         predictions: ``[B, T_p]`` generated tokens (no BOS), e.g. :meth:`Seq2SeqTransformer.greedy_decode`.
         targets: ``[B, T_r]`` references (no BOS), each containing ``eos_id``.
+        eos_id: the end-of-sequence token id.
 
     Returns:
         bool ``[B]``.

@@ -49,7 +49,23 @@ def causal_mask(length: int, device: torch.device | str | None = None) -> Tensor
     return torch.ones(length, length, dtype=torch.bool, device=device).triu(1)
 
 
+def _attention_dropout_rates(
+    dropout: float, attention_dropout: float | None, attention_weight_dropout: float | None
+) -> tuple[float, float]:
+    """The dropout rates of an attention block: after the block (``attention_dropout``, default
+    ``dropout``) and on the attention weights (``attention_weight_dropout``, default the block's)."""
+    block_rate = dropout if attention_dropout is None else attention_dropout
+    return block_rate, block_rate if attention_weight_dropout is None else attention_weight_dropout
+
+
 def _build_attention(factory: AttentionFactory, embed_dim: int, dropout: float) -> nn.Module:
+    own_rate = getattr(factory, "keywords", {}).get("dropout")
+    if own_rate is not None and own_rate != dropout:
+        raise ValueError(
+            f"the attention factory sets dropout={own_rate}, which the Transformer block would override with "
+            f"its own rate ({dropout}): set the Transformer's attention_weight_dropout={own_rate} instead and "
+            "drop the attention's dropout"
+        )
     attention = factory(embed_dim, dropout=dropout)
     if not getattr(attention, "batch_first", True):
         raise ValueError(
@@ -123,6 +139,10 @@ class TransformerEncoderLayer(nn.Module):
         norm_first: pre-norm (``x + f(LN(x))``) instead of post-norm (``LN(x + f(x))``).
         attention_dropout: dropout on the attention weights and after the attention block
             instead of ``dropout`` (e.g. 0 for blocks that drop out in the feed-forward only).
+        attention_weight_dropout: dropout on the attention weights alone (passed to the attention
+            factory) instead of the attention block's rate, e.g. 0 for fairseq's
+            ``--attention-dropout 0`` or the official SCAN compositional layer, which keep the residual dropout
+            but drop no attention weights.
 
     Forward: ``x [B, L, E]``, ``attn_mask`` / ``key_padding_mask`` as ``nn.MultiheadAttention``;
     ``is_causal`` without ``attn_mask`` builds the causal mask (MHA itself would reject the hint
@@ -138,14 +158,15 @@ class TransformerEncoderLayer(nn.Module):
         activation: Activation = "relu",
         norm_first: bool = False,
         attention_dropout: float | None = None,
+        attention_weight_dropout: float | None = None,
     ) -> None:
         super().__init__()
-        attention_dropout = dropout if attention_dropout is None else attention_dropout
-        self.self_attn = _build_attention(attention, embed_dim, attention_dropout)
+        block_rate, weight_rate = _attention_dropout_rates(dropout, attention_dropout, attention_weight_dropout)
+        self.self_attn = _build_attention(attention, embed_dim, weight_rate)
         self.feedforward = _FeedForward(embed_dim, feedforward_dim or 4 * embed_dim, dropout, activation)
         self.norm1 = nn.LayerNorm(embed_dim)
         self.norm2 = nn.LayerNorm(embed_dim)
-        self.dropout1 = nn.Dropout(attention_dropout)
+        self.dropout1 = nn.Dropout(block_rate)
         self.dropout2 = nn.Dropout(dropout)
         self.norm_first = norm_first
 
@@ -175,8 +196,9 @@ class TransformerEncoderLayer(nn.Module):
 class TransformerDecoderLayer(nn.Module):
     """Causal self-attention, cross-attention to a memory, feed-forward; each residual + LayerNorm.
 
-    Args as :class:`TransformerEncoderLayer`; ``cross_attention`` is the factory of the
-    cross-attention (default: ``attention``).
+    Args as :class:`TransformerEncoderLayer` (``attention_dropout`` and
+    ``attention_weight_dropout`` act on both attention blocks); ``cross_attention`` is the factory
+    of the cross-attention (default: ``attention``).
 
     Forward: ``x [B, T, E]``, ``memory [B, S, E]``, ``self_mask`` (``[T, T]``, MHA semantics;
     ``None`` with ``causal=True`` builds the causal mask; a given mask is used as given, whatever
@@ -192,13 +214,16 @@ class TransformerDecoderLayer(nn.Module):
         dropout: float = 0.1,
         activation: Activation = "relu",
         norm_first: bool = False,
+        attention_dropout: float | None = None,
+        attention_weight_dropout: float | None = None,
     ) -> None:
         super().__init__()
-        self.self_attn = _build_attention(attention, embed_dim, dropout)
-        self.cross_attn = _build_attention(cross_attention or attention, embed_dim, dropout)
+        block_rate, weight_rate = _attention_dropout_rates(dropout, attention_dropout, attention_weight_dropout)
+        self.self_attn = _build_attention(attention, embed_dim, weight_rate)
+        self.cross_attn = _build_attention(cross_attention or attention, embed_dim, weight_rate)
         self.feedforward = _FeedForward(embed_dim, feedforward_dim or 4 * embed_dim, dropout, activation)
         self.norms = nn.ModuleList(nn.LayerNorm(embed_dim) for _ in range(3))
-        self.dropouts = nn.ModuleList(nn.Dropout(dropout) for _ in range(3))
+        self.dropouts = nn.ModuleList(nn.Dropout(rate) for rate in (block_rate, block_rate, dropout))
         self.norm_first = norm_first
 
     def forward(
@@ -261,7 +286,7 @@ class TransformerEncoder(nn.Module):
     """``num_layers`` :class:`TransformerEncoderLayer` blocks (or one block applied ``num_layers``
     times with ``share_layers=True``), then a final LayerNorm when ``final_norm`` (default:
     ``norm_first``; pre-norm stacks usually need it, post-norm stacks end normalized).
-    ``attention_dropout`` as :class:`TransformerEncoderLayer`.
+    ``attention_dropout`` and ``attention_weight_dropout`` as :class:`TransformerEncoderLayer`.
 
     Forward: ``x [B, L, E]`` and the masks of :class:`TransformerEncoderLayer` -> ``[B, L, E]``.
     """
@@ -278,6 +303,7 @@ class TransformerEncoder(nn.Module):
         share_layers: bool = False,
         attention_dropout: float | None = None,
         final_norm: bool | None = None,
+        attention_weight_dropout: float | None = None,
     ) -> None:
         super().__init__()
         if num_layers < 1:
@@ -285,7 +311,14 @@ class TransformerEncoder(nn.Module):
         num_blocks = 1 if share_layers else num_layers
         self.layers = nn.ModuleList(
             TransformerEncoderLayer(
-                embed_dim, attention, feedforward_dim, dropout, activation, norm_first, attention_dropout
+                embed_dim,
+                attention,
+                feedforward_dim,
+                dropout,
+                activation,
+                norm_first,
+                attention_dropout,
+                attention_weight_dropout,
             )
             for _ in range(num_blocks)
         )
@@ -307,7 +340,8 @@ class TransformerEncoder(nn.Module):
 
 class TransformerDecoder(nn.Module):
     """``num_layers`` :class:`TransformerDecoderLayer` blocks (shared with ``share_layers``), then
-    a final LayerNorm when ``norm_first``.
+    a final LayerNorm when ``norm_first``. ``attention_dropout`` and ``attention_weight_dropout``
+    as :class:`TransformerDecoderLayer`.
 
     Forward: ``x [B, T, E]``, ``memory [B, S, E]`` and the masks of
     :class:`TransformerDecoderLayer` -> ``[B, T, E]``.
@@ -324,6 +358,8 @@ class TransformerDecoder(nn.Module):
         activation: Activation = "relu",
         norm_first: bool = False,
         share_layers: bool = False,
+        attention_dropout: float | None = None,
+        attention_weight_dropout: float | None = None,
     ) -> None:
         super().__init__()
         if num_layers < 1:
@@ -331,7 +367,15 @@ class TransformerDecoder(nn.Module):
         num_blocks = 1 if share_layers else num_layers
         self.layers = nn.ModuleList(
             TransformerDecoderLayer(
-                embed_dim, attention, cross_attention, feedforward_dim, dropout, activation, norm_first
+                embed_dim,
+                attention,
+                cross_attention,
+                feedforward_dim,
+                dropout,
+                activation,
+                norm_first,
+                attention_dropout,
+                attention_weight_dropout,
             )
             for _ in range(num_blocks)
         )

@@ -190,6 +190,8 @@ def test_experiment_configs_build_the_official_model(
     # run_wiki.sh's 2048; the MHA baseline widens it to match the compositional model's parameters
     assert layer.norm_first and layer.feedforward[0].out_features == (2048 if attention_type is CompositionalAttention else 2178)
     assert isinstance(layer.self_attn, attention_type)
+    # fairseq's --attention-dropout 0 of the official runs; --dropout 0.1 after the blocks
+    assert layer.self_attn.dropout == 0.0 and layer.dropout1.p == 0.1 and layer.dropout2.p == 0.1
     if attention_type is CompositionalAttention:
         attention = layer.self_attn
         assert (attention.num_searches, attention.num_retrievals) == (8, 8)

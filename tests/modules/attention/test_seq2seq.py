@@ -28,6 +28,7 @@ from tenfold.datamodules.attention.scan import (
 )
 from tenfold.modules.attention.compositional import CompositionalAttention
 from tenfold.modules.attention.seq2seq import Seq2SeqModule, Seq2SeqTransformer, sequence_exact_match
+from tests.conftest import CONFIG_DIR
 
 PAD, BOS, EOS = 0, 1, 2
 SRC_VOCAB, TGT_VOCAB = 16, 9
@@ -297,6 +298,22 @@ def test_experiment_configs_build_the_official_model(
     assert layer.self_attn.dropout == 0.1  # what the official runs used (trafo_scan's 0.5 is never passed on)
     assert (module.pad_id, module.bos_id, module.eos_id) == (PAD, BOS, EOS)
     assert cfg.trainer.max_steps == 50000 and cfg.trainer.gradient_clip_val == 5.0
+
+
+def test_official_layer_overrides_of_the_compositional_headers(compose_cfg, tmp_path: Path) -> None:
+    # The SCAN compositional experiments' headers name the overrides for the official layer:
+    # linear retrieval scoring and no dropout on the attention weights, the blocks' dropout kept.
+    header = (CONFIG_DIR / "experiment/attention/scan_simple_compositional.yaml").read_text()
+    overrides = ["model.net.attention.retrieval_scoring=linear", "model.net.attention_weight_dropout=0"]
+    assert all(override in header.replace("\n# ", " ") for override in overrides)
+    cfg = compose_cfg(["experiment=attention/scan_simple_compositional", *overrides], tmp_path)
+    net = instantiate(cfg.model, _convert_="partial").net
+    for layer in (net.encoder.layers[0], net.decoder.layers[0]):
+        attentions = [layer.self_attn] + ([layer.cross_attn] if hasattr(layer, "cross_attn") else [])
+        for attention in attentions:
+            assert attention.retrieval_scoring == "linear" and attention.dropout == 0.0
+    assert net.encoder.layers[0].dropout1.p == 0.1
+    assert [dropout.p for dropout in net.decoder.layers[0].dropouts] == [0.1, 0.1, 0.1]
 
 
 def test_short_training_run_learns_scan() -> None:

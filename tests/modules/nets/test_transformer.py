@@ -243,3 +243,59 @@ def test_final_norm_normalizes_the_stacks_output(attention) -> None:
 def test_an_unknown_activation_names_the_choices() -> None:
     with pytest.raises(ValueError, match="activation must be one of relu, gelu, got 'tanh'"):
         TransformerEncoderLayer(32, MHA, feedforward_dim=48, activation="tanh")
+
+
+def _recording_factory(rates: list[float]):
+    """An MHA factory that records the dropout rate each attention layer is built with."""
+
+    def factory(embed_dim: int, dropout: float) -> nn.MultiheadAttention:
+        rates.append(dropout)
+        return nn.MultiheadAttention(embed_dim, 2, dropout=dropout, batch_first=True)
+
+    return factory
+
+
+@pytest.mark.parametrize(
+    ("attention_dropout", "attention_weight_dropout", "block_rate", "weight_rate"),
+    [(None, None, 0.5, 0.5), (0.2, None, 0.2, 0.2), (None, 0.0, 0.5, 0.0), (0.2, 0.3, 0.2, 0.3)],
+)
+def test_attention_weight_dropout_reaches_the_attention_alone(
+    attention_dropout: float | None, attention_weight_dropout: float | None, block_rate: float, weight_rate: float
+) -> None:
+    # The attention layers get the weight rate; the dropout after the attention blocks keeps the
+    # block rate and the feed-forward keeps `dropout`, in both stacks (self- and cross-attention).
+    rates: list[float] = []
+    options = {"attention_dropout": attention_dropout, "attention_weight_dropout": attention_weight_dropout}
+    encoder = TransformerEncoder(16, 2, _recording_factory(rates), dropout=0.5, **options)
+    decoder = TransformerDecoder(16, 1, _recording_factory(rates), dropout=0.5, **options)
+    assert rates == [weight_rate] * 4
+    for layer in encoder.layers:
+        assert (layer.dropout1.p, layer.dropout2.p, layer.feedforward[2].p) == (block_rate, 0.5, 0.5)
+    assert [dropout.p for dropout in decoder.layers[0].dropouts] == [block_rate, block_rate, 0.5]
+    assert decoder.layers[0].feedforward[2].p == 0.5
+
+
+def test_no_attention_weight_dropout_keeps_the_residual_dropout() -> None:
+    # With the feed-forward's output zeroed, training-mode randomness comes from the attention
+    # block: its residual dropout stays with attention_weight_dropout=0, and everything is
+    # deterministic only when the block's rate is 0 as well.
+    x = torch.randn(2, 6, 32)
+    outputs = {}
+    for name, options in {
+        "weights_only": {"attention_weight_dropout": 0.0},
+        "block": {"attention_dropout": 0.0},
+    }.items():
+        encoder = TransformerEncoder(32, 1, MHA, dropout=0.5, norm_first=True, final_norm=False, **options).train()
+        nn.init.zeros_(encoder.layers[0].feedforward[3].weight)
+        nn.init.zeros_(encoder.layers[0].feedforward[3].bias)
+        outputs[name] = (encoder(x), encoder(x))
+    assert not torch.allclose(*outputs["weights_only"])
+    torch.testing.assert_close(*outputs["block"])
+
+
+def test_an_attention_factory_with_its_own_dropout_is_refused() -> None:
+    # The stack passes its rate at the call, which would silently override the factory's own.
+    factory = functools.partial(nn.MultiheadAttention, num_heads=2, batch_first=True, dropout=0.0)
+    with pytest.raises(ValueError, match="attention_weight_dropout=0.0 instead"):
+        TransformerEncoder(16, 1, factory, dropout=0.1)
+    TransformerEncoder(16, 1, factory, dropout=0.1, attention_weight_dropout=0.0)
