@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import io
 import logging
 import os
 import re
@@ -102,18 +103,21 @@ def config_search_dirs(argv: list[str], config_dir: Path = CONFIG_DIR) -> list[P
 
 
 def _is_config_group(key: str, config_dir: Path = CONFIG_DIR) -> bool:
-    """Whether an override key names one of this project's config groups (``configs/<key>/``);
-    Hydra's own groups (``hydra/...``) are not."""
-    return "." not in key and not key.startswith("hydra") and (config_dir / key).is_dir()
+    """Whether an override key names one of this project's config groups (``configs/<key>/``),
+    also with a package (``attention@model.net.encoder.attention``); Hydra's own groups
+    (``hydra/...``) are not."""
+    group = key.partition("@")[0]
+    return "." not in group and not group.startswith("hydra") and (config_dir / group).is_dir()
 
 
 def _group_choices(argv: list[str], config_dir: Path = CONFIG_DIR) -> list[tuple[str, str]]:
-    """``(group, name)`` for every choice of one of this project's config groups in ``argv``
-    (``experiment=a,b`` gives two); Hydra's own groups (``hydra/...``), lists (``[a,b]``), sweep
-    expressions and ``null`` are left out."""
+    """``(key, name)`` for every choice of one of this project's config groups in ``argv``
+    (``experiment=a,b`` gives two; the key keeps a package, ``attention@model.net.attention``);
+    Hydra's own groups (``hydra/...``), lists (``[a,b]``), sweep expressions and ``null`` are left
+    out."""
     choices = []
     for arg in argv:
-        match = re.fullmatch(r"\+{0,2}([A-Za-z_][\w/]*)=(.*)", arg)
+        match = re.fullmatch(r"\+{0,2}([A-Za-z_][\w/]*(?:@[\w.]+)?)=(.*)", arg)
         if match is None or not _is_config_group(match.group(1), config_dir):
             continue
         group, value = match.groups()
@@ -141,20 +145,21 @@ def check_group_overrides(argv: list[str], config_dir: Path = CONFIG_DIR) -> str
     unknown_by_group: dict[str, list[str]] = {}
     for group, name in _group_choices(argv, config_dir):
         if group not in known_by_group:
-            known_by_group[group] = available_configs(group, search_dirs)
+            known_by_group[group] = available_configs(group.partition("@")[0], search_dirs)
         if name not in known_by_group[group]:
             unknown_by_group.setdefault(group, []).append(name)
     for group, unknown in unknown_by_group.items():
         known = known_by_group[group]
+        folder = group.partition("@")[0]
         for name in unknown:
-            where = f"configs/{group}/{name}.yaml" if len(search_dirs) == 1 else (
-                f"{group}/{name}.yaml in {', '.join(str(d) for d in search_dirs)}"
+            where = f"configs/{folder}/{name}.yaml" if len(search_dirs) == 1 else (
+                f"{folder}/{name}.yaml in {', '.join(str(d) for d in search_dirs)}"
             )
             lines.append(f"Unknown {group} '{name}': there is no {where}.")
             close = difflib.get_close_matches(name, known, n=3)
             if close:
                 lines.append(f"  Did you mean: {', '.join(close)}?")
-        title = "experiments" if group == "experiment" else f"{group} configs"
+        title = "experiments" if group == "experiment" else f"{folder} configs"
         lines.append(f"Available {title} (python train.py {group}=<name>):")
         lines.extend(f"  {name}" for name in known)
     return "\n".join(lines) or None
@@ -219,9 +224,13 @@ def suggest_override_keys(argv: list[str], config_dir: Path = CONFIG_DIR) -> str
         (groups if _is_config_group(key, config_dir) else values).append((key, arg))
     if not values:
         return None
+    search_dirs = config_search_dirs(argv, config_dir)
+    if search_dirs is None:
+        return None
+    search_path = [f"hydra.searchpath=[{','.join(f'file://{d}' for d in search_dirs[1:])}]"] if search_dirs[1:] else []
     try:
         with hydra.initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-            cfg = hydra.compose("train", overrides=[arg for _, arg in groups])
+            cfg = hydra.compose("train", overrides=[*search_path, *(arg for _, arg in groups)])
     except Exception:  # a bad group choice: Hydra's own message says which
         return None
     known = _config_keys(cfg)
@@ -481,6 +490,37 @@ def check_groups_are_configs(cfg: DictConfig) -> None:
             )
 
 
+def _round_trips_weights_only(value: Any) -> bool:
+    """Whether ``value`` saves with ``torch.save`` and loads back with ``weights_only=True``."""
+    buffer = io.BytesIO()
+    try:
+        torch.save(value, buffer)
+        buffer.seek(0)
+        torch.load(buffer, weights_only=True)
+    except Exception:
+        return False
+    return True
+
+
+def check_hparams_load_safely(**objects: Any) -> None:
+    """Refuses a module or datamodule (``name=object``) whose saved hyperparameters would not load
+    back with ``torch.load(weights_only=True)``, as resuming, testing the fit's checkpoint and
+    evaluating load them: found before training rather than after it, with the arguments named."""
+    for name, obj in objects.items():
+        hparams = dict(getattr(obj, "hparams", None) or {})
+        if _round_trips_weights_only(hparams):
+            continue
+        culprits = [
+            f"{name}.{key} ({type(value).__name__})" for key, value in hparams.items() if not _round_trips_weights_only(value)
+        ]
+        raise TypeError(
+            f"{type(obj).__name__} saves {', '.join(culprits) or 'hyperparameters'} into its checkpoints, which "
+            "cannot be loaded back with torch.load(weights_only=True) (resuming, testing and evaluating do): "
+            f"leave them out with self.save_hyperparameters(ignore=[...]) in {type(obj).__name__}.__init__ "
+            "(modules, Hydra partials and other objects are rebuilt from the config, not from the checkpoint)"
+        )
+
+
 def check_run_dir_is_free(ckpt_path: str | None, output_dir: str | Path) -> None:
     """Stops a fresh run (no ``ckpt_path``) whose run directory already holds another run's
     checkpoints, which it would overwrite and whose metrics it would append to: e.g. a second
@@ -636,6 +676,17 @@ def check_checkpoint_hparams(
     _warn(message)
 
 
+def _run_config_dirs() -> list[Path]:
+    """The config directories of the running Hydra job (the primary one, then its search path),
+    else this project's."""
+    if HydraConfig.initialized():
+        sources = HydraConfig.get().runtime.config_sources
+        dirs = [Path(source.path) for source in sources if source.schema == "file"]
+        if dirs:
+            return dirs
+    return [CONFIG_DIR]
+
+
 def instantiate_group(group: DictConfig | None, name: str = "callbacks") -> list[Any]:
     """Instantiates every entry of a config group (``callbacks``, ``logger``); ``null`` entries
     are switched off.
@@ -651,7 +702,7 @@ def instantiate_group(group: DictConfig | None, name: str = "callbacks") -> list
         if entry is None:
             continue
         if not isinstance(entry, DictConfig) or "_target_" not in entry:
-            known = (CONFIG_DIR / name / f"{key}.yaml").is_file()
+            known = any((config_dir / name / f"{key}.yaml").is_file() for config_dir in _run_config_dirs())
             fix = f"add its config to the defaults: {name}=[default,{key}]" if known else "give it a _target_"
             raise ValueError(
                 f"{name}.{key} has no _target_, so nothing would be built from it (a '+' override adds keys to "
@@ -796,6 +847,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     datamodule: L.LightningDataModule = instantiate(cfg.data, _convert_="partial")
     _info(f"Instantiating model <{cfg.model._target_}>")
     model: L.LightningModule = instantiate(cfg.model, _convert_="partial")
+    check_hparams_load_safely(model=model, data=datamodule)
     config_sections = compared_config(cfg)
     fit_checkpoint = None
     if fit_ckpt_path is not None:

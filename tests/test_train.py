@@ -5,6 +5,7 @@ user meets. Runs that go through ``python train.py`` are subprocesses, as a user
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import os
 import re
@@ -24,6 +25,7 @@ from omegaconf import OmegaConf, read_write
 from torch.utils.tensorboard import SummaryWriter
 
 import train as train_script
+from tenfold.datamodules.samplers import EnergyDataModule
 from tests.conftest import read_csv_rows, tensorboard_scalars
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -640,6 +642,22 @@ def test_check_group_overrides_handles_sweeps_and_known_names() -> None:
     assert check(["hydra/launcher=slurm", "data=samplers/gmm25", "callbacks=[default,local_search]"], CONFIG_DIR) is None
 
 
+def test_group_choices_with_a_package_are_checked_as_choices() -> None:
+    # attention@model.net.attention=<name> chooses the attention config of that key; a typo got
+    # a "Did you mean: model.net.attention=..." that set the factory to a string
+    check = train_script.check_group_overrides
+    assert check(["experiment=attention/contextual_retrieval_compositional", "attention@model.net.attention=multihead"]) is None
+    message = check(["attention@model.net.encoder.attention=multihed"], CONFIG_DIR)
+    assert message is not None and message.splitlines() == [
+        "Unknown attention@model.net.encoder.attention 'multihed': there is no configs/attention/multihed.yaml.",
+        "  Did you mean: multihead?",
+        "Available attention configs (python train.py attention@model.net.encoder.attention=<name>):",
+        "  compositional",
+        "  multihead",
+    ]
+    assert train_script.suggest_override_keys(["trainer=cpu", "attention@model.net.attention=multihed"]) is None
+
+
 def _extra_experiments(root: Path) -> Path:
     """A config directory of one's own beside the project's: ``mine/good`` (global package),
     ``mine/late`` (its package line after a comment, which Hydra ignores) and ``mine/none``."""
@@ -728,6 +746,18 @@ def test_override_key_suggestions_come_from_the_composed_config() -> None:
     assert train_script.suggest_override_keys(["--config-path", "run/.hydra", "foo.bar=1"]) is None
 
 
+def test_override_key_suggestions_read_the_configs_of_ones_own(tmp_path: Path) -> None:
+    # an experiment outside the repository: the config was composed without it, so no hint came
+    extra = tmp_path / "extra"
+    (extra / "experiment" / "mine").mkdir(parents=True)
+    (extra / "experiment" / "mine" / "run.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /data: samplers/gmm25\n  - override /model: samplers/diffusion_sampler\n"
+    )
+    expected = "'model.num_step' is not a key of this config. Did you mean: model.num_steps=3?"
+    for search in (["-cd", str(extra)], [f"hydra.searchpath=[file://{extra}]"]):
+        assert train_script.suggest_override_keys([*search, "experiment=mine/run", "model.num_step=3"]) == expected
+
+
 def test_a_sweep_that_would_start_its_own_ddp_processes_stops(compose_cfg, tmp_path: Path) -> None:
     # Lightning starts the other ranks with this command line, -m included: every rank would run
     # the whole sweep. One process, or processes started by SLURM, are fine.
@@ -792,6 +822,13 @@ def test_an_added_key_of_a_missing_callback_is_refused_with_the_defaults_form(co
     assert "LocalSearchReplay" in names
     cfg = compose_cfg(["experiment=samplers/gmm25_tb", "trainer=cpu", "+callbacks.extra.every=3"], tmp_path)
     with pytest.raises(ValueError, match=re.escape("callbacks.extra has no _target_") + ".*give it a _target_"):
+        train_script.instantiate_group(cfg.callbacks, "callbacks")
+    # a callback config of one's own on the search path gets the defaults form too
+    extra = tmp_path / "extra"
+    (extra / "callbacks").mkdir(parents=True)
+    (extra / "callbacks" / "timer.yaml").write_text("timer:\n  _target_: lightning.pytorch.callbacks.Timer\n")
+    cfg = compose_cfg(["trainer=cpu", f"hydra.searchpath=[file://{extra}]", "+callbacks.timer.interval=step"], tmp_path)
+    with pytest.raises(ValueError, match=re.escape("add its config to the defaults: callbacks=[default,timer]")):
         train_script.instantiate_group(cfg.callbacks, "callbacks")
 
 
@@ -1081,3 +1118,33 @@ def test_seed_everything_seeds_dataloader_workers_too(
         train_script.train(cfg)
     ((args, kwargs),) = calls
     assert args == (7,) and kwargs == {"workers": True}
+
+
+class EnergyDataWithAPartial(EnergyDataModule):
+    """A user's datamodule whose saved hyperparameters include a Hydra partial."""
+
+    def __init__(self, transform: Any = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.save_hyperparameters(ignore=["energy"])
+
+
+def test_hparams_that_would_not_load_back_are_refused_before_the_run(compose_cfg, tmp_path: Path) -> None:
+    # Before: the fit ran to its end, then testing its checkpoint failed with torch's "Unsupported
+    # global: hydra._internal..."; resuming and evaluating failed the same way.
+    overrides = [
+        *TINY_SWEEP_JOB,
+        f"data._target_={__name__}.EnergyDataWithAPartial",
+        "+data.transform._target_=torch.nn.functional.gelu",
+        "+data.transform._partial_=true",
+    ]
+    with pytest.raises(TypeError, match=r"EnergyDataWithAPartial saves data.transform \(\w+\) into its checkpoints"):
+        train_script.train(compose_cfg(overrides, tmp_path))
+    assert not (tmp_path / ".hydra").exists()
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_hparams_check_names_every_argument_that_would_not_load() -> None:
+    module = SimpleNamespace(hparams={"lr": 0.1, "act": functools.partial(max), "nested": {"f": functools.partial(min)}})
+    with pytest.raises(TypeError, match=r"model.act \(partial\), model.nested \(dict\)"):
+        train_script.check_hparams_load_safely(model=module)
+    train_script.check_hparams_load_safely(model=SimpleNamespace(hparams={"lr": 0.1, "sizes": [1, 2], "name": "x"}))

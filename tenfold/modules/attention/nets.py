@@ -21,7 +21,13 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from tenfold.modules.nets import ObjectSequenceModel, PatchEmbedding, SinusoidalPositionalEncoding, TransformerEncoder
+from tenfold.modules.nets import (
+    ObjectSequenceModel,
+    PatchEmbedding,
+    SinusoidalPositionalEncoding,
+    TransformerEncoder,
+    attention_output,
+)
 
 __all__ = ["ContextualRetrievalNet", "ObjectSequenceNet", "VisionTransformerNet"]
 
@@ -67,7 +73,7 @@ class ContextualRetrievalNet(nn.Module):
         h = self.encoder(inputs)
         length = h.shape[1]
         mask = torch.eye(length, dtype=torch.bool, device=h.device) if self.mask_self else None
-        attended = self.attention(h, h, h, attn_mask=mask, need_weights=False)[0]
+        attended = attention_output(self.attention(h, h, h, attn_mask=mask, need_weights=False))
         if self.skip is not None:
             attended = attended + self.skip(h)
         return self.decoder(attended).squeeze(-1)

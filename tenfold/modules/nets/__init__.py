@@ -9,6 +9,7 @@ from tenfold.modules.nets.transformer import (
     TransformerDecoderLayer,
     TransformerEncoder,
     TransformerEncoderLayer,
+    attention_output,
     causal_mask,
 )
 
@@ -26,6 +27,7 @@ __all__ = [
     "TransformerDecoderLayer",
     "TransformerEncoder",
     "TransformerEncoderLayer",
+    "attention_output",
     "causal_mask",
     "mlp",
 ]

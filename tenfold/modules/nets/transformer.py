@@ -37,6 +37,7 @@ __all__ = [
     "TransformerDecoderLayer",
     "TransformerEncoder",
     "TransformerEncoderLayer",
+    "attention_output",
     "causal_mask",
 ]
 
@@ -58,7 +59,24 @@ def _attention_dropout_rates(
     return block_rate, block_rate if attention_weight_dropout is None else attention_weight_dropout
 
 
+def attention_output(result: object) -> Tensor:
+    """The output of an attention layer's call: the first item of the ``(output, weights)`` pair
+    that ``nn.MultiheadAttention`` returns. A layer that returns a bare tensor is refused: its
+    first item would be the first example's output, broadcast over the batch without an error."""
+    if not isinstance(result, (tuple, list)) or len(result) != 2:
+        raise TypeError(
+            f"the attention layer returned {type(result).__name__}; attention layers must return "
+            "(output [B, L, E], weights or None) as nn.MultiheadAttention does"
+        )
+    return result[0]
+
+
 def _build_attention(factory: AttentionFactory, embed_dim: int, dropout: float) -> nn.Module:
+    if not callable(factory):
+        raise TypeError(
+            f"the attention factory is {factory!r}, not a callable: choose a config of configs/attention/ on the "
+            "command line as a group, e.g. attention@model.net.encoder.attention=multihead"
+        )
     own_rate = getattr(factory, "keywords", {}).get("dropout")
     if own_rate is not None and own_rate != dropout:
         raise ValueError(
@@ -181,9 +199,11 @@ class TransformerEncoderLayer(nn.Module):
             attn_mask = causal_mask(x.shape[1], x.device)
 
         def attend(h: Tensor) -> Tensor:
-            out = self.self_attn(
-                h, h, h, key_padding_mask=key_padding_mask, need_weights=False, attn_mask=attn_mask, is_causal=is_causal
-            )[0]
+            out = attention_output(
+                self.self_attn(
+                    h, h, h, key_padding_mask=key_padding_mask, need_weights=False, attn_mask=attn_mask, is_causal=is_causal
+                )
+            )
             return self.dropout1(out)
 
         if self.norm_first:
@@ -242,9 +262,11 @@ class TransformerDecoderLayer(nn.Module):
             self_mask = causal_mask(x.shape[1], x.device)
 
         def self_block(h: Tensor) -> Tensor:
-            return self.self_attn(
-                h, h, h, key_padding_mask=self_padding_mask, need_weights=False, attn_mask=self_mask, is_causal=is_causal
-            )[0]
+            return attention_output(
+                self.self_attn(
+                    h, h, h, key_padding_mask=self_padding_mask, need_weights=False, attn_mask=self_mask, is_causal=is_causal
+                )
+            )
 
         return self._residual_blocks(x, self_block, memory, memory_padding_mask)
 
@@ -263,7 +285,7 @@ class TransformerDecoderLayer(nn.Module):
         def self_block(h: Tensor) -> Tensor:
             keys = h if past is None else torch.cat([past, h], dim=1)
             stored.append(keys)
-            return self.self_attn(h, keys, keys, need_weights=False)[0]
+            return attention_output(self.self_attn(h, keys, keys, need_weights=False))
 
         output = self._residual_blocks(x, self_block, memory, memory_padding_mask)
         return output, stored[0]
@@ -275,7 +297,9 @@ class TransformerDecoderLayer(nn.Module):
         a residual connection, pre- or post-norm."""
 
         def cross_block(h: Tensor) -> Tensor:
-            return self.cross_attn(h, memory, memory, key_padding_mask=memory_padding_mask, need_weights=False)[0]
+            return attention_output(
+                self.cross_attn(h, memory, memory, key_padding_mask=memory_padding_mask, need_weights=False)
+            )
 
         for norm, dropout, block in zip(self.norms, self.dropouts, (self_block, cross_block, self.feedforward)):
             x = x + dropout(block(norm(x))) if self.norm_first else norm(x + dropout(block(x)))

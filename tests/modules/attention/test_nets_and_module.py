@@ -56,6 +56,17 @@ def test_contextual_retrieval_net_is_permutation_equivariant_and_masks_itself(at
     assert torch.equal(seen[0], torch.eye(10, dtype=torch.bool))
 
 
+def test_contextual_retrieval_net_refuses_an_attention_returning_a_bare_tensor() -> None:
+    def bare(embed_dim: int, dropout: float) -> nn.Module:
+        mha = nn.MultiheadAttention(embed_dim, 2, dropout=dropout, batch_first=True)
+        mha.register_forward_hook(lambda module, args, out: out[0])
+        return mha
+
+    net = ContextualRetrievalNet(input_dim=8, embed_dim=16, attention=bare)
+    with pytest.raises(TypeError, match="must return"):
+        net({"inputs": torch.randn(3, 10, 8)})
+
+
 def test_vision_transformer_heads_per_task_read_their_own_class_token() -> None:
     net = VisionTransformerNet(
         image_size=8, in_channels=3, patch_size=4, encoder=small_encoder(), num_classes=[3, 2, 4]

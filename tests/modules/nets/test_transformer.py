@@ -299,3 +299,29 @@ def test_an_attention_factory_with_its_own_dropout_is_refused() -> None:
     with pytest.raises(ValueError, match="attention_weight_dropout=0.0 instead"):
         TransformerEncoder(16, 1, factory, dropout=0.1)
     TransformerEncoder(16, 1, factory, dropout=0.1, attention_weight_dropout=0.0)
+
+
+class _BareTensorAttention(nn.Module):
+    """An attention layer that returns its output alone, not MHA's (output, weights) pair."""
+
+    def __init__(self, embed_dim: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.batch_first = True
+        self.mha = nn.MultiheadAttention(embed_dim, 2, dropout=dropout, batch_first=True)
+
+    def forward(self, query, key, value, **kwargs) -> torch.Tensor:
+        return self.mha(query, key, value, **kwargs)[0]
+
+
+def test_an_attention_returning_a_bare_tensor_is_refused() -> None:
+    # Its [0] would be the first example's output, broadcast over the batch without an error.
+    x = torch.randn(4, 7, 16)
+    with pytest.raises(TypeError, match=r"must return \(output \[B, L, E\], weights or None\)"):
+        TransformerEncoder(16, 1, _BareTensorAttention)(x)
+    with pytest.raises(TypeError, match="must return"):
+        TransformerDecoder(16, 1, _BareTensorAttention)(x, x)
+
+
+def test_an_attention_choice_given_as_a_string_names_the_group_override() -> None:
+    with pytest.raises(TypeError, match="attention@model.net.encoder.attention=multihead"):
+        TransformerEncoder(16, 1, "multihead")
