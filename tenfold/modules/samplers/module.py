@@ -65,8 +65,12 @@ from tenfold.modules.samplers.nets import SamplerNets
 from tenfold.modules.samplers.reference import BrownianReference, OUReference, ReferenceProcess, gaussian_log_prob
 
 LOSSES = ("pis", "dds", "tb", "vargrad", "db", "subtb", "fl_subtb")
+# reverse KL through the simulation: on-policy, reparametrized trajectories
 KL_LOSSES = ("pis", "dds")
+# losses that train the flow network (at flow_lr 0.01 by default) and need the Brownian reference
 FLOW_LOSSES = ("db", "subtb", "fl_subtb")
+# losses that train the scalar log Z (at flow_lr 0.1 by default)
+LOG_Z_LOSSES = ("tb",)
 _EVALUATION_STAGES = ("val", "test")
 # Rows per network call when a network runs over many steps of a trajectory batch at once
 # (backward-trajectory scoring, learned backward policy, flows), by device type: on the CPU the
@@ -148,7 +152,7 @@ class DiffusionSampler(ConfiguredOptimizerModule):
             search), ``log_Z``, ``modes``, ``can_sample``, ``sample(n)``. When None, it is taken
             from the datamodule (``trainer.datamodule.energy``) at ``setup``. Checkpoints do not
             keep it (nor any tensor it registers): loading one leaves the given target as it is.
-        loss: one of :data:`LOSSES`.
+        loss: one of :data:`LOSSES` (the class attribute ``LOSSES``; see "A loss of one's own").
         num_steps: number of steps ``T``.
         sigma2: diffusion variance per unit time of the reference (the official ``t_scale``).
         reference: ``"brownian"`` or ``"ou"``; defaults to ``"ou"`` for ``dds`` and
@@ -196,7 +200,31 @@ class DiffusionSampler(ConfiguredOptimizerModule):
     ``train/log_reward`` (batch mean), ``train/log_z`` (TB), ``train/exploration_std``: under DDP
     rank 0's values, unsynchronized (no collective per step); per evaluation the metrics of
     :meth:`evaluate` under ``val/`` and ``test/``, the same on every rank.
+
+    A loss of one's own: subclass, add its name to the class attribute ``LOSSES`` (and to
+    ``LOG_Z_LOSSES`` when it trains the scalar ``log Z``, ``FLOW_LOSSES`` when it trains the flow
+    network, ``KL_LOSSES`` when it is a reverse KL through the simulation), and override
+    :meth:`objective`: compute it from the :class:`Trajectories` (``log_pf`` and ``log_pb`` per
+    step, ``log_start``, ``log_reward``; :meth:`log_flows` for flows) and return
+    ``super().objective(trajectories)`` for the other names. Everything else (the optimizer's
+    groups, logging ``log_z``, exploration, replay and local search) follows from those lists::
+
+        class HuberTB(DiffusionSampler):
+            LOSSES = (*DiffusionSampler.LOSSES, "huber_tb")
+            LOG_Z_LOSSES = (*DiffusionSampler.LOG_Z_LOSSES, "huber_tb")
+
+            def objective(self, trajectories):
+                if self.loss_name != "huber_tb":
+                    return super().objective(trajectories)
+                log_pf = trajectories.log_pf.sum(-1) + trajectories.log_start
+                residual = self.net.log_z + log_pf - trajectories.log_pb.sum(-1) - trajectories.log_reward
+                return torch.nn.functional.huber_loss(residual, torch.zeros_like(residual))
     """
+
+    LOSSES: tuple[str, ...] = LOSSES
+    KL_LOSSES: tuple[str, ...] = KL_LOSSES
+    FLOW_LOSSES: tuple[str, ...] = FLOW_LOSSES
+    LOG_Z_LOSSES: tuple[str, ...] = LOG_Z_LOSSES
 
     def __init__(
         self,
@@ -220,23 +248,27 @@ class DiffusionSampler(ConfiguredOptimizerModule):
         cuda_graph: bool = False,
     ) -> None:
         super().__init__(optimizer, scheduler, scheduler_interval="step")
-        if loss not in LOSSES:
-            raise ValueError(f"unknown loss {loss!r}: choose one of {', '.join(LOSSES)}")
+        if loss not in self.LOSSES:
+            raise ValueError(
+                f"unknown loss {loss!r}: choose one of {', '.join(self.LOSSES)}; for a loss of one's own, subclass "
+                f"{type(self).__name__}, add its name to LOSSES (and to LOG_Z_LOSSES, FLOW_LOSSES or KL_LOSSES for "
+                "what it trains) and compute it in objective()"
+            )
         reference = reference or ("ou" if loss == "dds" else "brownian")
         if reference not in ("brownian", "ou"):
             raise ValueError(f"unknown reference {reference!r}: choose 'brownian' or 'ou'")
         if loss == "dds" and reference != "ou":
             raise ValueError("loss=dds is the reverse KL with the OU reference: set reference=ou, or use loss=pis")
-        if loss in FLOW_LOSSES and reference != "brownian":
+        if loss in self.FLOW_LOSSES and reference != "brownian":
             raise ValueError(f"loss={loss} needs the fixed-start Brownian reference: set reference=brownian")
-        if loss in FLOW_LOSSES and net.flow is None:
+        if loss in self.FLOW_LOSSES and net.flow is None:
             raise ValueError(f"loss={loss} needs a flow network: build the net with conditional_flow=True")
         if exploration_std < 0 or exploration_decay_steps < 0:
             raise ValueError(
                 f"exploration_std ({exploration_std}) and exploration_decay_steps ({exploration_decay_steps}) must be "
                 ">= 0 (0: no exploration, and no decay)"
             )
-        if exploration_std > 0 and loss in KL_LOSSES:
+        if exploration_std > 0 and loss in self.KL_LOSSES:
             raise ValueError(f"exploration is off-policy: loss={loss} trains on-policy; set exploration_std=0")
         if compile_networks and cuda_graph:
             raise ValueError("choose one of compile_networks and cuda_graph: the CUDA graphs capture the eager networks")
@@ -248,15 +280,15 @@ class DiffusionSampler(ConfiguredOptimizerModule):
             self._check_energy(energy)
         self.energy = energy
         self.loss_name = loss
-        self.flow_lr = flow_lr if flow_lr is not None else (0.01 if loss in FLOW_LOSSES else 0.1)
+        self.flow_lr = flow_lr if flow_lr is not None else (0.01 if loss in self.FLOW_LOSSES else 0.1)
         self.reference: ReferenceProcess = (
             OUReference(num_steps, sigma2, ou_beta) if reference == "ou" else BrownianReference(num_steps, sigma2)
         )
         self.register_state_dict_post_hook(_drop_target_state)
         self.register_load_state_dict_pre_hook(_keep_the_given_target)
-        self.net.log_z.requires_grad_(loss == "tb")
+        self.net.log_z.requires_grad_(self.learns_log_z)
         if self.net.flow is not None:
-            self.net.flow.requires_grad_(loss in FLOW_LOSSES)
+            self.net.flow.requires_grad_(self.learns_flows)
         self.register_buffer("subtb_weights", losses.subtrajectory_weights(num_steps, subtb_lambda), persistent=False)
         self.backward_batch: Tensor | None = None
         self._generator: torch.Generator | None = None
@@ -609,6 +641,11 @@ class DiffusionSampler(ConfiguredOptimizerModule):
         name = self.loss_name
         if name in KL_LOSSES:
             return losses.reverse_kl(log_pf, log_pb, log_r)
+        if name not in LOSSES:
+            raise NotImplementedError(
+                f"loss={name} is in {type(self).__name__}.LOSSES but objective() does not compute it: override "
+                "objective() for it and call super().objective() for the others"
+            )
         if name == "tb":
             return losses.trajectory_balance(log_pf, log_pb, log_r, self.net.log_z)
         if name == "vargrad":
@@ -619,10 +656,26 @@ class DiffusionSampler(ConfiguredOptimizerModule):
         return losses.subtrajectory_balance(trajectories.log_pf, trajectories.log_pb, log_flow, self.subtb_weights)
 
     @property
+    def trains_on_policy_only(self) -> bool:
+        """Whether the loss is a reverse KL through the simulation (``KL_LOSSES``): trained on
+        reparametrized on-policy trajectories, without exploration or replay."""
+        return self.loss_name in self.KL_LOSSES
+
+    @property
+    def learns_log_z(self) -> bool:
+        """Whether the loss trains the scalar ``log Z`` (``LOG_Z_LOSSES``; logged as ``log_z``)."""
+        return self.loss_name in self.LOG_Z_LOSSES
+
+    @property
+    def learns_flows(self) -> bool:
+        """Whether the loss trains the flow network (``FLOW_LOSSES``)."""
+        return self.loss_name in self.FLOW_LOSSES
+
+    @property
     def accepts_backward_batches(self) -> bool:
         """Whether the loss can train on backward (replay) trajectories, i.e. is not a reverse KL
         (part of :class:`~tenfold.callbacks.LocalSearchReplay`'s protocol)."""
-        return self.loss_name not in KL_LOSSES
+        return not self.trains_on_policy_only
 
     def exploration_std(self) -> float:
         """Current exploration std: ``exploration_std`` decayed linearly over ``exploration_decay_steps``."""
@@ -633,10 +686,10 @@ class DiffusionSampler(ConfiguredOptimizerModule):
 
     def training_step(self, batch: Tensor, batch_idx: int) -> dict[str, Tensor]:
         if self.backward_batch is not None:
-            if self.loss_name in KL_LOSSES:
+            if self.trains_on_policy_only:
                 raise RuntimeError(
                     f"loss={self.loss_name} trains on-policy only; backward (replay) training needs a "
-                    f"GFlowNet loss: one of {', '.join(n for n in LOSSES if n not in KL_LOSSES)}"
+                    f"GFlowNet loss: one of {', '.join(n for n in self.LOSSES if n not in self.KL_LOSSES)}"
                 )
             terminal = self.backward_batch.to(self.device)
             self.backward_batch = None
@@ -650,7 +703,7 @@ class DiffusionSampler(ConfiguredOptimizerModule):
             loss, log_reward, terminal = self._graphed_on_policy_step(batch, exploration)
         else:
             trajectories = self.simulate(
-                batch, exploration_std=exploration, reparametrize=self.loss_name in KL_LOSSES
+                batch, exploration_std=exploration, reparametrize=self.trains_on_policy_only
             )
             loss = self.objective(trajectories)
             log_reward, terminal = trajectories.log_reward.detach(), trajectories.terminal.detach()
@@ -659,7 +712,7 @@ class DiffusionSampler(ConfiguredOptimizerModule):
         self.log("train/log_reward", log_reward.mean())
         if exploration > 0:
             self.log("train/exploration_std", exploration)
-        if self.loss_name == "tb":
+        if self.learns_log_z:
             self.log("train/log_z", self.net.log_z)
         return {"loss": loss, "samples": terminal, "log_reward": log_reward}
 
@@ -765,7 +818,7 @@ class DiffusionSampler(ConfiguredOptimizerModule):
         trajectories = self.simulate(batch["x0"], generator=generator)
         log_weights = trajectories.log_weights()
         metrics = {"elbo": elbo(log_weights), "log_z_is": log_z_importance(log_weights)}
-        if self.loss_name == "tb":
+        if self.learns_log_z:
             metrics["log_z_learned"] = self.net.log_z.detach().float()
         log_z = getattr(self.energy, "log_Z", None)
         if log_z is not None:
@@ -854,6 +907,6 @@ class _OnPolicyObjective(nn.Module):
     def forward(self, start: Tensor, log_start: Tensor, noises: Tensor, exploration_std: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         sampler = self._sampler[0]
         trajectories = sampler._simulate_from(
-            start, log_start, noises, exploration_std, reparametrize=sampler.loss_name in KL_LOSSES
+            start, log_start, noises, exploration_std, reparametrize=sampler.trains_on_policy_only
         )
         return sampler.objective(trajectories), trajectories.log_reward.detach(), trajectories.terminal.detach()

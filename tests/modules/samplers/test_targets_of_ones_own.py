@@ -171,3 +171,55 @@ def test_an_incomplete_energy_subclass_names_what_to_implement() -> None:
         NoReward().sample(3)
     with pytest.raises(TypeError, match="subclass it: implement _log_reward"):
         EnergyDataModule(torch.nn.Module())
+
+
+class HuberTB(DiffusionSampler):
+    """The class docstring's example of a loss of one's own: TB's residual under a Huber loss."""
+
+    LOSSES = (*DiffusionSampler.LOSSES, "huber_tb")
+    LOG_Z_LOSSES = (*DiffusionSampler.LOG_Z_LOSSES, "huber_tb")
+
+    def objective(self, trajectories) -> Tensor:
+        if self.loss_name != "huber_tb":
+            return super().objective(trajectories)
+        log_pf = trajectories.log_pf.sum(-1) + trajectories.log_start
+        residual = self.net.log_z + log_pf - trajectories.log_pb.sum(-1) - trajectories.log_reward
+        return torch.nn.functional.huber_loss(residual, torch.zeros_like(residual))
+
+
+def test_a_loss_of_ones_own_trains_log_z_and_replays_as_tb_does(tmp_path: Path) -> None:
+    # The class lists decide what the loss trains: log Z gets its group, its gradient and its log.
+    module = HuberTB(
+        SamplerNets(2, hidden_dim=16), partial(torch.optim.Adam, lr=1e-3), energy=ShiftedGaussian(),
+        loss="huber_tb", num_steps=5, rng_seed=0,
+    )
+    assert module.learns_log_z and module.accepts_backward_batches and module.net.log_z.requires_grad
+    assert [group["name"] for group in module.configure_optimizers().param_groups] == ["policy", "log_z"]
+    trajectories = module.simulate(torch.zeros(8, 2))
+    residual = (
+        module.net.log_z + trajectories.log_pf.sum(-1) + trajectories.log_start
+        - trajectories.log_pb.sum(-1) - trajectories.log_reward
+    )
+    assert residual.abs().max() > 1, "the check below needs residuals in Huber's linear part"
+    huber = module.objective(trajectories)
+    torch.testing.assert_close(huber, torch.where(residual.abs() < 1, 0.5 * residual**2, residual.abs() - 0.5).mean())
+    before = module.net.log_z.detach().clone()
+    logged: dict[str, Tensor] = {}
+    module.log = lambda name, value, **kwargs: logged.__setitem__(name, value)
+    fit(module, ShiftedGaussian(), steps=3, tmp_path=tmp_path)
+    assert not torch.equal(module.net.log_z.detach(), before)
+    assert "train/log_z" in logged
+    assert "log_z_learned" in module.evaluate({"x0": torch.zeros(8, 2)})
+
+
+def test_a_loss_name_outside_the_lists_says_how_to_add_one() -> None:
+    with pytest.raises(ValueError, match=r"unknown loss 'huber_tb'.*subclass DiffusionSampler, add its name to LOSSES"):
+        sampler(ShiftedGaussian(), "huber_tb")
+
+    class Listed(DiffusionSampler):
+        LOSSES = (*DiffusionSampler.LOSSES, "huber_tb")
+
+    module = Listed(SamplerNets(2, hidden_dim=16), energy=ShiftedGaussian(), loss="huber_tb", num_steps=5, rng_seed=0)
+    assert not module.learns_log_z and not module.net.log_z.requires_grad
+    with pytest.raises(NotImplementedError, match=r"loss=huber_tb is in Listed.LOSSES but objective\(\) does not compute it"):
+        module.objective(module.simulate(torch.zeros(4, 2)))
