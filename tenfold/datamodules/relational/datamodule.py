@@ -15,6 +15,7 @@ from tenfold.datamodules.relational.coloured_tasks import (
     resolve_coloured_sizes,
 )
 from tenfold.datamodules.relational.esbn_tasks import (
+    RelationalTask,
     TaskSplits,
     Trials,
     generate_splits,
@@ -111,7 +112,9 @@ class RelationalTaskDataModule(L.LightningDataModule):
     coloured tasks, ``palette`` (``[100, 3]``).
 
     Args:
-        task: a task name, e.g. ``"same_diff"``, ``"rmts3_hard"``, ``"dist3_sc_colours"``.
+        task: a task name, e.g. ``"same_diff"``, ``"rmts3_hard"``, ``"dist3_sc_colours"``, or a
+            task object of one's own (a ``RelationalTask`` or ``ColouredTask`` subclass; the
+            hyperparameters, and so the checkpoints, keep its ``name``).
         m_holdout: glyphs held out of training: 0 (none) or a value leaving both splits enough
             objects (the papers use 0, 50, 85, 95, and 98 for same_diff).
         c_holdout: colours held out of training (coloured tasks only; 0: none).
@@ -127,7 +130,7 @@ class RelationalTaskDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        task: str = "same_diff",
+        task: str | RelationalTask | ColouredTask = "same_diff",
         m_holdout: int = 0,
         train_size: int | None = None,
         val_size: int | None = None,
@@ -161,7 +164,7 @@ class RelationalTaskDataModule(L.LightningDataModule):
         ):
             if declared is not None and declared != actual:
                 raise ValueError(
-                    f"RelationalTaskDataModule: data.{name}={declared} but task '{task}' has "
+                    f"RelationalTaskDataModule: data.{name}={declared} but task '{self.task.name}' has "
                     f"{name} {actual}: set data.{name}={actual}"
                 )
         if coloured:
@@ -170,12 +173,14 @@ class RelationalTaskDataModule(L.LightningDataModule):
             )
         elif c_holdout != 0:
             raise ValueError(
-                f"RelationalTaskDataModule: c_holdout={c_holdout!r}, but task '{task}' has no "
+                f"RelationalTaskDataModule: c_holdout={c_holdout!r}, but task '{self.task.name}' has no "
                 "colours: set c_holdout=0 (colours exist in the *_sc_* and *_csep_* tasks)"
             )
         else:
             sizes = resolve_sizes(self.task, m_holdout, train_size, val_size, test_size, NUM_GLYPHS)
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["task"])
+        # a task object is kept by name: checkpoints load with weights_only
+        self.hparams["task"] = self.task.name
         self.m_holdout = m_holdout
         self.c_holdout = c_holdout
         self.coloured = coloured

@@ -20,10 +20,14 @@ RELATIONAL_TASKS: dict[str, Callable[[], RelationalTask | ColouredTask]] = {
 """Zero-argument constructors of the tasks, by name (ESBN's four first)."""
 
 
-def make_relational_task(name: str) -> RelationalTask | ColouredTask:
-    """The task called ``name`` (a key of :data:`RELATIONAL_TASKS`)."""
-    if name not in RELATIONAL_TASKS:
+def make_relational_task(task: str | RelationalTask | ColouredTask) -> RelationalTask | ColouredTask:
+    """The task called ``task`` (a key of :data:`RELATIONAL_TASKS`), or ``task`` itself when it is
+    a task object (one of one's own: a :class:`RelationalTask` or :class:`ColouredTask` subclass)."""
+    if isinstance(task, (RelationalTask, ColouredTask)):
+        return task
+    if not isinstance(task, str) or task not in RELATIONAL_TASKS:
         raise ValueError(
-            f"unknown relational task {name!r}: use one of {', '.join(RELATIONAL_TASKS)}"
+            f"unknown relational task {task!r}: use one of {', '.join(RELATIONAL_TASKS)}, or a task object of one's "
+            "own (a RelationalTask or ColouredTask subclass; from a config: data.task._target_=<its class>)"
         )
-    return RELATIONAL_TASKS[name]()
+    return RELATIONAL_TASKS[task]()

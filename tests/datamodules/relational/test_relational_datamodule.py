@@ -2,6 +2,7 @@
 shapes and dtypes, images that are the glyphs of the object ids, the held-out objects in every
 loader, seeded order, Hydra configs, a Lightning loop over its loaders, and configuration errors."""
 
+import io
 from pathlib import Path
 
 import lightning as L
@@ -13,7 +14,7 @@ from torch import nn
 
 from tenfold.datamodules.relational import RelationalTaskDataModule, load_glyphs
 from tenfold.datamodules.relational import datamodule as datamodule_module
-from tenfold.datamodules.relational.esbn_tasks import TaskSplits
+from tenfold.datamodules.relational.esbn_tasks import SameDifferent, TaskSplits, _kind
 
 torch.set_num_threads(1)
 
@@ -207,3 +208,31 @@ def test_training_order_follows_the_seed_with_the_same_trials(
     assert sorted(map(tuple, order1.tolist())) == sorted(map(tuple, stored1.tolist()))
     assert torch.equal(order1, again1)
     assert not torch.equal(order0, order1)
+
+
+class FlippedSameDiff(SameDifferent):
+    """A task of one's own: same/different with the labels swapped (same -> 1)."""
+
+    name = "flipped_same_diff"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kinds = (_kind("same", 1, [([0, 0], 1)]), _kind("different", 2, [([0, 1], 0), ([1, 0], 0)]))
+
+
+def test_a_task_object_of_ones_own_is_served_and_saved_by_name():
+    # Before, only registered names were accepted ("unknown relational task <...object...>").
+    for task in (FlippedSameDiff(), instantiate(OmegaConf.create({"_target_": f"{__name__}.FlippedSameDiff"}))):
+        dm = RelationalTaskDataModule(task, m_holdout=50, train_size=64, val_size=16, test_size=32, batch_size=16)
+        dm.setup("fit")
+        batch = next(iter(dm.train_dataloader()))
+        same = batch["objects"][:, 0] == batch["objects"][:, 1]
+        assert same.any() and (~same).any()
+        assert torch.equal(batch["target"], same.long())
+        assert dm.hparams.task == "flipped_same_diff"
+        buffer = io.BytesIO()
+        torch.save(dict(dm.hparams), buffer)
+        buffer.seek(0)
+        assert torch.load(buffer, weights_only=True)["task"] == "flipped_same_diff"
+    with pytest.raises(ValueError, match="or a task object of one's own"):
+        RelationalTaskDataModule("flipped_same_diff")
