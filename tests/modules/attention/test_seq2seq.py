@@ -293,6 +293,8 @@ def test_experiment_configs_build_the_official_model(
         attention = layer.self_attn
         assert (attention.num_searches, attention.num_retrievals) == (8, 2)
         assert attention.retrieval_head_dim == 16 and attention.retrieval_qk_dim == 16
+        # one chunk for SCAN's short sequences: nothing recomputed on the CPU
+        assert attention.query_chunk_size == 64
     else:
         assert layer.self_attn.num_heads == 8
     assert layer.self_attn.dropout == 0.1  # what the official runs used (trafo_scan's 0.5 is never passed on)
