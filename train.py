@@ -824,6 +824,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     check_accelerator(cfg.trainer)
     output_dir = cfg.paths.output_dir
     fit_ckpt_path = None
+    if not cfg.get("train"):
+        # the tested checkpoint's ModelCheckpoint state names the run's directory; an evaluation saves
+        # no checkpoints, so Lightning's warning that their bookkeeping is not reloaded would read as a fault
+        warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
     if not cfg.get("train") and (evaluation_dir := evaluation_output_dir(output_dir)) is not None:
         _info(f"{output_dir} holds a trained run: this evaluation logs to {evaluation_dir}")
         with open_dict(cfg):
