@@ -81,11 +81,20 @@ def run(experiment: str, seed: int, overrides: list[str], device: str) -> dict[s
     """Trains and tests one experiment; returns its test metrics, parameter count and time."""
     from train import train
 
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
     with tempfile.TemporaryDirectory(prefix="bench_attention_") as output_dir:
         cfg = compose(experiment, overrides, output_dir, seed, device)
-        start = time.perf_counter()
-        metrics, objects = train(cfg)
-        seconds = time.perf_counter() - start
+        try:
+            start = time.perf_counter()
+            metrics, objects = train(cfg)
+            seconds = time.perf_counter() - start
+        finally:
+            # the run's Hydra config names the deleted directory: later train() calls in this
+            # process (another run, a caller's own) must not write their .hydra files there
+            HydraConfig.instance().cfg = None
+            GlobalHydra.instance().clear()
     parameters = sum(p.numel() for p in objects["model"].parameters())
     tested = {k: float(v) for k, v in metrics.items() if k.startswith("test/")}
     return {"experiment": experiment, "seed": seed, "parameters": parameters, "seconds": seconds, **tested}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import functools
 import importlib.util
+import logging
 import os
 import subprocess
 import sys
@@ -33,6 +34,47 @@ torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "configs"
+
+
+# what a test may change for the rest of the session: environment variables Lightning's
+# seed_everything sets, and the levels of loggers that train.py and the benchmarks quieten
+_SEED_VARIABLES = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")
+_QUIETENED_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "train")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_global_state() -> Iterator[None]:
+    """Leaves no process-wide state to the next test: Hydra's global config (which
+    ``train.save_run_config`` and ``train.in_sweep`` read: a stale one made later runs write their
+    ``.hydra`` files into an earlier test's directory, or run as sweep jobs), Lightning's seed
+    variables and logger levels."""
+    environment = {name: os.environ.get(name) for name in _SEED_VARIABLES}
+    levels = {name: logging.getLogger(name).level for name in _QUIETENED_LOGGERS}
+    yield
+    GlobalHydra.instance().clear()
+    HydraConfig.instance().cfg = None
+    for name, value in environment.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _nothing_written_into_the_checkout() -> Iterator[None]:
+    """Fails the session when tests left files in the checkout's default data or log directories
+    (``paths.data_dir``, ``paths.log_dir``): tests write under ``tmp_path`` only."""
+
+    def files() -> set[Path]:
+        return {path for folder in (ROOT / "data", ROOT / "logs") if folder.is_dir() for path in folder.rglob("*")}
+
+    before = files()
+    yield
+    added = sorted(files() - before)
+    if added:
+        pytest.fail(f"tests wrote into the checkout (set paths.data_dir / paths.log_dir under tmp_path): {added[:5]}")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

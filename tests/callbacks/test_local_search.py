@@ -81,7 +81,7 @@ def test_sampling_without_replacement_is_distinct() -> None:
     buffer.add(*ids(20))
     idx = buffer.sample_indices(20, gen(1), replacement=False)
     assert sorted(idx.tolist()) == list(range(20))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="cannot draw 21 distinct samples from a buffer of 20"):
         buffer.sample_indices(21, replacement=False)
 
 

@@ -174,6 +174,9 @@ def test_wandb_logger_gets_the_figure(tmp_path: Path, monkeypatch: pytest.Monkey
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
+    # wandb-core writes debug logs under the home directory unless told otherwise
+    for name in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / "wandb_home"))
     logger = WandbLogger(save_dir=str(tmp_path), offline=True, project="tenfold-test")
     _trainer(tmp_path, 1, SamplePlots(n_samples=50, grid_points=10), logger=logger).fit(FakeSampler(2))
     run_dir = Path(logger.experiment.dir)
@@ -337,7 +340,7 @@ def test_sanity_check_stub_skips(tmp_path: Path) -> None:
 
 
 def test_invalid_arguments() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="every_n_epochs, n_samples, chunk_size must be >= 1"):
         SamplePlots(every_n_epochs=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"pair must name two different coordinates, got \(1, 1\)"):
         SamplePlots(pair=(1, 1))

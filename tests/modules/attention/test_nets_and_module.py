@@ -261,6 +261,7 @@ def _resume_overrides(experiment: str, sizes: list[str], tmp_path: Path) -> list
         "logger=[]",
         "seed=3",
         f"paths.log_dir={tmp_path / 'logs'}",
+        f"paths.data_dir={tmp_path / 'data'}",
     ]
 
 
