@@ -835,7 +835,7 @@ class CompositionalAttention(nn.Module):
         for longer keys. On the CPU, without dropout (the fused CPU kernel has
         none; its fallback would hold the whole attention matrix), with retrievals as wide as the
         search heads and ``R <= 2``: the batched call, queries and keys zero-padded to the values'
-        width for ``R = 2`` (nothing recomputed, unlike the explicit chunks; 1.28x / 1.38x / 1.57x
+        width for ``R = 2`` (nothing recomputed, unlike the explicit chunks; 1.28x / 1.38x / 1.45-1.57x
         MHA's time at L = 256 / 1024 / 4096 against 1.43x / 1.61x / 1.87x for one call per
         retrieval, at 1.54-1.56x MHA's memory against 1.47-1.49x: the padded queries and keys are
         kept; ``benchmarks/results/attention_cpu*.csv``); otherwise the explicit chunks.
