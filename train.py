@@ -76,6 +76,30 @@ def available_configs(group: str, config_dir: Path | Sequence[Path] = CONFIG_DIR
     )
 
 
+def _primary_search_path(config_dir: Path) -> list[str]:
+    """The ``hydra.searchpath`` entries of the primary config ``<config_dir>/train.yaml``."""
+    primary = config_dir / "train.yaml"
+    if not primary.is_file():
+        return []
+    return [str(entry) for entry in OmegaConf.select(OmegaConf.load(primary), "hydra.searchpath", default=None) or []]
+
+
+def _command_search_path(argv: list[str]) -> list[str]:
+    """The search-path entries a command adds: each ``--config-dir``/``-cd`` (as ``file://``) and
+    each entry of a ``hydra.searchpath`` override, as given."""
+    entries: list[str] = []
+    for index, arg in enumerate(argv):
+        option, sep, value = arg.partition("=")
+        if option in ("--config-dir", "-cd"):
+            if not sep:
+                value = argv[index + 1] if index + 1 < len(argv) else ""
+            entries.append(f"file://{Path(value).resolve()}")
+        elif option.lstrip("+") == "hydra.searchpath":
+            parsed = OverridesParser.create().parse_overrides([arg])[0].value()
+            entries.extend(str(entry) for entry in (parsed if isinstance(parsed, list) else [parsed]))
+    return entries
+
+
 def config_search_dirs(argv: list[str], config_dir: Path = CONFIG_DIR) -> list[Path] | None:
     """The config directories that Hydra searches for a command: ``config_dir``, each
     ``--config-dir``/``-cd`` of ``argv`` and each ``file://`` (or plain path) entry of
@@ -83,18 +107,7 @@ def config_search_dirs(argv: list[str], config_dir: Path = CONFIG_DIR) -> list[P
     (Hydra reads it nowhere else). ``None`` when the search path has an entry that is not a
     directory here (``pkg://...``): then only Hydra knows which configs exist."""
     dirs = [config_dir]
-    primary = OmegaConf.load(config_dir / "train.yaml") if (config_dir / "train.yaml").is_file() else None
-    entries: list[str] = list(OmegaConf.select(primary, "hydra.searchpath", default=None) or []) if primary else []
-    for index, arg in enumerate(argv):
-        option, sep, value = arg.partition("=")
-        if option in ("--config-dir", "-cd"):
-            if not sep:
-                value = argv[index + 1] if index + 1 < len(argv) else ""
-            entries.append(value)
-        elif option.lstrip("+") == "hydra.searchpath":
-            parsed = OverridesParser.create().parse_overrides([arg])[0].value()
-            entries.extend(parsed if isinstance(parsed, list) else [parsed])
-    for entry in entries:
+    for entry in _primary_search_path(config_dir) + _command_search_path(argv):
         scheme, sep, path = str(entry).rpartition("://")
         if sep and scheme != "file" or not Path(path).is_dir():
             return None
@@ -102,11 +115,17 @@ def config_search_dirs(argv: list[str], config_dir: Path = CONFIG_DIR) -> list[P
     return dirs
 
 
+def _group_folder(key: str) -> str:
+    """The config group of an override key that may name a package: ``attention@model.net.attention``
+    -> ``attention``."""
+    return key.partition("@")[0]
+
+
 def _is_config_group(key: str, config_dir: Path = CONFIG_DIR) -> bool:
     """Whether an override key names one of this project's config groups (``configs/<key>/``),
     also with a package (``attention@model.net.encoder.attention``); Hydra's own groups
     (``hydra/...``) are not."""
-    group = key.partition("@")[0]
+    group = _group_folder(key)
     return "." not in group and not group.startswith("hydra") and (config_dir / group).is_dir()
 
 
@@ -145,12 +164,12 @@ def check_group_overrides(argv: list[str], config_dir: Path = CONFIG_DIR) -> str
     unknown_by_group: dict[str, list[str]] = {}
     for group, name in _group_choices(argv, config_dir):
         if group not in known_by_group:
-            known_by_group[group] = available_configs(group.partition("@")[0], search_dirs)
+            known_by_group[group] = available_configs(_group_folder(group), search_dirs)
         if name not in known_by_group[group]:
             unknown_by_group.setdefault(group, []).append(name)
     for group, unknown in unknown_by_group.items():
         known = known_by_group[group]
-        folder = group.partition("@")[0]
+        folder = _group_folder(group)
         for name in unknown:
             where = f"configs/{folder}/{name}.yaml" if len(search_dirs) == 1 else (
                 f"{folder}/{name}.yaml in {', '.join(str(d) for d in search_dirs)}"
@@ -224,10 +243,9 @@ def suggest_override_keys(argv: list[str], config_dir: Path = CONFIG_DIR) -> str
         (groups if _is_config_group(key, config_dir) else values).append((key, arg))
     if not values:
         return None
-    search_dirs = config_search_dirs(argv, config_dir)
-    if search_dirs is None:
-        return None
-    search_path = [f"hydra.searchpath=[{','.join(f'file://{d}' for d in search_dirs[1:])}]"] if search_dirs[1:] else []
+    added = _command_search_path(argv)
+    entries = _primary_search_path(config_dir) + added
+    search_path = [f"hydra.searchpath=[{','.join(entries)}]"] if added else []
     try:
         with hydra.initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
             cfg = hydra.compose("train", overrides=[*search_path, *(arg for _, arg in groups)])
@@ -583,8 +601,13 @@ def _override_value(value: Any) -> str:
 # evaluation may set them otherwise than the training run did.
 EXECUTION_SETTINGS = frozenset(
     {"batch_size", "eval_batch_size", "num_workers", "pin_memory", "persistent_workers", "data_dir",
-     "cuda_graph", "compile_networks"}
+     "cuda_graph", "compile_networks", "query_chunk_size", "search_backend"}
 )
+# Model settings added to the configs after runs were saved, with the value that earlier runs
+# had in effect: a checkpoint without the key is compared as if it held that value (a key missing
+# from the checkpoint is otherwise not compared, so a new default would change a resumed run
+# silently). attention_weight_dropout: null (the blocks' dropout), from 81a14f5 on.
+SETTINGS_ADDED_LATER: dict[str, Any] = {"attention_weight_dropout": None, "retrieval_scoring": "dot"}
 # Data keys that only shape training (how many batches make an epoch): compared when resuming, not
 # when evaluating.
 TRAINING_ONLY_SETTINGS = frozenset({"steps_per_epoch"})
@@ -647,6 +670,10 @@ def check_checkpoint_hparams(
     if saved_config is not None and config is not None:
         saved.update(_flatten("", _plain(saved_config)))
         current.update(_flatten("", _plain(config)))
+        for key in current.keys() - saved.keys():
+            name = key.rsplit(".", 1)[-1]
+            if key.startswith("model.") and name in SETTINGS_ADDED_LATER:
+                saved[key] = SETTINGS_ADDED_LATER[name]
     ignored = EXECUTION_SETTINGS if resume else EXECUTION_SETTINGS | TRAINING_ONLY_SETTINGS
     differing = sorted(
         key for key in saved.keys() & current.keys() if saved[key] != current[key] and key.rsplit(".", 1)[-1] not in ignored
@@ -804,7 +831,16 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         ``(metric_dict, object_dict)``: every metric logged by the fit and the test (floats), and
         the objects built: ``cfg``, ``datamodule``, ``model``, ``callbacks``, ``loggers``,
         ``trainer``.
+
+    The warning filters it sets (``extras.ignore_warnings``, the warnings of a resume or an
+    evaluation that would read as faults) hold for this call only.
     """
+    with warnings.catch_warnings():
+        return _train(cfg)
+
+
+def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """:func:`train`'s body, inside its scope of warning filters."""
     if cfg.get("extras") and cfg.extras.get("ignore_warnings"):
         warnings.filterwarnings("ignore")
     if cfg.get("num_threads"):

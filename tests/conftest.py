@@ -67,14 +67,22 @@ def _nothing_written_into_the_checkout() -> Iterator[None]:
     """Fails the session when tests left files in the checkout's default data or log directories
     (``paths.data_dir``, ``paths.log_dir``): tests write under ``tmp_path`` only."""
 
-    def files() -> set[Path]:
-        return {path for folder in (ROOT / "data", ROOT / "logs") if folder.is_dir() for path in folder.rglob("*")}
+    def files() -> dict[Path, tuple[int, int]]:
+        """Every file there with its size and modification time (a rewritten file counts too)."""
+        return {
+            path: (path.stat().st_size, path.stat().st_mtime_ns)
+            for folder in (ROOT / "data", ROOT / "logs")
+            if folder.is_dir()
+            for path in folder.rglob("*")
+            if path.is_file()
+        }
 
     before = files()
     yield
-    added = sorted(files() - before)
-    if added:
-        pytest.fail(f"tests wrote into the checkout (set paths.data_dir / paths.log_dir under tmp_path): {added[:5]}")
+    after = files()
+    changed = sorted(path for path in before.keys() | after.keys() if before.get(path) != after.get(path))
+    if changed:
+        pytest.fail(f"tests wrote into the checkout (set paths.data_dir / paths.log_dir under tmp_path): {changed[:5]}")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

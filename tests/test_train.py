@@ -10,6 +10,7 @@ import math
 import os
 import re
 import shutil
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -348,6 +349,26 @@ def test_checkpoint_hyperparameters_are_compared_before_evaluating(tmp_path: Pat
     assert warned == []
     train_script.check_checkpoint_hparams(SimpleNamespace(hparams={}), str(ckpt), True, data, resume=True)
     assert len(warned) == 1 and "  data.steps_per_epoch: checkpoint 4, config 100\nRepeat" in warned[0]
+
+
+def test_a_setting_added_later_compares_with_what_older_runs_had(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A language-model run saved before attention_weight_dropout existed dropped its attention
+    # weights at the blocks' rate (null); the config's 0.0 would change it silently on resume.
+    ckpt = tmp_path / "last.ckpt"
+    net = {"dropout": 0.1, "attention": {"num_searches": 8, "query_chunk_size": None}}
+    torch.save({"hyper_parameters": {}, "callbacks": {"ConfigInCheckpoint": {"config": {"model": {"net": net}}}}}, ckpt)
+    model = SimpleNamespace(hparams={})
+    current = {"net": {**net, "attention_weight_dropout": 0.0, "attention": {**net["attention"], "retrieval_scoring": "dot"}}}
+    with pytest.raises(ValueError, match=r"model.net.attention_weight_dropout: checkpoint None, config 0.0") as error:
+        train_script.check_checkpoint_hparams(model, str(ckpt), True, config={"model": current}, resume=True)
+    assert "Repeat the training overrides (model.net.attention_weight_dropout=null)" in str(error.value)
+    # the old behaviour, and an execution setting (query chunks), resume
+    current["net"]["attention_weight_dropout"] = None
+    current["net"]["attention"]["query_chunk_size"] = 64
+    warned: list[str] = []
+    monkeypatch.setattr(train_script, "_warn", warned.append)
+    train_script.check_checkpoint_hparams(model, str(ckpt), True, config={"model": current}, resume=True)
+    assert warned == []
 
 
 RELATIONAL_TINY = [
@@ -758,6 +779,9 @@ def test_override_key_suggestions_read_the_configs_of_ones_own(tmp_path: Path) -
     expected = "'model.num_step' is not a key of this config. Did you mean: model.num_steps=3?"
     for search in (["-cd", str(extra)], [f"hydra.searchpath=[file://{extra}]"]):
         assert train_script.suggest_override_keys([*search, "experiment=mine/run", "model.num_step=3"]) == expected
+    # a package on the search path (an installed package of one's own) keeps the hint too
+    args = ["hydra.searchpath=[pkg://tenfold]", "experiment=samplers/gmm25_tb", "model.num_step=3"]
+    assert train_script.suggest_override_keys(args) == expected
 
 
 def test_a_sweep_that_would_start_its_own_ddp_processes_stops(compose_cfg, tmp_path: Path) -> None:
@@ -1150,3 +1174,17 @@ def test_hparams_check_names_every_argument_that_would_not_load() -> None:
     with pytest.raises(TypeError, match=r"model.act \(partial\), model.nested \(dict\)"):
         train_script.check_hparams_load_safely(model=module)
     train_script.check_hparams_load_safely(model=SimpleNamespace(hparams={"lr": 0.1, "sizes": [1, 2], "name": "x"}))
+
+
+def test_warning_filters_of_a_run_hold_for_that_run_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    # an evaluation hides Lightning's "dirpath has changed" warning; a later fit in the same
+    # process (a notebook, a benchmark) must still see it
+    before = list(warnings.filters)
+
+    def run(cfg: Any) -> tuple[dict, dict]:
+        warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
+        return {}, {}
+
+    monkeypatch.setattr(train_script, "_train", run)
+    assert train_script.train(OmegaConf.create({})) == ({}, {})
+    assert warnings.filters == before

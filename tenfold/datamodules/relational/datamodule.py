@@ -178,9 +178,9 @@ class RelationalTaskDataModule(L.LightningDataModule):
             )
         else:
             sizes = resolve_sizes(self.task, m_holdout, train_size, val_size, test_size, NUM_GLYPHS)
-        self.save_hyperparameters(ignore=["task"])
-        # a task object is kept by name: checkpoints load with weights_only
-        self.hparams["task"] = self.task.name
+        # a task object is kept by name (checkpoints load with weights_only; loggers show the name)
+        task = self.task.name
+        self.save_hyperparameters()
         self.m_holdout = m_holdout
         self.c_holdout = c_holdout
         self.coloured = coloured

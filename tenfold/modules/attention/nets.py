@@ -27,6 +27,7 @@ from tenfold.modules.nets import (
     SinusoidalPositionalEncoding,
     TransformerEncoder,
     attention_output,
+    build_attention,
 )
 
 __all__ = ["ContextualRetrievalNet", "ObjectSequenceNet", "VisionTransformerNet"]
@@ -59,7 +60,7 @@ class ContextualRetrievalNet(nn.Module):
     ) -> None:
         super().__init__()
         self.encoder = nn.Sequential(nn.Linear(input_dim, embed_dim), nn.ReLU(), nn.Linear(embed_dim, embed_dim))
-        self.attention = attention(embed_dim, dropout=0.0)
+        self.attention = build_attention(attention, embed_dim, dropout=0.0)
         self.skip = (
             nn.Sequential(nn.Linear(embed_dim, input_skip_dim), nn.Linear(input_skip_dim, embed_dim, bias=False))
             if input_skip_dim

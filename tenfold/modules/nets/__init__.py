@@ -10,6 +10,7 @@ from tenfold.modules.nets.transformer import (
     TransformerEncoder,
     TransformerEncoderLayer,
     attention_output,
+    build_attention,
     causal_mask,
 )
 
@@ -28,6 +29,7 @@ __all__ = [
     "TransformerEncoder",
     "TransformerEncoderLayer",
     "attention_output",
+    "build_attention",
     "causal_mask",
     "mlp",
 ]

@@ -38,6 +38,7 @@ __all__ = [
     "TransformerEncoder",
     "TransformerEncoderLayer",
     "attention_output",
+    "build_attention",
     "causal_mask",
 ]
 
@@ -60,10 +61,11 @@ def _attention_dropout_rates(
 
 
 def attention_output(result: object) -> Tensor:
-    """The output of an attention layer's call: the first item of the ``(output, weights)`` pair
-    that ``nn.MultiheadAttention`` returns. A layer that returns a bare tensor is refused: its
-    first item would be the first example's output, broadcast over the batch without an error."""
-    if not isinstance(result, (tuple, list)) or len(result) != 2:
+    """The output of an attention layer's call: the first item of the ``(output, weights, ...)``
+    tuple that ``nn.MultiheadAttention``-like layers return. A layer that returns a bare tensor is
+    refused: its first item would be the first example's output, broadcast over the batch without
+    an error."""
+    if isinstance(result, Tensor) or not isinstance(result, (tuple, list)) or not result:
         raise TypeError(
             f"the attention layer returned {type(result).__name__}; attention layers must return "
             "(output [B, L, E], weights or None) as nn.MultiheadAttention does"
@@ -71,11 +73,14 @@ def attention_output(result: object) -> Tensor:
     return result[0]
 
 
-def _build_attention(factory: AttentionFactory, embed_dim: int, dropout: float) -> nn.Module:
+def build_attention(factory: AttentionFactory, embed_dim: int, dropout: float) -> nn.Module:
+    """``factory(embed_dim, dropout=dropout)``, checked: a callable (not a config's name), whose own
+    ``dropout`` (a partial's) does not differ from ``dropout``, building a batch-first layer."""
     if not callable(factory):
         raise TypeError(
             f"the attention factory is {factory!r}, not a callable: choose a config of configs/attention/ on the "
-            "command line as a group, e.g. attention@model.net.encoder.attention=multihead"
+            "command line as a group at the factory's key, e.g. attention@model.net.attention=multihead or "
+            "attention@model.net.encoder.attention=multihead (the model's config names the key in its defaults)"
         )
     own_rate = getattr(factory, "keywords", {}).get("dropout")
     if own_rate is not None and own_rate != dropout:
@@ -180,7 +185,7 @@ class TransformerEncoderLayer(nn.Module):
     ) -> None:
         super().__init__()
         block_rate, weight_rate = _attention_dropout_rates(dropout, attention_dropout, attention_weight_dropout)
-        self.self_attn = _build_attention(attention, embed_dim, weight_rate)
+        self.self_attn = build_attention(attention, embed_dim, weight_rate)
         self.feedforward = _FeedForward(embed_dim, feedforward_dim or 4 * embed_dim, dropout, activation)
         self.norm1 = nn.LayerNorm(embed_dim)
         self.norm2 = nn.LayerNorm(embed_dim)
@@ -239,8 +244,8 @@ class TransformerDecoderLayer(nn.Module):
     ) -> None:
         super().__init__()
         block_rate, weight_rate = _attention_dropout_rates(dropout, attention_dropout, attention_weight_dropout)
-        self.self_attn = _build_attention(attention, embed_dim, weight_rate)
-        self.cross_attn = _build_attention(cross_attention or attention, embed_dim, weight_rate)
+        self.self_attn = build_attention(attention, embed_dim, weight_rate)
+        self.cross_attn = build_attention(cross_attention or attention, embed_dim, weight_rate)
         self.feedforward = _FeedForward(embed_dim, feedforward_dim or 4 * embed_dim, dropout, activation)
         self.norms = nn.ModuleList(nn.LayerNorm(embed_dim) for _ in range(3))
         self.dropouts = nn.ModuleList(nn.Dropout(rate) for rate in (block_rate, block_rate, dropout))

@@ -229,10 +229,12 @@ def test_a_task_object_of_ones_own_is_served_and_saved_by_name():
         same = batch["objects"][:, 0] == batch["objects"][:, 1]
         assert same.any() and (~same).any()
         assert torch.equal(batch["target"], same.long())
-        assert dm.hparams.task == "flipped_same_diff"
+        # saved (checkpoints) and logged (hparams.yaml, TensorBoard) by name
+        assert dm.hparams.task == dm.hparams_initial.task == "flipped_same_diff"
         buffer = io.BytesIO()
         torch.save(dict(dm.hparams), buffer)
         buffer.seek(0)
         assert torch.load(buffer, weights_only=True)["task"] == "flipped_same_diff"
+    assert RelationalTaskDataModule("rmts").hparams_initial.task == "rmts"
     with pytest.raises(ValueError, match="or a task object of one's own"):
         RelationalTaskDataModule("flipped_same_diff")

@@ -322,6 +322,26 @@ def test_an_attention_returning_a_bare_tensor_is_refused() -> None:
         TransformerDecoder(16, 1, _BareTensorAttention)(x, x)
 
 
+class _AttentionWithAnAuxiliaryLoss(_BareTensorAttention):
+    """Returns ``(output, weights, auxiliary loss)``: a longer tuple whose first item is the output."""
+
+    def forward(self, query, key, value, **kwargs):
+        output, weights = self.mha(query, key, value, **kwargs)
+        return output, weights, output.pow(2).mean()
+
+
+def test_an_attention_returning_a_longer_tuple_gives_its_first_item() -> None:
+    torch.manual_seed(0)
+    encoder = TransformerEncoder(16, 1, _AttentionWithAnAuxiliaryLoss, dropout=0.0).eval()
+    plain = TransformerEncoder(16, 1, _BareTensorAttention, dropout=0.0).eval()
+    plain.load_state_dict(encoder.state_dict())
+    x = torch.randn(4, 7, 16)
+    expected = plain.layers[0].norm2(
+        (h := plain.layers[0].norm1(x + plain.layers[0].self_attn.mha(x, x, x)[0])) + plain.layers[0].feedforward(h)
+    )
+    torch.testing.assert_close(encoder(x), expected)
+
+
 def test_an_attention_choice_given_as_a_string_names_the_group_override() -> None:
     with pytest.raises(TypeError, match="attention@model.net.encoder.attention=multihead"):
         TransformerEncoder(16, 1, "multihead")

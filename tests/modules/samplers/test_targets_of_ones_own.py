@@ -187,7 +187,7 @@ class HuberTB(DiffusionSampler):
         return torch.nn.functional.huber_loss(residual, torch.zeros_like(residual))
 
 
-def test_a_loss_of_ones_own_trains_log_z_and_replays_as_tb_does(tmp_path: Path) -> None:
+def test_a_loss_of_ones_own_trains_log_z_as_tb_does(tmp_path: Path) -> None:
     # The class lists decide what the loss trains: log Z gets its group, its gradient and its log.
     module = HuberTB(
         SamplerNets(2, hidden_dim=16), partial(torch.optim.Adam, lr=1e-3), energy=ShiftedGaussian(),
