@@ -672,7 +672,8 @@ def check_checkpoint_hparams(
         current.update(_flatten("", _plain(config)))
         for key in current.keys() - saved.keys():
             name = key.rsplit(".", 1)[-1]
-            if key.startswith("model.") and name in SETTINGS_ADDED_LATER:
+            # when resuming: an evaluation in eval mode is unaffected by such training settings
+            if resume and key.startswith("model.") and name in SETTINGS_ADDED_LATER:
                 saved[key] = SETTINGS_ADDED_LATER[name]
     ignored = EXECUTION_SETTINGS if resume else EXECUTION_SETTINGS | TRAINING_ONLY_SETTINGS
     differing = sorted(

@@ -14,6 +14,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -67,20 +68,23 @@ def _nothing_written_into_the_checkout() -> Iterator[None]:
     """Fails the session when tests left files in the checkout's default data or log directories
     (``paths.data_dir``, ``paths.log_dir``): tests write under ``tmp_path`` only."""
 
-    def files() -> dict[Path, tuple[int, int]]:
-        """Every file there with its size and modification time (a rewritten file counts too)."""
-        return {
-            path: (path.stat().st_size, path.stat().st_mtime_ns)
-            for folder in (ROOT / "data", ROOT / "logs")
-            if folder.is_dir()
-            for path in folder.rglob("*")
-            if path.is_file()
-        }
+    start = time.time_ns()
 
-    before = files()
+    def written_since_start() -> list[Path]:
+        """Files there created or rewritten during the session (another process, e.g. a
+        ``make train`` beside the tests, may remove files meanwhile)."""
+        written = []
+        for folder in (ROOT / "data", ROOT / "logs"):
+            for path in folder.rglob("*") if folder.is_dir() else ():
+                try:
+                    if path.is_file() and path.stat().st_mtime_ns >= start:
+                        written.append(path)
+                except OSError:
+                    continue
+        return sorted(written)
+
     yield
-    after = files()
-    changed = sorted(path for path in before.keys() | after.keys() if before.get(path) != after.get(path))
+    changed = written_since_start()
     if changed:
         pytest.fail(f"tests wrote into the checkout (set paths.data_dir / paths.log_dir under tmp_path): {changed[:5]}")
 

@@ -362,6 +362,8 @@ def test_a_setting_added_later_compares_with_what_older_runs_had(tmp_path: Path,
     with pytest.raises(ValueError, match=r"model.net.attention_weight_dropout: checkpoint None, config 0.0") as error:
         train_script.check_checkpoint_hparams(model, str(ckpt), True, config={"model": current}, resume=True)
     assert "Repeat the training overrides (model.net.attention_weight_dropout=null)" in str(error.value)
+    # an evaluation (eval mode: no dropout) of the old run is not refused for it
+    train_script.check_checkpoint_hparams(model, str(ckpt), True, config={"model": current})
     # the old behaviour, and an execution setting (query chunks), resume
     current["net"]["attention_weight_dropout"] = None
     current["net"]["attention"]["query_chunk_size"] = 64

@@ -178,9 +178,10 @@ class RelationalTaskDataModule(L.LightningDataModule):
             )
         else:
             sizes = resolve_sizes(self.task, m_holdout, train_size, val_size, test_size, NUM_GLYPHS)
-        # a task object is kept by name (checkpoints load with weights_only; loggers show the name)
-        task = self.task.name
-        self.save_hyperparameters()
+        # a task object is kept by name (checkpoints load with weights_only; loggers show the name),
+        # also when a subclass forwards one (its frame's arguments would win over a local name here)
+        self.save_hyperparameters(ignore=["task"])
+        self.hparams["task"] = self._hparams_initial["task"] = self.task.name
         self.m_holdout = m_holdout
         self.c_holdout = c_holdout
         self.coloured = coloured

@@ -60,7 +60,8 @@ class ContextualRetrievalNet(nn.Module):
     ) -> None:
         super().__init__()
         self.encoder = nn.Sequential(nn.Linear(input_dim, embed_dim), nn.ReLU(), nn.Linear(embed_dim, embed_dim))
-        self.attention = build_attention(attention, embed_dim, dropout=0.0)
+        # no attention dropout (the official model's), unless the factory sets its own
+        self.attention = build_attention(attention, embed_dim, getattr(attention, "keywords", {}).get("dropout", 0.0))
         self.skip = (
             nn.Sequential(nn.Linear(embed_dim, input_skip_dim), nn.Linear(input_skip_dim, embed_dim, bias=False))
             if input_skip_dim

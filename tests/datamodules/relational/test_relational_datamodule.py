@@ -236,5 +236,13 @@ def test_a_task_object_of_ones_own_is_served_and_saved_by_name():
         buffer.seek(0)
         assert torch.load(buffer, weights_only=True)["task"] == "flipped_same_diff"
     assert RelationalTaskDataModule("rmts").hparams_initial.task == "rmts"
+
+    class ForwardingDataModule(RelationalTaskDataModule):
+        def __init__(self, task, **kwargs) -> None:
+            super().__init__(task, **kwargs)
+
+    # a subclass's frame forwards the object; it is still kept by name
+    dm = ForwardingDataModule(FlippedSameDiff(), m_holdout=50, train_size=64, val_size=16, test_size=32)
+    assert dm.hparams.task == dm.hparams_initial.task == "flipped_same_diff"
     with pytest.raises(ValueError, match="or a task object of one's own"):
         RelationalTaskDataModule("flipped_same_diff")

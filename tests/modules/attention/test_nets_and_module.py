@@ -68,8 +68,9 @@ def test_contextual_retrieval_net_refuses_an_attention_returning_a_bare_tensor()
     # the net builds its attention as the stacks do: the same checks
     with pytest.raises(TypeError, match="not a callable"):
         ContextualRetrievalNet(input_dim=8, embed_dim=16, attention="multihead")
-    with pytest.raises(ValueError, match="the attention factory sets dropout=0.1"):
-        ContextualRetrievalNet(input_dim=8, embed_dim=16, attention=functools.partial(MHA, dropout=0.1))
+    # a factory's own dropout is the net's attention dropout (none otherwise)
+    assert ContextualRetrievalNet(input_dim=8, embed_dim=16, attention=functools.partial(MHA, dropout=0.1)).attention.dropout == 0.1
+    assert ContextualRetrievalNet(input_dim=8, embed_dim=16, attention=MHA).attention.dropout == 0.0
 
 
 def test_vision_transformer_heads_per_task_read_their_own_class_token() -> None:
