@@ -10,7 +10,9 @@ weights, when the checkpoint monitors no metric).
 Everything is composed by Hydra from ``configs/`` (``configs/train.yaml`` lists the groups) and
 instantiated here; this file imports no method. A run writes to
 ``logs/<task_name>/runs/<SLURM job id or time>/``: the composed config (``.hydra/``), the log
-(``train.log``), checkpoints (``checkpoints/``, with ``last.ckpt``) and metrics (``csv/``).
+(``train.log``), checkpoints (``checkpoints/``, with ``last.ckpt``), metrics (``csv/``) and the
+final metrics (``metrics.json``). A sweep's directory also gets ``summary.csv`` and
+``summary_grouped.csv`` (mean and standard deviation over seeds; :mod:`tenfold.sweeps`).
 
 ``ckpt_path`` takes ``null`` (start fresh), ``last`` (the newest checkpoint of this run's
 directory, fresh when there is none), a ``.ckpt`` file, or a run directory (its newest
@@ -47,6 +49,7 @@ from omegaconf.errors import InterpolationKeyError, OmegaConfBaseException
 
 from tenfold.checkpoints import ConfigInCheckpoint, is_complete_checkpoint, replaced_atomically
 from tenfold.loggers import ResumableLogger, run_id
+from tenfold.sweeps import write_run_metrics
 
 log = logging.getLogger("train")
 
@@ -980,6 +983,15 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     finally:
         if "wandb" in sys.modules and sys.modules["wandb"].run is not None:
             sys.modules["wandb"].finish()
+    if trainer.is_global_zero:
+        overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+        write_run_metrics(
+            cfg.paths.output_dir,
+            metric_dict,
+            overrides,
+            cfg.get("optimized_metric"),
+            optimized_value(cfg, object_dict, metric_dict, warn_unlogged=False),
+        )
     _info(f"Output directory: {output_dir}")
     return metric_dict, object_dict
 

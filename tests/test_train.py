@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import json
 import math
 import os
 import re
@@ -612,6 +613,19 @@ def test_basic_sweep_returns_the_optimized_metric_per_job(train_cli, tmp_path: P
     assert result.stdout.count("optimized_metric val/elbo = ") == 2
     (sweep,) = (tmp_path / "logs" / "samplers" / "gmm25_tb" / "multiruns").iterdir()
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
+    # each job's final metrics, and their mean and std over the seeds when the sweep ends
+    returned = [float(v) for v in re.findall(r"optimized_metric val/elbo = (\S+)", result.stdout)]
+    saved = [json.loads((sweep / job / "metrics.json").read_text()) for job in ("0", "1")]
+    assert [job["overrides"][-1] for job in saved] == ["seed=1", "seed=2"]
+    assert sorted(job["optimized_value"] for job in saved) == sorted(returned)
+    elbos = [job["metrics"]["val/elbo"] for job in saved]
+    assert elbos[0] != elbos[1]
+    (grouped,) = read_csv_rows(sweep / "summary_grouped.csv")
+    assert grouped["jobs"] == "2" and "seed" not in grouped["setting"]
+    assert float(grouped["val/elbo_mean"]) == pytest.approx(sum(elbos) / 2)
+    assert float(grouped["val/elbo_std"]) == pytest.approx(abs(elbos[0] - elbos[1]) / 2**0.5)
+    assert [row["job"] for row in read_csv_rows(sweep / "summary.csv")] == ["0", "1"]
+    assert "mean ± std over seed" in result.stdout
 
 
 def test_optuna_sweep_as_the_readme_gives_it(train_cli, tmp_path: Path) -> None:
