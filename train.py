@@ -43,12 +43,13 @@ from hydra.plugins.config_source import ConfigSource
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationKeyError, OmegaConfBaseException
 
 from tenfold.checkpoints import ConfigInCheckpoint, is_complete_checkpoint, replaced_atomically
-from tenfold.loggers import ResumableLogger, run_id
+from tenfold.loggers import ResumableLogger, log_tensorboard_hparams, run_id
 from tenfold.sweeps import write_run_metrics
 
 log = logging.getLogger("train")
@@ -983,6 +984,9 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     finally:
         if "wandb" in sys.modules and sys.modules["wandb"].run is not None:
             sys.modules["wandb"].finish()
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger) and metric_dict:
+            log_tensorboard_hparams(logger, hparams_shown(cfg), metric_dict)
     if trainer.is_global_zero:
         overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
         write_run_metrics(
@@ -994,6 +998,16 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         )
     _info(f"Output directory: {output_dir}")
     return metric_dict, object_dict
+
+
+def hparams_shown(cfg: DictConfig) -> dict[str, Any]:
+    """The settings that TensorBoard's HPARAMS tab shows beside a run's final metrics: its task
+    name, seed, model, data and trainer config (resolved), the sections in which runs differ."""
+    return {
+        key: OmegaConf.to_container(cfg[key], resolve=True) if isinstance(cfg.get(key), DictConfig) else cfg.get(key)
+        for key in ("task_name", "seed", "model", "data", "trainer")
+        if key in cfg
+    }
 
 
 def _floats(metrics: dict[str, Any]) -> dict[str, float]:

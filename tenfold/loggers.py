@@ -14,6 +14,9 @@ before anything is logged, so each step is shown once, as the continuation logge
 
 :func:`run_id` names a run directory for loggers that keep runs by id (W&B), so that every start
 of a run continues one logger run and no two runs share one.
+
+:func:`log_tensorboard_hparams` fills TensorBoard's HPARAMS tab at the end of a run: its settings
+beside its final metrics, one row per run, to compare the runs of a sweep.
 """
 
 from __future__ import annotations
@@ -21,16 +24,18 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
+
+from lightning.fabric.utilities.logger import _flatten_dict, _sanitize_params
 
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 
-__all__ = ["ResumableCSVLogger", "ResumableLogger", "ResumableTensorBoardLogger", "run_id"]
+__all__ = ["ResumableCSVLogger", "ResumableLogger", "ResumableTensorBoardLogger", "log_tensorboard_hparams", "run_id"]
 
 
 @runtime_checkable
@@ -136,3 +141,27 @@ def run_id(output_dir: str | Path) -> str:
     would merge.
     """
     return hashlib.sha1(str(Path(output_dir).resolve()).encode()).hexdigest()[:16]
+
+
+@rank_zero_only
+def log_tensorboard_hparams(logger: TensorBoardLogger, params: dict[str, Any], metric_names: Iterable[str]) -> None:
+    """Writes TensorBoard's hyperparameter summary into ``logger``'s event file: ``params`` (a
+    nested dict, flattened to ``section/key`` names; values other than numbers, strings and
+    booleans, lists for example, shown as strings) and the names of the metrics to show beside
+    them, whose values TensorBoard reads from the scalars the run logged under those names.
+
+    Lightning's ``log_hyperparams(params, metrics)`` does the same but also logs the metrics again
+    at step 0 (a second point on every curve), and without metrics (``default_hp_metric: false``,
+    this project's setting) it writes no summary, which leaves the HPARAMS tab empty.
+    """
+    from torch.utils.tensorboard import SummaryWriter
+    from torch.utils.tensorboard.summary import hparams
+
+    flat = _sanitize_params(_flatten_dict(params, delimiter="/"))
+    flat = {name: value for name, value in flat.items() if value is not None}
+    summaries = hparams(flat, dict.fromkeys(sorted(metric_names), 0.0))
+    # a writer of its own, a new event file of the same run: the logger's writer is closed when
+    # Lightning's fit or test ends
+    with SummaryWriter(log_dir=logger.log_dir) as writer:
+        for summary in summaries:
+            writer.file_writer.add_summary(summary)

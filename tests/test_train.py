@@ -24,6 +24,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, read_write
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 from torch.utils.tensorboard import SummaryWriter
 
 import train as train_script
@@ -197,6 +199,38 @@ def test_bf16_mixed_runs_on_cpu(compose_cfg, tmp_path: Path) -> None:
     assert trainer.global_step == 2
     assert math.isfinite(metric_dict["val/elbo"]) and math.isfinite(metric_dict["test/elbo"])
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_tensorboard_hparams_tab_lists_the_settings_beside_the_final_metrics(compose_cfg, tmp_path: Path) -> None:
+    cfg = compose_cfg(
+        [
+            "experiment=samplers/gmm25_tb",
+            "trainer=cpu",
+            *TINY,
+            "data.steps_per_epoch=2",
+            "trainer.max_steps=2",
+            "trainer.check_val_every_n_epoch=1",
+            "logger=tensorboard",
+            "callbacks.sample_plots=null",
+            f"paths.log_dir={tmp_path}",
+        ],
+        tmp_path / "run",
+    )
+    metric_dict, _ = train_script.train(cfg)
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    content = events.PluginTagToContent("hparams")
+    experiment = HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    assert {info.name.tag for info in experiment.metric_infos} == set(metric_dict)
+    assert "test/elbo" in metric_dict and "val/elbo" in metric_dict
+    start = HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    assert start.hparams["model/num_steps"].number_value == 8
+    assert start.hparams["seed"].number_value == cfg.seed
+    assert start.hparams["model/_target_"].string_value.endswith("DiffusionSampler")
+    assert start.hparams["task_name"].string_value == cfg.task_name
+    # the metrics are not logged a second time (Lightning's log_hyperparams(params, metrics) would
+    # add a point at step 0 to every curve)
+    assert [step for step, _ in tensorboard_scalars(tmp_path / "run" / "tensorboard", "test/elbo")] == [2]
 
 
 @pytest.mark.parametrize("local_search_mode", ["official", "paper"])
