@@ -27,6 +27,7 @@ import io
 import logging
 import os
 import re
+import signal
 import sys
 import warnings
 from collections.abc import Sequence
@@ -45,6 +46,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationKeyError, OmegaConfBaseException
 
@@ -337,6 +339,12 @@ def newest_checkpoint(run_dir: Path) -> Path | None:
         if is_complete_checkpoint(candidate):
             return candidate
         _warn(f"{candidate} is truncated or not a checkpoint (a run killed while writing it?): passed over")
+    # none whole: the run's other checkpoints (its best ones), saved at validations or epoch ends
+    others = sorted(set(run_dir.glob("checkpoints/*.ckpt")) - set(_resume_checkpoints(run_dir)), key=lambda p: p.stat().st_mtime)
+    for candidate in reversed(others):
+        if is_complete_checkpoint(candidate):
+            _warn(f"{run_dir} has no whole last.ckpt: taking its newest whole checkpoint, {candidate.name}")
+            return candidate
     return None
 
 
@@ -362,17 +370,33 @@ def restore_training_progress(trainer: L.Trainer, checkpoint: dict[str, Any]) ->
         trainer.fit_loop.load_state_dict(fit_loop_state)
 
 
-def best_checkpoint(run_dir: Path, newest: Path) -> Path | None:
-    """The best checkpoint that the run's monitoring ``ModelCheckpoint`` recorded in its newest
-    checkpoint (``best_model_path``, looked up in ``run_dir/checkpoints/`` by name, so that a
-    moved run directory works), or ``None`` when no checkpoint monitors a metric or the file is
-    gone: what the run's own test used, which :func:`resolve_ckpt_path` tests for a run directory."""
-    checkpoint = torch.load(newest, map_location="cpu", weights_only=True, mmap=True)
+def _recorded_best(checkpoint_path: Path) -> tuple[int, str | None]:
+    """A checkpoint's step and the ``best_model_path`` its monitoring ``ModelCheckpoint`` state
+    records (file name only; ``None`` when nothing monitors a metric)."""
+    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True, mmap=True)
     for state in checkpoint.get("callbacks", {}).values():
         if isinstance(state, dict) and state.get("monitor") and state.get("best_model_path"):
-            best = run_dir / "checkpoints" / Path(state["best_model_path"]).name
-            if best.is_file():
-                return best
+            return int(checkpoint.get("global_step", -1)), Path(state["best_model_path"]).name
+    return int(checkpoint.get("global_step", -1)), None
+
+
+def best_checkpoint(run_dir: Path, newest: Path) -> Path | None:
+    """The best checkpoint of the run by its monitored metric: what the run's own test used, which
+    :func:`resolve_ckpt_path` tests for a run directory. Each whole checkpoint records the best
+    one at its save (``best_model_path``, looked up in ``run_dir/checkpoints/`` by name, so that a
+    moved run directory works); the record of the latest step whose file exists wins, so that a
+    ``last.ckpt`` older than the best (a run killed while saving it) does not name a best that
+    the run has since replaced and deleted. ``None`` when no checkpoint monitors a metric."""
+    candidates = {newest, *(p for p in run_dir.glob("checkpoints/*.ckpt") if is_complete_checkpoint(p))}
+    records = sorted((_recorded_best(path) for path in candidates), key=lambda record: record[0], reverse=True)
+    named = [name for _, name in records if name is not None]
+    for name in named:
+        if (run_dir / "checkpoints" / name).is_file():
+            if name != named[0]:
+                _warn(f"{run_dir}: the best checkpoint recorded last, {named[0]}, is missing: testing {name}, the best recorded before it")
+            return run_dir / "checkpoints" / name
+    if named:
+        _warn(f"{run_dir}: no best checkpoint recorded by the run is there ({', '.join(dict.fromkeys(named))}): testing its newest")
     return None
 
 
@@ -400,6 +424,12 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path, train: bool
         return None
     if str(ckpt_path) == "last":
         newest = newest_checkpoint(Path(output_dir))
+        if newest is None and train and (broken := sorted(Path(output_dir).glob("checkpoints/*.ckpt"))):
+            raise FileExistsError(
+                f"ckpt_path=last: {output_dir} holds a run whose checkpoints are all truncated ({', '.join(p.name for p in broken)}): "
+                "starting over there would mix two runs. Restore a whole checkpoint (e.g. copy it again) and resume, or "
+                "start the run in a directory of its own, hydra.run.dir=<dir>"
+            )
         if newest is None:
             if train:
                 _warn(
@@ -412,7 +442,7 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path, train: bool
                 f"ckpt_path=last: no checkpoint in {output_dir}. With train=false give a "
                 "checkpoint file or a run directory: ckpt_path=logs/<task>/runs/<run>"
             )
-        _info(f"ckpt_path=last: resuming from {newest}")
+        _info(f"ckpt_path=last: {'resuming from' if train else 'testing'} {newest}")
         return str(newest)
     path = Path(str(ckpt_path)).expanduser()
     if path.is_dir():
@@ -554,13 +584,41 @@ def check_run_dir_is_free(ckpt_path: str | None, output_dir: str | Path) -> None
     """
     if ckpt_path is not None or slurm_requeued():
         return
-    existing = _resume_checkpoints(Path(output_dir))
+    existing = _resume_checkpoints(Path(output_dir)) or sorted(Path(output_dir).glob("checkpoints/*.ckpt"))
     if existing:
         raise FileExistsError(
             f"{output_dir} already holds a run ({existing[0]}): resume it with ckpt_path=last, or give this "
             "run a directory of its own, hydra.run.dir=<dir> (runs in one SLURM allocation share its job id, "
             "which names the default directory)"
         )
+
+
+@rank_zero_only
+def remove_partial_files(run_dir: str | Path) -> None:
+    """Removes what a process killed while saving left in ``run_dir``: the hidden
+    ``.<name>.partial`` files of :func:`tenfold.checkpoints.replaced_atomically` (checkpoints, the
+    saved config, metrics.json), before a training run writes there again."""
+    for pattern in (".*.partial", "checkpoints/.*.partial", ".hydra/.*.partial"):
+        for partial in Path(run_dir).glob(pattern):
+            partial.unlink(missing_ok=True)
+
+
+def move_log_files(old_dir: str | Path, new_dir: str | Path) -> None:
+    """Points the root logger's file handlers in ``old_dir`` (Hydra's ``<run dir>/train.log``) to
+    a file of the same name in ``new_dir``: an evaluation of a trained run logs into its own
+    directory and leaves the run's log as it was."""
+    root = logging.getLogger()
+    Path(new_dir).mkdir(parents=True, exist_ok=True)
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == Path(old_dir).resolve():
+            moved = logging.FileHandler(Path(new_dir) / Path(handler.baseFilename).name, mode="a", encoding=handler.encoding)
+            moved.setLevel(handler.level)
+            moved.setFormatter(handler.formatter)
+            for log_filter in handler.filters:
+                moved.addFilter(log_filter)
+            root.removeHandler(handler)
+            handler.close()
+            root.addHandler(moved)
 
 
 def evaluation_output_dir(output_dir: str | Path) -> Path | None:
@@ -860,6 +918,11 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
             "train=false only tests a checkpoint: give ckpt_path=PATH (a .ckpt file or a run "
             "directory such as logs/<task>/runs/<run>)"
         )
+    if not cfg.get("train") and not cfg.get("test"):
+        raise ValueError(
+            "train=false with test=false runs nothing: add test=true to evaluate the checkpoint (a run trained "
+            "with test=false saves that in its config)"
+        )
     check_groups_are_configs(cfg)
     check_interpolations(cfg)
     check_accelerator(cfg.trainer)
@@ -870,11 +933,13 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         # no checkpoints, so Lightning's warning that their bookkeeping is not reloaded would read as a fault
         warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
     if not cfg.get("train") and (evaluation_dir := evaluation_output_dir(output_dir)) is not None:
-        _info(f"{output_dir} holds a trained run: this evaluation logs to {evaluation_dir}")
         with open_dict(cfg):
             cfg.paths.output_dir = str(evaluation_dir)
+        move_log_files(output_dir, evaluation_dir)
+        _info(f"{output_dir} holds a trained run: this evaluation logs to {evaluation_dir}")
     if cfg.get("train"):
         check_run_dir_is_free(cfg.get("ckpt_path"), output_dir)
+        remove_partial_files(output_dir)
         fit_ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir, train=True)
         if fit_ckpt_path is not None and cfg.trainer.get("fast_dev_run"):
             raise ValueError(
@@ -996,7 +1061,7 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
             cfg.get("optimized_metric"),
             optimized_value(cfg, object_dict, metric_dict, warn_unlogged=False),
         )
-    _info(f"Output directory: {output_dir}")
+    _info(f"Output directory: {cfg.paths.output_dir}")
     return metric_dict, object_dict
 
 
@@ -1067,6 +1132,14 @@ if __name__ == "__main__":
         sys.exit(1)
     try:
         main()
+    except SIGTERMException:
+        # Lightning's SIGTERMException is a SystemExit without a code: the job would end "successfully"
+        print(
+            "train.py was stopped by SIGTERM: resume the run from its newest checkpoint with ckpt_path=last "
+            "in its run directory (a sweep: each unfinished job's directory)",
+            file=sys.stderr,
+        )
+        sys.exit(128 + signal.SIGTERM)
     except (SystemExit, Exception) as stop:
         if not (isinstance(stop, SystemExit) and not stop.code):
             hint = suggest_override_keys(sys.argv[1:])

@@ -4,6 +4,7 @@ config in every checkpoint, and the plugin that writes each checkpoint whole or 
 from __future__ import annotations
 
 import os
+import time
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -81,6 +82,12 @@ class LastCheckpoint(ModelCheckpoint):
     must start from into its checkpointed state and sets it when training restarts (at the
     first epoch start or, resumed within an epoch, the first batch start).
 
+    A step or time trigger that falls on a batch after which the run validates (the last batch of
+    an epoch that validates, or a ``val_check_interval`` batch) does not save there: Lightning
+    resumes from such a save past the validation, which the continuation then never runs (another
+    best checkpoint, another test figure). The save comes after the validation instead: at the
+    epoch's end, or at the end of a validation within the epoch.
+
     Lightning keys a callback's checkpointed state by its class name and trigger settings; as its
     own class, this callback's key never collides with the run's ``ModelCheckpoint``, whatever
     that one monitors (two plain ``ModelCheckpoint`` callbacks without a monitor and with the same
@@ -92,6 +99,35 @@ class LastCheckpoint(ModelCheckpoint):
         super().__init__(*args, **kwargs)
         self._step_count_at_batch_start: int | None = None
         self._restored_step_count: int | None = None
+        self._save_after_validation = False
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        epoch_loop = trainer.fit_loop.epoch_loop
+        if not epoch_loop._should_check_val_fx(trainer.fit_loop._data_fetcher):
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+            return
+        # a validation follows this batch: a save now would be resumed past it. At an epoch's last
+        # batch the epoch-end save follows the validation; within the epoch, save after it when due
+        if not epoch_loop.batch_progress.is_last_batch:
+            step_due = self._every_n_train_steps > 0 and trainer.global_step % self._every_n_train_steps == 0
+            interval = self._train_time_interval
+            time_due = (
+                interval is not None
+                and self._last_time_checked is not None
+                and time.monotonic() - self._last_time_checked >= interval.total_seconds()
+            )
+            self._save_after_validation = bool(trainer.strategy.broadcast(step_due or time_due))
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if self._save_after_validation and not trainer.sanity_checking:
+            self._save_after_validation = False
+            if self._train_time_interval is not None:
+                self._last_time_checked = time.monotonic()
+            if not self._should_skip_saving_checkpoint(trainer):
+                self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)

@@ -189,3 +189,48 @@ def test_config_in_checkpoint_keeps_plain_values_of_omegaconf_sections(tmp_path:
         assert ConfigInCheckpoint.saved(loaded) == {"model": {"width": 8, "depth": 8, "pair": [0, 2]}, "data": {"seed": 3}}
     with pytest.raises(TypeError, match="takes a dict of config sections, got list"):
         ConfigInCheckpoint([cfg])  # type: ignore[arg-type]
+
+
+class _CrashAtValidation(L.Callback):
+    """Stops the fit with an error when the validation after optimizer step ``step`` starts (a kill
+    during that validation)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking and trainer.global_step == self.step:
+            raise RuntimeError("killed during validation")
+
+
+def _validated_steps(run_dir: Path, ckpt_dir: Path, callbacks: list, ckpt_path: str | None, val_check_interval: int | None) -> list[int]:
+    """Fits 2 epochs of 4 batches (validation every ``val_check_interval`` batches, default: at
+    each epoch's end) with a CSV logger in ``run_dir``; the steps of this fit's validation rows."""
+    torch.set_num_threads(1)
+    L.seed_everything(0)
+    logger = CSVLogger(run_dir, name="csv", version=f"from_{Path(ckpt_path).stem if ckpt_path else 'start'}")
+    trainer = L.Trainer(
+        max_epochs=2, limit_train_batches=4, limit_val_batches=1, val_check_interval=val_check_interval,
+        log_every_n_steps=1, callbacks=[LastCheckpoint(dirpath=ckpt_dir, filename="last", every_n_train_steps=2), *callbacks],
+        logger=logger, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", num_sanity_val_steps=0,
+    )
+    try:
+        trainer.fit(_LoggingBoringModel(), ckpt_path=ckpt_path)
+    except RuntimeError as crash:
+        assert "killed during validation" in str(crash)
+    return [int(row["step"]) for row in read_csv_rows(Path(logger.log_dir) / "metrics.csv") if row.get("val/loss")]
+
+
+# Killed during the validation that follows a due step save: at an epoch's end (step 4 of 4
+# batches), or within the epoch (val_check_interval=2, at step 4). Lightning resumes a save made
+# before that validation past it, so the resumed run never validated there; the save must come
+# after the validation, and the resumed run must validate where the uninterrupted run did.
+@pytest.mark.parametrize("val_check_interval", [None, 2], ids=["epoch_end", "within_epoch"])
+def test_a_run_killed_during_validation_resumes_with_that_validation(tmp_path: Path, val_check_interval: int | None) -> None:
+    uninterrupted = _validated_steps(tmp_path / "full", tmp_path / "full_ckpt", [], None, val_check_interval)
+    assert uninterrupted == ([3, 7] if val_check_interval is None else [1, 3, 5, 7])
+    killed = _validated_steps(tmp_path / "half", tmp_path / "ckpt", [_CrashAtValidation(4)], None, val_check_interval)
+    last = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 2  # the save before the interrupted validation, not at its step
+    resumed = _validated_steps(tmp_path / "half", tmp_path / "ckpt", [], str(tmp_path / "ckpt" / "last.ckpt"), val_check_interval)
+    assert killed + resumed == uninterrupted

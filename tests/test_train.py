@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import functools
 import json
+import logging
 import math
 import os
 import re
@@ -289,11 +290,16 @@ def test_resume_from_run_directory_equals_uninterrupted_run(train_cli, tmp_path:
     assert "exists and is not empty" not in result.stdout  # Lightning's warning, which reads as a fault here
     overrides = list(OmegaConf.load(half / ".hydra" / "overrides.yaml"))
     assert overrides[0] == "experiment=samplers/gmm25_tb_expl_ls" and overrides[-2:] == ["ckpt_path=last", "trainer.max_steps=8"]
-    # evaluating the run with its own config (in its directory) keeps the training's config
+    # evaluating the run with its own config (in its directory) keeps the training's config and log
     saved = {name: (half / ".hydra" / name).read_bytes() for name in saved}
-    result = train_cli([*from_run, "train=false"])
+    run_log = (half / "train.log").read_bytes()
+    result = train_cli([*from_run, "train=false", "test=true"])
     assert result.returncode == 0, result.stdout[-5000:]
     assert {name: (half / ".hydra" / name).read_bytes() for name in saved} == saved
+    assert (half / "train.log").read_bytes() == run_log
+    (evaluation,) = (half / "evaluations").iterdir()
+    assert "Test: test/delta_log_z = " in (evaluation / "train.log").read_text()
+    assert f"Output directory: {evaluation}" in result.stdout and "ckpt_path=last: testing" in result.stdout
 
     a, b = _load(full / "checkpoints" / "last.ckpt"), _load(half / "checkpoints" / "last.ckpt")
     assert a["global_step"] == b["global_step"] == 8 and a["epoch"] == b["epoch"] == 1
@@ -501,7 +507,7 @@ def test_ddp_resume_within_an_epoch_reads_each_ranks_remaining_batches(train_cli
     result = train_cli([*common, f"hydra.run.dir={full}"])
     assert result.returncode == 0, result.stdout[-5000:]
     checkpoint = full / "checkpoints" / "epoch_001-step_000006.ckpt"
-    assert _load(checkpoint)["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 1, "batches": 2}]
+    assert _load(checkpoint)["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 1, "batches": 2, "batch_size": 4}]
     result = train_cli([*common, f"ckpt_path={checkpoint}", f"hydra.run.dir={resumed}"])
     assert result.returncode == 0, result.stdout[-5000:]
     a, b = _load(full / "checkpoints" / "last.ckpt"), _load(resumed / "checkpoints" / "last.ckpt")
@@ -679,6 +685,58 @@ def test_optuna_sweep_as_the_readme_gives_it(train_cli, tmp_path: Path) -> None:
     best = OmegaConf.load(tmp_path / "sweep" / "optimization_results.yaml")
     assert best.name == "optuna" and 1.0 <= best.best_params["model.sigma2"] <= 10.0
     assert "setup plugin alembic" not in result.stdout  # the sweeper's imports, quiet
+
+
+def test_a_training_run_removes_what_a_kill_while_saving_left(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    left = [run / "checkpoints" / ".last.ckpt.partial", run / ".hydra" / ".config.yaml.partial", run / ".metrics.json.partial"]
+    kept = [run / "checkpoints" / "last.ckpt", run / "notes.partial"]
+    for path in left + kept:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    train_script.remove_partial_files(run)
+    assert [path.exists() for path in left + kept] == [False, False, False, True, True]
+
+
+def test_log_files_move_to_the_evaluation_directory(tmp_path: Path) -> None:
+    run, evaluation = tmp_path / "run", tmp_path / "run" / "evaluations" / "now"
+    run.mkdir()
+    root = logging.getLogger()
+    handler = logging.FileHandler(run / "train.log")
+    handler.setFormatter(logging.Formatter("[%(name)s] %(message)s"))
+    handler.setLevel(logging.INFO)
+    root.addHandler(handler)
+    level = root.level
+    root.setLevel(logging.INFO)
+    try:
+        logging.getLogger("train").info("training")
+        train_script.move_log_files(run, evaluation)
+        logging.getLogger("train").info("evaluating")
+    finally:
+        root.setLevel(level)
+        for moved in [h for h in root.handlers if isinstance(h, logging.FileHandler) and "run" in h.baseFilename]:
+            root.removeHandler(moved)
+            moved.close()
+    assert handler not in root.handlers
+    assert (run / "train.log").read_text() == "[train] training\n"
+    assert (evaluation / "train.log").read_text() == "[train] evaluating\n"
+
+
+def test_a_run_stopped_by_sigterm_fails_and_says_how_to_resume(train_cli, tmp_path: Path) -> None:
+    # Lightning ends a run that receives SIGTERM with a SystemExit without a code: exit status 0,
+    # which a job script's `&&` or a scheduler reads as success
+    result = train_cli(
+        [
+            *TINY_SWEEP_JOB,
+            "trainer.max_steps=6",
+            "+callbacks.sigterm._target_=tests.run_helpers.SignalAtStep",
+            "+callbacks.sigterm.step=2",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ]
+    )
+    assert result.returncode == 143, result.stdout[-3000:]
+    assert "stopped by SIGTERM: resume the run from its newest checkpoint with ckpt_path=last" in result.stdout
+    assert not (tmp_path / "run" / "metrics.json").exists()
 
 
 def test_unknown_experiment_lists_the_available_ones(train_cli) -> None:
@@ -878,6 +936,10 @@ def test_train_false_without_checkpoint_is_refused(compose_cfg, tmp_path: Path) 
     cfg = compose_cfg(["experiment=samplers/gmm25_tb", "trainer=cpu", "train=false"], tmp_path)
     with pytest.raises(ValueError, match="ckpt_path=PATH"):
         train_script.train(cfg)
+    # nor would anything run without the test (a run trained with test=false saves it in its config)
+    cfg = compose_cfg(["experiment=samplers/gmm25_tb", "trainer=cpu", "train=false", "test=false", "ckpt_path=last"], tmp_path)
+    with pytest.raises(ValueError, match="train=false with test=false runs nothing: add test=true"):
+        train_script.train(cfg)
 
 
 # The fix that the ckpt_path=last error of train=false gives.
@@ -914,6 +976,47 @@ def test_switching_the_progress_bar_off_drops_the_progress_bar_callback(compose_
     cfg = compose_cfg([*overrides, "trainer.enable_progress_bar=false", "test=false", "callbacks.sample_plots=null"], tmp_path / "run")
     _, objects = train_script.train(cfg)
     assert objects["trainer"].progress_bar_callback is None and objects["trainer"].global_step == 1
+
+
+def _checkpoint_recording_best(path: Path, step: int, best: str | None) -> None:
+    """A checkpoint file at ``step`` whose monitoring ModelCheckpoint state names ``best`` (as a
+    path of the run's original place, which may have moved)."""
+    state = {"monitor": "val/l1", "best_model_path": f"/elsewhere/run/checkpoints/{best}"} if best else {}
+    torch.save({"global_step": step, "callbacks": {"ModelCheckpoint{'monitor': 'val/l1'}": state}}, path)
+
+
+def test_a_run_killed_while_saving_is_resumed_and_tested_from_its_whole_checkpoints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
+    warnings: list[str] = []
+    monkeypatch.setattr(train_script, "_warn", warnings.append)
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    # killed while writing last.ckpt at step 16, after the new best (step 16) was saved and the
+    # old best (step 8) deleted: the stale last.ckpt of step 8 still names the deleted file
+    last, best = run / "checkpoints" / "last.ckpt", run / "checkpoints" / "epoch_001-step_000016.ckpt"
+    _checkpoint_recording_best(last, 8, "epoch_000-step_000008.ckpt")
+    _checkpoint_recording_best(best, 16, best.name)
+    os.utime(best, (1, 1))
+    assert train_script.resolve_ckpt_path(str(run), tmp_path, train=False) == str(best)
+    assert warnings == []  # the latest record names a file that is there
+    # the newer record missing too: the best recorded before it, with a warning
+    _checkpoint_recording_best(last, 24, "epoch_002-step_000024.ckpt")
+    assert train_script.resolve_ckpt_path(str(run), tmp_path, train=False) == str(best)
+    assert warnings and "epoch_002-step_000024.ckpt, is missing: testing epoch_001-step_000016.ckpt" in warnings[-1]
+    # a truncated last.ckpt: resume from the newest whole checkpoint, not from scratch in place
+    last.write_bytes(last.read_bytes()[:30])
+    assert train_script.resolve_ckpt_path("last", run, train=True) == str(best)
+    assert "has no whole last.ckpt: taking its newest whole checkpoint, epoch_001-step_000016.ckpt" in warnings[-1]
+    # every checkpoint cut short: refused, the run is not started over in its directory
+    best.write_bytes(best.read_bytes()[:30])
+    with pytest.raises(FileExistsError, match="checkpoints are all truncated .*starting over there would mix two runs"):
+        train_script.resolve_ckpt_path("last", run, train=True)
+    # and a fresh run refuses a directory that holds a run's top-k checkpoints only
+    last.unlink()
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        train_script.check_run_dir_is_free(None, run)
 
 
 def test_resolve_ckpt_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -92,15 +92,17 @@ class ResumableDataLoader(DataLoader):
         return index_sampler
 
     def state_dict(self) -> dict[str, Any]:
-        """``{"epoch": sampler epoch or None, "batches": batches handed out in it}``."""
-        return {"epoch": self._epoch_read, "batches": self._batches_read}
+        """``{"epoch": sampler epoch or None, "batches": batches handed out in it, "batch_size":
+        items per batch (None with a batch sampler)}``."""
+        return {"epoch": self._epoch_read, "batches": self._batches_read, "batch_size": self.batch_size}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Makes the next iteration skip the batches ``state_dict`` counted, if it reads the same
-        epoch (a checkpoint saved within that epoch)."""
-        if set(state_dict) != {"epoch", "batches"}:
+        epoch (a checkpoint saved within that epoch). States saved before ``batch_size`` was part
+        of them are taken as of this loader's batch size."""
+        if not {"epoch", "batches"} <= set(state_dict) <= {"epoch", "batches", "batch_size"}:
             raise ValueError(
-                f"ResumableDataLoader.load_state_dict: expected keys 'epoch' and 'batches', got "
+                f"ResumableDataLoader.load_state_dict: expected keys 'epoch', 'batches' and 'batch_size', got "
                 f"{sorted(state_dict)}; was the checkpoint saved with another training loader?"
             )
         self._resume_state = dict(state_dict)
@@ -122,8 +124,19 @@ class ResumableDataLoader(DataLoader):
         try:
             total = len(self)
         except TypeError:
-            return batches
-        return batches if batches < total else 0
+            total = None
+        if total is not None and batches >= total:
+            return 0
+        saved_batch_size = state.get("batch_size", self.batch_size)
+        if batches and saved_batch_size != self.batch_size:
+            raise ValueError(
+                f"The checkpoint's training loader stopped within epoch {state['epoch']}, after {batches} batches "
+                f"of {saved_batch_size} items; this run's batch size is {self.batch_size}, so skipping {batches} "
+                f"batches would pass over items never trained on. Resume with the checkpoint's batch size "
+                f"(data.batch_size={saved_batch_size}), or from a checkpoint saved at an epoch's end, after which "
+                "the batch size may change."
+            )
+        return batches
 
     def _warn_if_left_within_an_epoch(self, saved_epoch: int | None, batches: int) -> None:
         """Warns when the saved state stopped within an epoch that this run does not read: a run

@@ -67,7 +67,7 @@ def test_resumed_loader_reads_the_rest_of_the_epoch_in_order(num_workers: int) -
     batches = iter(original)
     read = [next(batches).tolist() for _ in range(3)]
     state = original.state_dict()
-    assert state == {"epoch": 2, "batches": 3}
+    assert state == {"epoch": 2, "batches": 3, "batch_size": 3}
     rest = [batch.tolist() for batch in batches]
     assert len(rest) == 4 and sorted(sum(read + rest, [])) == list(range(20))
 
@@ -80,7 +80,7 @@ def test_resumed_loader_reads_the_rest_of_the_epoch_in_order(num_workers: int) -
     assert [batch.tolist() for batch in batches] == rest
     if num_workers == 0:
         assert sorted(dataset.loaded) == sorted(sum(rest, [])), "skipped batches must not be loaded"
-    assert resumed.state_dict() == {"epoch": 2, "batches": 7}
+    assert resumed.state_dict() == {"epoch": 2, "batches": 7, "batch_size": 3}
     # the next epoch is whole (a persistent worker pool reuses the index sampler)
     resumed.sampler.set_epoch(3)
     next_epoch = [batch.tolist() for batch in resumed]
@@ -109,7 +109,7 @@ def test_a_state_from_the_end_or_from_another_epoch_skips_nothing() -> None:
 
 
 def test_bad_states_and_iterable_datasets_are_refused() -> None:
-    with pytest.raises(ValueError, match="expected keys 'epoch' and 'batches'"):
+    with pytest.raises(ValueError, match="expected keys 'epoch', 'batches' and 'batch_size'"):
         _loader(_RecordingDataset()).load_state_dict({"_num_yielded": 3})
 
     class Stream(IterableDataset):
@@ -121,3 +121,18 @@ def test_bad_states_and_iterable_datasets_are_refused() -> None:
     with pytest.raises(ValueError, match="map-style dataset"):
         next(iter(loader))
     torch.testing.assert_close(next(iter(loader)), torch.tensor([0, 1]))  # the state is used up
+
+
+def test_resuming_within_an_epoch_with_another_batch_size_is_refused() -> None:
+    # 3 batches of 3 items read; skipping 3 batches of 6 would pass over 9 items never trained on
+    bigger = ResumableDataLoader(_RecordingDataset(), batch_size=6, sampler=EpochShuffleSampler(20, seed=1))
+    bigger.load_state_dict({"epoch": 2, "batches": 3, "batch_size": 3})
+    bigger.sampler.set_epoch(2)
+    with pytest.raises(ValueError, match=r"after 3 batches of 3 items; this run's batch size is 6.*data.batch_size=3"):
+        next(iter(bigger))
+    # at an epoch's end, or from a state saved before batch sizes were part of it, the batch size may change
+    for state in ({"epoch": 2, "batches": 7, "batch_size": 3}, {"epoch": 2, "batches": 1}):
+        resumed = ResumableDataLoader(_RecordingDataset(), batch_size=6, sampler=EpochShuffleSampler(20, seed=1))
+        resumed.load_state_dict(state)
+        resumed.sampler.set_epoch(2)
+        assert len(list(resumed)) == (4 if state["batches"] == 7 else 3), state

@@ -1,0 +1,21 @@
+"""Callbacks that tests add to ``train.py`` runs (``+callbacks.<name>._target_=tests.run_helpers...``)."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import lightning as L
+
+
+class SignalAtStep(L.Callback):
+    """Sends ``signal_name`` (e.g. ``SIGTERM``) to this process at the end of training step ``step``:
+    what a scheduler's ``scancel`` or a container's stop does to a running job."""
+
+    def __init__(self, step: int, signal_name: str = "SIGTERM") -> None:
+        self.step = step
+        self.signum = getattr(signal, signal_name)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: object, batch: object, batch_idx: int) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signum)
