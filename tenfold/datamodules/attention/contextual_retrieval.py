@@ -250,10 +250,12 @@ class ContextualRetrievalDataModule(GeneratedTaskDataModule):
     Training data are drawn anew every epoch (:class:`~tenfold.datamodules.attention.generated.EpochBatchSampler`), as the official code
     draws a fresh batch every iteration; validation and test are fixed sets. Batch ``k`` of a split
     comes from ``numpy.random.default_rng([seed, split code, epoch, k])``, so data do not depend
-    on workers, devices or the order of reading. With ``ood=True`` training tokens draw their
-    joint retrieval choice from the training combinations and validation/test tokens from the
-    held-out ones (as the official evaluation); ``train_combinations`` / ``test_combinations``
-    hold them.
+    on workers, devices or the order of reading. With ``ood=True`` training and validation tokens
+    draw their joint retrieval choice from the training combinations and test tokens from the
+    held-out ones; ``train_combinations`` / ``test_combinations`` hold them. The official code has
+    no validation (it evaluates the last iterate on the held-out combinations); here the tested
+    checkpoint is selected by validation, which must not see the held-out combinations, or the
+    test figure would be selected on the distribution it measures.
 
     Attributes (after construction): ``input_dim``, ``num_gt_searches``, ``num_gt_retrievals``,
     ``seq_len``, ``coefficients`` (float64 ``[v_s]``, ones without coefficients),
@@ -349,7 +351,8 @@ class ContextualRetrievalDataModule(GeneratedTaskDataModule):
         if self.datasets:
             return
         for split, size in self.sizes.items():
-            combinations = self.train_combinations if split == "train" else self.test_combinations
+            # model selection (validation) sees the training combinations only
+            combinations = self.test_combinations if split == "test" else self.train_combinations
             make_batch = partial(
                 _contextual_retrieval_batch,
                 seq_len=self.seq_len,

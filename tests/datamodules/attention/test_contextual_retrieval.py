@@ -165,7 +165,8 @@ def test_ood_datamodule_draws_training_and_held_out_combinations():
         }
 
     assert rows(dm.train_dataloader()) == train_rows
-    assert rows(dm.val_dataloader()) == test_rows
+    # the tested checkpoint is selected by validation: it must not see the held-out combinations
+    assert rows(dm.val_dataloader()) == train_rows
     assert rows(dm.test_dataloader()) == test_rows
     in_distribution = ContextualRetrievalDataModule(
         num_gt_retrievals=3, train_size=300, batch_size=100
