@@ -1051,9 +1051,17 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
             sys.modules["wandb"].finish()
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger) and metric_dict:
-            log_tensorboard_hparams(logger, hparams_shown(cfg), metric_dict)
+            # the final metrics that reached the logger (not those of the progress bar only, nor the
+            # plain name of one logged as <name>_step and <name>_epoch): the columns have values
+            written = getattr(logger, "logged_metric_names", metric_dict.keys())
+            log_tensorboard_hparams(logger, hparams_shown(cfg), [name for name in metric_dict if name in written])
     if trainer.is_global_zero:
-        overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+        # those that made the run, then a resume's (save_run_config merges them), else the command's
+        saved_overrides = Path(cfg.paths.output_dir) / ".hydra" / "overrides.yaml"
+        if saved_overrides.is_file():
+            overrides = [str(item) for item in OmegaConf.load(saved_overrides)]
+        else:
+            overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
         write_run_metrics(
             cfg.paths.output_dir,
             metric_dict,

@@ -86,7 +86,8 @@ class LastCheckpoint(ModelCheckpoint):
     an epoch that validates, or a ``val_check_interval`` batch) does not save there: Lightning
     resumes from such a save past the validation, which the continuation then never runs (another
     best checkpoint, another test figure). The save comes after the validation instead: at the
-    epoch's end, or at the end of a validation within the epoch.
+    epoch's end, or at the end of a validation within the epoch (at the next batch's end when that
+    validation had no batches).
 
     Lightning keys a callback's checkpointed state by its class name and trigger settings; as its
     own class, this callback's key never collides with the run's ``ModelCheckpoint``, whatever
@@ -106,6 +107,11 @@ class LastCheckpoint(ModelCheckpoint):
     ) -> None:
         epoch_loop = trainer.fit_loop.epoch_loop
         if not epoch_loop._should_check_val_fx(trainer.fit_loop._data_fetcher):
+            if self._save_after_validation:
+                # the validation it waited for had no batches (its end hooks never ran): save now
+                self._save_after_validation = False
+                if not self._should_skip_saving_checkpoint(trainer):
+                    self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
             return
         # a validation follows this batch: a save now would be resumed past it. At an epoch's last
@@ -130,6 +136,7 @@ class LastCheckpoint(ModelCheckpoint):
                 self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._save_after_validation = False  # the epoch-end save below comes after any validation
         super().on_train_epoch_end(trainer, pl_module)
         saves_on_another_trigger = self._every_n_train_steps > 0 or self._train_time_interval is not None
         if saves_on_another_trigger and not self._should_skip_saving_checkpoint(trainer):

@@ -117,6 +117,15 @@ class ResumableTensorBoardLogger(TensorBoardLogger):
     :attr:`experiment`: ``purge_step`` is an argument of the ``SummaryWriter`` it creates.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.logged_metric_names: set[str] = set()
+        """The names of the metrics this logger has written (the HPARAMS tab's columns)."""
+
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        self.logged_metric_names.update(metrics)
+        super().log_metrics(metrics, step)
+
     @rank_zero_only
     def discard_steps_from(self, step: int) -> None:
         """Hides, in TensorBoard, the events logged at ``step`` or later by earlier starts of the

@@ -11,8 +11,12 @@ Every ``train.py`` run writes its final metrics to ``<run dir>/metrics.json``
   mean and sample standard deviation (``ddof = 1``; empty for one job), the "mean ± std over
   seeds" of the papers' tables;
 
-and prints the grouped test metrics. A job without ``metrics.json`` (it failed, or is still
-running) is listed with its status and left out of the means. For a sweep whose launching process
+and prints the grouped test metrics. The two files are also rewritten after every job, so they
+stay when a failed job ends the sweep (Hydra's sweepers stop there); a failed job's
+``metrics.json`` records its overrides and error. A job without metrics (failed, killed or still
+running) is listed with its status and left out of the means; a job resumed later records the
+overrides that made it and those of the resume (``.hydra/overrides.yaml``), and its setting
+leaves out where it ran (``ckpt_path``, ``paths.*``, ``hydra.*``, ``extras.*``). For a sweep whose launching process
 is gone (jobs submitted to SLURM, a sweep stopped part-way), the same from the command line::
 
     python -m tenfold.sweeps logs/<task_name>/multiruns/<time> [--average-over seed data.seed]
@@ -21,6 +25,7 @@ is gone (jobs submitted to SLURM, a sweep stopped part-way), the same from the c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import logging
@@ -30,7 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
@@ -42,6 +49,7 @@ __all__ = [
     "JobResult",
     "SweepSummary",
     "group_jobs",
+    "job_setting",
     "read_sweep",
     "summarize_sweep",
     "write_run_metrics",
@@ -58,10 +66,13 @@ def write_run_metrics(
     overrides: Sequence[str],
     optimized_metric: str | None = None,
     optimized_value: float | None = None,
+    status: str = "ok",
 ) -> Path:
     """Writes ``<output_dir>/metrics.json`` whole or not at all (a run killed while writing leaves
-    the previous file): the run's final ``metrics`` (name -> float), its command-line
-    ``overrides`` (Hydra's ``key=value`` strings) and the value it returned to the sweeper.
+    the previous file): the run's final ``metrics`` (name -> float), its overrides (Hydra's
+    ``key=value`` strings, those of the command that made the run first, then a resume's), the
+    value it returned to the sweeper, and its ``status`` (``"ok"``, or ``"failed: <error>"`` with
+    no metrics, which :class:`SweepSummary` writes for a sweep's failed job).
 
     Returns:
         The path written.
@@ -69,6 +80,7 @@ def write_run_metrics(
     path = Path(output_dir) / METRICS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     content = {
+        "status": status,
         "overrides": list(overrides),
         "optimized_metric": optimized_metric,
         "optimized_value": optimized_value,
@@ -91,9 +103,22 @@ class JobResult:
     status: str = "ok"
 
 
-def _job_order(path: Path) -> tuple[int, int, str]:
-    """Numbered job folders first, by number (``2`` before ``10``), then any other by name."""
-    return (0, int(path.name), "") if path.name.isdigit() else (1, 0, path.name)
+def _job_order(name: str) -> list[tuple[int, int, str]]:
+    """Job folders (relative paths) by their parts, numbered parts by number (``2`` before ``10``)."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in name.split("/")]
+
+
+def _job_dirs(sweep_dir: Path) -> list[Path]:
+    """The folders under ``sweep_dir`` that hold a job: ``metrics.json``, a ``.hydra`` folder or a
+    ``train.log``, at any depth (``hydra.sweep.subdir`` may nest them), but not an evaluation's
+    folder inside a job (``<job>/evaluations/<time>``)."""
+    found = {
+        marker.parent
+        for pattern in (METRICS_FILE, ".hydra", "train.log")
+        for marker in sweep_dir.rglob(pattern)
+        if marker.parent != sweep_dir
+    }
+    return [job for job in found if "evaluations" not in job.relative_to(sweep_dir).parts]
 
 
 def _saved_overrides(job_dir: Path) -> list[str]:
@@ -105,9 +130,10 @@ def _saved_overrides(job_dir: Path) -> list[str]:
 
 
 def read_sweep(sweep_dir: str | Path) -> list[JobResult]:
-    """The jobs of a sweep directory, in job order: every sub-folder holding ``metrics.json`` or a
-    ``.hydra`` folder (a job that started). A job without metrics has status ``"no metrics.json"``
-    (it failed or is running; its ``train.log`` says which) and its saved overrides.
+    """The jobs of a sweep directory, in job order: every folder holding ``metrics.json``, a
+    ``.hydra`` folder or a ``train.log`` (a job that started), named by its path relative to
+    ``sweep_dir``. A job without ``metrics.json`` has status ``"no metrics.json"`` (it is running,
+    or was killed; its ``train.log`` says which) and its saved overrides.
 
     Raises:
         FileNotFoundError: ``sweep_dir`` does not exist or holds no job.
@@ -118,14 +144,16 @@ def read_sweep(sweep_dir: str | Path) -> list[JobResult]:
             f"{sweep_dir} is not a directory: give a sweep's directory, logs/<task_name>/multiruns/<time>"
         )
     jobs: list[JobResult] = []
-    for job_dir in sorted((p for p in sweep_dir.iterdir() if p.is_dir()), key=_job_order):
+    for job_dir in _job_dirs(sweep_dir):
+        name = job_dir.relative_to(sweep_dir).as_posix()
         metrics_path = job_dir / METRICS_FILE
         if metrics_path.is_file():
             content = json.loads(metrics_path.read_text())
-            metrics = {name: float(value) for name, value in content["metrics"].items()}
-            jobs.append(JobResult(job_dir.name, list(content["overrides"]), metrics))
-        elif (job_dir / ".hydra").is_dir() or (job_dir / "train.log").is_file():
-            jobs.append(JobResult(job_dir.name, _saved_overrides(job_dir), status="no metrics.json"))
+            metrics = {metric: float(value) for metric, value in content["metrics"].items()}
+            jobs.append(JobResult(name, list(content["overrides"]), metrics, content.get("status", "ok")))
+        else:
+            jobs.append(JobResult(name, _saved_overrides(job_dir), status="no metrics.json"))
+    jobs.sort(key=lambda job: _job_order(job.job))
     if not jobs:
         raise FileNotFoundError(
             f"{sweep_dir} holds no job folder with {METRICS_FILE} or .hydra/: is it a sweep's directory "
@@ -139,13 +167,29 @@ def _override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
+# Overrides that say where and how a job ran, not what it trained: left out of its setting.
+RUN_KEYS = ("ckpt_path", "hydra", "paths", "extras")
+
+
+def job_setting(overrides: Sequence[str], average_over: Sequence[str] = ("seed",)) -> str:
+    """What a job trained: its overrides, the last one of each key (a resume's win), without the
+    ``average_over`` keys and :data:`RUN_KEYS` (and keys under them), joined by spaces."""
+    by_key: dict[str, str] = {}
+    for override in overrides:  # a key keeps its first place and takes its last value
+        by_key[_override_key(override)] = override
+    return " ".join(
+        override
+        for key, override in by_key.items()
+        if key not in set(average_over) and not any(key == run or key.startswith(f"{run}.") for run in RUN_KEYS)
+    )
+
+
 def group_jobs(jobs: Sequence[JobResult], average_over: Sequence[str] = ("seed",)) -> dict[str, list[JobResult]]:
-    """The jobs by setting: their overrides without those of the ``average_over`` keys, joined by
-    spaces (``""`` when nothing else was overridden), in the order of first appearance."""
+    """The jobs by setting (:func:`job_setting`; ``""`` when nothing else was overridden), in the
+    order of first appearance."""
     groups: dict[str, list[JobResult]] = {}
     for job in jobs:
-        setting = " ".join(o for o in job.overrides if _override_key(o) not in set(average_over))
-        groups.setdefault(setting, []).append(job)
+        groups.setdefault(job_setting(job.overrides, average_over), []).append(job)
     return groups
 
 
@@ -159,10 +203,11 @@ def _cell(value: float | None) -> str:
 
 
 def summarize_sweep(
-    sweep_dir: str | Path, average_over: Sequence[str] = ("seed",), console: Console | None = None
+    sweep_dir: str | Path, average_over: Sequence[str] = ("seed",), console: Console | None = None, show: bool = True
 ) -> tuple[Path, Path]:
     """Writes ``summary.csv`` and ``summary_grouped.csv`` into ``sweep_dir`` (see the module's
-    docstring) and prints the grouped ``test/*`` metrics (all metrics when none is a test metric).
+    docstring) and, with ``show``, prints the grouped ``test/*`` metrics (all metrics when none is
+    a test metric) and names the jobs without metrics.
 
     Returns:
         The paths of the two CSV files.
@@ -196,6 +241,8 @@ def summarize_sweep(
                     row += ["", ""]
             writer.writerow(row)
 
+    if not show:
+        return per_job, grouped
     shown = [n for n in names if n.startswith("test/")] or names
     table = Table(title=f"Sweep summary (mean ± std over {', '.join(average_over)})", caption=str(sweep_dir))
     table.add_column("setting")
@@ -213,9 +260,9 @@ def summarize_sweep(
         with_metrics = sum(1 for job in members if job.metrics)
         table.add_row(setting or "(no overrides)", f"{with_metrics}/{len(members)}", *cells)
     (console or Console()).print(table)
-    failed = [job.job for job in jobs if not job.metrics]
+    failed = [f"{job.job} ({job.status})" for job in jobs if not job.metrics]
     if failed:
-        log.warning("Jobs without %s (failed or still running): %s", METRICS_FILE, ", ".join(failed))
+        log.warning("Jobs without metrics: %s", ", ".join(failed))
     log.info("Sweep summary: %s, %s", per_job, grouped)
     return per_job, grouped
 
@@ -231,6 +278,22 @@ class SweepSummary(Callback):
 
     def __init__(self, average_over: Sequence[str] = ("seed",)) -> None:
         self.average_over = list(average_over)
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        """After each job of a sweep: a failed job's ``metrics.json`` (its overrides and error),
+        then the summary so far, which stays when a failed job ends the sweep (Hydra's sweepers
+        re-raise the error before ``on_multirun_end``)."""
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return
+        job_dir = Path(str(config.hydra.runtime.output_dir))
+        if job_return.status == JobStatus.FAILED and not (job_dir / METRICS_FILE).is_file():
+            try:
+                job_return.return_value  # noqa: B018 (re-raises the job's error)
+            except Exception as error:  # noqa: BLE001 (any error of the job is recorded, not raised here)
+                status = f"failed: {type(error).__name__}: {error}"
+                write_run_metrics(job_dir, {}, list(job_return.overrides or []), status=status)
+        with contextlib.suppress(FileNotFoundError):
+            summarize_sweep(Path(str(config.hydra.sweep.dir)), self.average_over, show=False)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))

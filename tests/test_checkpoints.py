@@ -234,3 +234,31 @@ def test_a_run_killed_during_validation_resumes_with_that_validation(tmp_path: P
     assert last["global_step"] == 2  # the save before the interrupted validation, not at its step
     resumed = _validated_steps(tmp_path / "half", tmp_path / "ckpt", [], str(tmp_path / "ckpt" / "last.ckpt"), val_check_interval)
     assert killed + resumed == uninterrupted
+
+
+class _EmptyValidationModel(BoringModel):
+    """BoringModel whose validation loader has no batches (validation on, nothing to validate)."""
+
+    def val_dataloader(self) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(0, 32)), batch_size=2)
+
+
+def test_a_save_waiting_for_an_empty_validation_is_made_at_the_next_batch(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    checkpoint = LastCheckpoint(dirpath=tmp_path, filename="last", every_n_train_steps=2)
+    saved: list[int] = []
+    save = checkpoint._save_checkpoint
+
+    def recording_save(trainer: L.Trainer, path: str) -> None:
+        saved.append(trainer.global_step)
+        save(trainer, path)
+
+    checkpoint._save_checkpoint = recording_save
+    trainer = L.Trainer(
+        max_epochs=2, limit_train_batches=4, val_check_interval=2, callbacks=[checkpoint], logger=False,
+        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", num_sanity_val_steps=0,
+    )
+    trainer.fit(_EmptyValidationModel())
+    # steps 2 and 6 wait for their validations, which have no batches: saved one batch later; the
+    # epoch ends (4, 8) save after theirs
+    assert saved == [3, 4, 7, 8]

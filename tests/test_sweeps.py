@@ -11,7 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 from rich.console import Console
 
-from tenfold.sweeps import JobResult, SweepSummary, group_jobs, main, read_sweep, summarize_sweep, write_run_metrics
+from tenfold.sweeps import JobResult, SweepSummary, group_jobs, job_setting, main, read_sweep, summarize_sweep, write_run_metrics
 from tests.conftest import read_csv_rows
 
 # (job, overrides, test/acc): two settings of lr, three seeds each, written out of order
@@ -117,3 +117,46 @@ def test_command_line_averages_over_the_keys_given(tmp_path: Path, capsys: pytes
     with pytest.raises(SystemExit):
         main([str(tmp_path / "nothing")])
     assert "give a sweep's directory" in capsys.readouterr().err
+
+
+def test_a_jobs_setting_is_what_it_trained() -> None:
+    # a resumed job: the overrides that made it, then the resume's (the later value wins); where it
+    # ran and from which checkpoint are not part of the setting
+    overrides = [
+        "experiment=x", "seed=2", "trainer.max_steps=2", "paths.log_dir=/a", "ckpt_path=last", "trainer.max_steps=4",
+        "hydra.run.dir=/a/1", "+extras.print_config=false", "pathsx=1",
+    ]
+    assert job_setting(overrides) == "experiment=x trainer.max_steps=4 pathsx=1"
+    assert job_setting(overrides, ["seed", "experiment"]) == "trainer.max_steps=4 pathsx=1"
+
+
+def test_nested_job_folders_are_found_and_evaluations_inside_jobs_are_not(tmp_path: Path) -> None:
+    write_run_metrics(tmp_path / "1" / "0", {"test/acc": 0.5}, ["seed=1"])
+    write_run_metrics(tmp_path / "1" / "0" / "evaluations" / "now", {"test/acc": 0.1}, ["seed=1"])
+    write_run_metrics(tmp_path / "10" / "1", {"test/acc": 0.7}, ["seed=10"])
+    write_run_metrics(tmp_path / "2" / "2", {"test/acc": 0.6}, ["seed=2"])
+    assert [job.job for job in read_sweep(tmp_path)] == ["1/0", "2/2", "10/1"]
+
+
+def test_a_failed_job_is_recorded_and_the_summary_kept(tmp_path: Path) -> None:
+    from hydra.core.utils import JobReturn, JobStatus
+    from hydra.types import RunMode
+
+    sweep = _sweep(tmp_path / "sweep")
+    failed = JobReturn(overrides=["experiment=x", "model.lr=0.01", "seed=2"], status=JobStatus.FAILED)
+    failed.return_value = ValueError("batch_size must be positive")
+    config = OmegaConf.create(
+        {"hydra": {"mode": RunMode.MULTIRUN, "sweep": {"dir": str(sweep)}, "runtime": {"output_dir": str(sweep / "4")}}}
+    )
+    SweepSummary().on_job_end(config, failed)
+    saved = json.loads((sweep / "4" / "metrics.json").read_text())
+    assert saved["status"] == "failed: ValueError: batch_size must be positive" and saved["metrics"] == {}
+    rows = {row["job"]: row for row in read_csv_rows(sweep / "summary.csv")}
+    assert rows["4"]["status"].startswith("failed: ValueError") and rows["4"]["test/acc"] == ""
+    second = read_csv_rows(sweep / "summary_grouped.csv")[1]
+    assert second["setting"] == "experiment=x model.lr=0.01" and (second["jobs"], second["jobs_with_metrics"]) == ("3", "2")
+    # a single run (not a sweep) is left alone
+    config.hydra.mode = RunMode.RUN
+    config.hydra.runtime.output_dir = str(tmp_path / "single")
+    SweepSummary().on_job_end(config, failed)
+    assert not (tmp_path / "single").exists()

@@ -94,7 +94,11 @@ class ResumableDataLoader(DataLoader):
     def state_dict(self) -> dict[str, Any]:
         """``{"epoch": sampler epoch or None, "batches": batches handed out in it, "batch_size":
         items per batch (None with a batch sampler)}``."""
-        return {"epoch": self._epoch_read, "batches": self._batches_read, "batch_size": self.batch_size}
+        return {"epoch": self._epoch_read, "batches": self._batches_read, "batch_size": self._items_per_batch()}
+
+    def _items_per_batch(self) -> int | None:
+        """The loader's batch size, else its batch sampler's (e.g. a multitask sampler's per task)."""
+        return self.batch_size if self.batch_size is not None else getattr(self.batch_sampler, "batch_size", None)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Makes the next iteration skip the batches ``state_dict`` counted, if it reads the same
@@ -127,11 +131,12 @@ class ResumableDataLoader(DataLoader):
             total = None
         if total is not None and batches >= total:
             return 0
-        saved_batch_size = state.get("batch_size", self.batch_size)
-        if batches and saved_batch_size != self.batch_size:
+        batch_size = self._items_per_batch()
+        saved_batch_size = state.get("batch_size", batch_size)
+        if batches and saved_batch_size != batch_size:
             raise ValueError(
                 f"The checkpoint's training loader stopped within epoch {state['epoch']}, after {batches} batches "
-                f"of {saved_batch_size} items; this run's batch size is {self.batch_size}, so skipping {batches} "
+                f"of {saved_batch_size} items; this run's batch size is {batch_size}, so skipping {batches} "
                 f"batches would pass over items never trained on. Resume with the checkpoint's batch size "
                 f"(data.batch_size={saved_batch_size}), or from a checkpoint saved at an epoch's end, after which "
                 "the batch size may change."

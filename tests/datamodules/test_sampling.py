@@ -136,3 +136,26 @@ def test_resuming_within_an_epoch_with_another_batch_size_is_refused() -> None:
         resumed.load_state_dict(state)
         resumed.sampler.set_epoch(2)
         assert len(list(resumed)) == (4 if state["batches"] == 7 else 3), state
+
+
+def test_a_batch_samplers_batch_size_is_compared_too() -> None:
+    class ChunkSampler(torch.utils.data.Sampler[list[int]]):
+        """Batches of ``batch_size`` consecutive items (as a multitask sampler gives them per task)."""
+
+        def __init__(self, batch_size: int) -> None:
+            self.batch_size = batch_size
+
+        def __iter__(self):
+            return iter([list(range(i, min(i + self.batch_size, 20))) for i in range(0, 20, self.batch_size)])
+
+        def __len__(self) -> int:
+            return -(-20 // self.batch_size)
+
+    original = ResumableDataLoader(_RecordingDataset(), batch_sampler=ChunkSampler(4))
+    batches = iter(original)
+    next(batches), next(batches)
+    assert original.state_dict() == {"epoch": None, "batches": 2, "batch_size": 4}
+    resumed = ResumableDataLoader(_RecordingDataset(), batch_sampler=ChunkSampler(8))
+    resumed.load_state_dict(original.state_dict())
+    with pytest.raises(ValueError, match="after 2 batches of 4 items; this run's batch size is 8"):
+        next(iter(resumed))
