@@ -867,7 +867,7 @@ def save_run_config(cfg: DictConfig) -> None:
     if cfg.get("ckpt_path") is not None and (directory / "overrides.yaml").is_file():
         # a resume: the overrides that made the run, then this command's (later ones win)
         earlier = list(OmegaConf.load(directory / "overrides.yaml"))
-        overrides = earlier + [override for override in overrides if override not in earlier]
+        overrides = earlier + overrides
     saved = copy.deepcopy(cfg)
     with open_dict(saved):
         # `--config-path <run>/.hydra --config-name config` runs in this directory and leaves

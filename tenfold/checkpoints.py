@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -47,10 +48,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 @contextmanager
 def replaced_atomically(path: Path) -> Iterator[Path]:
-    """The hidden file ``.<name>.partial`` beside ``path`` to write instead; when the block ends
+    """A hidden file ``.<name>.<pid>-<random>.partial`` beside ``path`` to write instead; when the block ends
     without an error it is renamed to ``path`` (one step: readers see the old file or the new
     one), else removed. A process killed while writing leaves ``path`` as it was."""
-    partial = path.with_name(f".{path.name}.partial")
+    # a name of its own per writer: processes writing the same file (a sweep's summary from jobs
+    # ending at once) must not rename each other's partial file
+    partial = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial")
     try:
         yield partial
         os.replace(partial, path)
@@ -105,13 +108,13 @@ class LastCheckpoint(ModelCheckpoint):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
+        if self._save_after_validation:
+            # the validation it waited for had no batches (its end hooks never ran): save now
+            self._save_after_validation = False
+            if not self._should_skip_saving_checkpoint(trainer):
+                self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
         epoch_loop = trainer.fit_loop.epoch_loop
         if not epoch_loop._should_check_val_fx(trainer.fit_loop._data_fetcher):
-            if self._save_after_validation:
-                # the validation it waited for had no batches (its end hooks never ran): save now
-                self._save_after_validation = False
-                if not self._should_skip_saving_checkpoint(trainer):
-                    self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
             return
         # a validation follows this batch: a save now would be resumed past it. At an epoch's last

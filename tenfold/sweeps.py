@@ -16,7 +16,7 @@ stay when a failed job ends the sweep (Hydra's sweepers stop there); a failed jo
 ``metrics.json`` records its overrides and error. A job without metrics (failed, killed or still
 running) is listed with its status and left out of the means; a job resumed later records the
 overrides that made it and those of the resume (``.hydra/overrides.yaml``), and its setting
-leaves out where it ran (``ckpt_path``, ``paths.*``, ``hydra.*``, ``extras.*``). For a sweep whose launching process
+leaves out where it ran (``ckpt_path=last``, ``paths.*``, ``hydra.*``, ``extras.*``). For a sweep whose launching process
 is gone (jobs submitted to SLURM, a sweep stopped part-way), the same from the command line::
 
     python -m tenfold.sweeps logs/<task_name>/multiruns/<time> [--average-over seed data.seed]
@@ -25,7 +25,6 @@ is gone (jobs submitted to SLURM, a sweep stopped part-way), the same from the c
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import json
 import logging
@@ -38,6 +37,7 @@ from typing import Any
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
@@ -167,20 +167,24 @@ def _override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
-# Overrides that say where and how a job ran, not what it trained: left out of its setting.
-RUN_KEYS = ("ckpt_path", "hydra", "paths", "extras")
+# Overrides that say where and how a job ran, not what it trained: left out of its setting (and
+# `ckpt_path=last`, a resume; another checkpoint is part of an evaluation's setting).
+RUN_KEYS = ("hydra", "paths", "extras")
 
 
 def job_setting(overrides: Sequence[str], average_over: Sequence[str] = ("seed",)) -> str:
     """What a job trained: its overrides, the last one of each key (a resume's win), without the
-    ``average_over`` keys and :data:`RUN_KEYS` (and keys under them), joined by spaces."""
+    ``average_over`` keys, :data:`RUN_KEYS` (and keys under them) and ``ckpt_path=last``, joined
+    by spaces."""
     by_key: dict[str, str] = {}
     for override in overrides:  # a key keeps its first place and takes its last value
         by_key[_override_key(override)] = override
     return " ".join(
         override
         for key, override in by_key.items()
-        if key not in set(average_over) and not any(key == run or key.startswith(f"{run}.") for run in RUN_KEYS)
+        if key not in set(average_over)
+        and override.lstrip("+") != "ckpt_path=last"
+        and not any(key == run or key.startswith(f"{run}.") for run in RUN_KEYS)
     )
 
 
@@ -283,17 +287,21 @@ class SweepSummary(Callback):
         """After each job of a sweep: a failed job's ``metrics.json`` (its overrides and error),
         then the summary so far, which stays when a failed job ends the sweep (Hydra's sweepers
         re-raise the error before ``on_multirun_end``)."""
-        if config.hydra.mode != RunMode.MULTIRUN:
+        # every process of a multi-process job ends it: the first one records it
+        if config.hydra.mode != RunMode.MULTIRUN or rank_zero_only.rank != 0:
             return
         job_dir = Path(str(config.hydra.runtime.output_dir))
-        if job_return.status == JobStatus.FAILED and not (job_dir / METRICS_FILE).is_file():
-            try:
-                job_return.return_value  # noqa: B018 (re-raises the job's error)
-            except Exception as error:  # noqa: BLE001 (any error of the job is recorded, not raised here)
-                status = f"failed: {type(error).__name__}: {error}"
-                write_run_metrics(job_dir, {}, list(job_return.overrides or []), status=status)
-        with contextlib.suppress(FileNotFoundError):
+        try:
+            if job_return.status == JobStatus.FAILED:
+                try:
+                    job_return.return_value  # noqa: B018 (re-raises the job's error)
+                except Exception as error:  # noqa: BLE001 (any error of the job is recorded, not raised here)
+                    # metrics of an earlier start of the job (resumed, then failed) are not its result
+                    status = f"failed: {type(error).__name__}: {error}"
+                    write_run_metrics(job_dir, {}, list(job_return.overrides or []), status=status)
             summarize_sweep(Path(str(config.hydra.sweep.dir)), self.average_over, show=False)
+        except Exception as error:  # noqa: BLE001 (the summary never fails the job; the sweep's end writes it again)
+            log.warning("Sweep summary not updated after job %s: %s", job_dir.name, error)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))

@@ -15,7 +15,7 @@ from lightning.pytorch.demos.boring_classes import BoringModel
 from lightning.pytorch.loggers import CSVLogger
 
 import tenfold.checkpoints as checkpoints_module
-from tenfold.checkpoints import AtomicCheckpointIO, ConfigInCheckpoint, LastCheckpoint, is_complete_checkpoint
+from tenfold.checkpoints import AtomicCheckpointIO, ConfigInCheckpoint, LastCheckpoint, is_complete_checkpoint, replaced_atomically
 from tests.conftest import read_csv_rows
 
 
@@ -262,3 +262,20 @@ def test_a_save_waiting_for_an_empty_validation_is_made_at_the_next_batch(tmp_pa
     # steps 2 and 6 wait for their validations, which have no batches: saved one batch later; the
     # epoch ends (4, 8) save after theirs
     assert saved == [3, 4, 7, 8]
+    # validating after every batch: each due save is made at the next batch's end, not dropped
+    saved.clear()
+    trainer = L.Trainer(
+        max_epochs=1, limit_train_batches=7, val_check_interval=1, callbacks=[checkpoint], logger=False,
+        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", num_sanity_val_steps=0,
+    )
+    trainer.fit(_EmptyValidationModel())
+    assert saved == [3, 5, 7]
+
+
+def test_writers_of_one_file_do_not_take_each_others_partial_file(tmp_path: Path) -> None:
+    path = tmp_path / "summary.csv"
+    with replaced_atomically(path) as first, replaced_atomically(path) as second:
+        assert first != second
+        first.write_text("first")
+        second.write_text("second")
+    assert path.read_text() == "first" and [p.name for p in tmp_path.iterdir()] == ["summary.csv"]

@@ -127,6 +127,8 @@ def test_a_jobs_setting_is_what_it_trained() -> None:
         "hydra.run.dir=/a/1", "+extras.print_config=false", "pathsx=1",
     ]
     assert job_setting(overrides) == "experiment=x trainer.max_steps=4 pathsx=1"
+    # evaluations of other checkpoints are other settings
+    assert job_setting(["train=false", "ckpt_path=/runs/a"]) != job_setting(["train=false", "ckpt_path=/runs/b"])
     assert job_setting(overrides, ["seed", "experiment"]) == "trainer.max_steps=4 pathsx=1"
 
 
@@ -150,10 +152,18 @@ def test_a_failed_job_is_recorded_and_the_summary_kept(tmp_path: Path) -> None:
     )
     SweepSummary().on_job_end(config, failed)
     saved = json.loads((sweep / "4" / "metrics.json").read_text())
+    # a job that had finished once and fails when run again is a failed job
+    config.hydra.runtime.output_dir = str(sweep / "0")
+    rerun = JobReturn(overrides=JOBS[0][1], status=JobStatus.FAILED)
+    rerun.return_value = ValueError("trained with other settings")
+    SweepSummary().on_job_end(config, rerun)
+    assert json.loads((sweep / "0" / "metrics.json").read_text())["status"].startswith("failed: ValueError")
+    config.hydra.runtime.output_dir = str(sweep / "4")
     assert saved["status"] == "failed: ValueError: batch_size must be positive" and saved["metrics"] == {}
     rows = {row["job"]: row for row in read_csv_rows(sweep / "summary.csv")}
     assert rows["4"]["status"].startswith("failed: ValueError") and rows["4"]["test/acc"] == ""
-    second = read_csv_rows(sweep / "summary_grouped.csv")[1]
+    first, second = read_csv_rows(sweep / "summary_grouped.csv")
+    assert (first["jobs"], first["jobs_with_metrics"]) == ("3", "2")  # job 0 failed on its second run
     assert second["setting"] == "experiment=x model.lr=0.01" and (second["jobs"], second["jobs_with_metrics"]) == ("3", "2")
     # a single run (not a sweep) is left alone
     config.hydra.mode = RunMode.RUN

@@ -132,8 +132,8 @@ class ResumableDataLoader(DataLoader):
         if total is not None and batches >= total:
             return 0
         batch_size = self._items_per_batch()
-        saved_batch_size = state.get("batch_size", batch_size)
-        if batches and saved_batch_size != batch_size:
+        saved_batch_size = state.get("batch_size")
+        if batches and saved_batch_size is not None and saved_batch_size != batch_size:
             raise ValueError(
                 f"The checkpoint's training loader stopped within epoch {state['epoch']}, after {batches} batches "
                 f"of {saved_batch_size} items; this run's batch size is {batch_size}, so skipping {batches} "

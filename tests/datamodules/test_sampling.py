@@ -159,3 +159,7 @@ def test_a_batch_samplers_batch_size_is_compared_too() -> None:
     resumed.load_state_dict(original.state_dict())
     with pytest.raises(ValueError, match="after 2 batches of 4 items; this run's batch size is 8"):
         next(iter(resumed))
+    # a state that recorded no batch size (a batch sampler's, before it was recorded) is taken as this run's
+    resumed = ResumableDataLoader(_RecordingDataset(), batch_sampler=ChunkSampler(8))
+    resumed.load_state_dict({"epoch": None, "batches": 2, "batch_size": None})
+    assert len(list(resumed)) == 1
