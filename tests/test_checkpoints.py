@@ -19,6 +19,19 @@ from tenfold.checkpoints import AtomicCheckpointIO, ConfigInCheckpoint, LastChec
 from tests.conftest import read_csv_rows
 
 
+def _record_saved_steps(checkpoint: ModelCheckpoint) -> list[int]:
+    """The list to which every save of ``checkpoint`` appends the trainer's step."""
+    saved: list[int] = []
+    save = checkpoint._save_checkpoint
+
+    def recording_save(trainer: L.Trainer, path: str) -> None:
+        saved.append(trainer.global_step)
+        save(trainer, path)
+
+    checkpoint._save_checkpoint = recording_save
+    return saved
+
+
 # 3 steps per epoch: with every_n_train_steps=3 both triggers fire at steps 3 and 6, which are
 # written once
 @pytest.mark.parametrize(("every_n_train_steps", "saved_steps"), [(None, [3, 6]), (4, [3, 4, 6]), (3, [3, 6])])
@@ -28,14 +41,7 @@ def test_last_checkpoint_saves_every_epoch_end_also_with_a_step_trigger(
     # Lightning's ModelCheckpoint with every_n_train_steps=4 alone would end 6 steps with step 4
     torch.set_num_threads(1)
     checkpoint = LastCheckpoint(dirpath=tmp_path, filename="last", every_n_train_steps=every_n_train_steps)
-    saved: list[int] = []
-    save = checkpoint._save_checkpoint
-
-    def recording_save(trainer: L.Trainer, path: str) -> None:
-        saved.append(trainer.global_step)
-        save(trainer, path)
-
-    checkpoint._save_checkpoint = recording_save
+    saved = _record_saved_steps(checkpoint)
     trainer = L.Trainer(
         max_epochs=2, limit_train_batches=3, limit_val_batches=0, callbacks=[checkpoint], logger=False,
         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
@@ -246,14 +252,7 @@ class _EmptyValidationModel(BoringModel):
 def test_a_save_waiting_for_an_empty_validation_is_made_at_the_next_batch(tmp_path: Path) -> None:
     torch.set_num_threads(1)
     checkpoint = LastCheckpoint(dirpath=tmp_path, filename="last", every_n_train_steps=2)
-    saved: list[int] = []
-    save = checkpoint._save_checkpoint
-
-    def recording_save(trainer: L.Trainer, path: str) -> None:
-        saved.append(trainer.global_step)
-        save(trainer, path)
-
-    checkpoint._save_checkpoint = recording_save
+    saved = _record_saved_steps(checkpoint)
     trainer = L.Trainer(
         max_epochs=2, limit_train_batches=4, val_check_interval=2, callbacks=[checkpoint], logger=False,
         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", num_sanity_val_steps=0,
