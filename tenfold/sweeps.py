@@ -197,6 +197,23 @@ def group_jobs(jobs: Sequence[JobResult], average_over: Sequence[str] = ("seed",
     return groups
 
 
+# Up to this many settings, the printed summary has a column per setting (else a row per setting).
+MAX_SETTING_COLUMNS = 4
+
+
+def _distinguishing_labels(settings: list[str]) -> dict[str, str]:
+    """A short label per setting for the printed table: its overrides whose key is not overridden
+    alike by every setting (what the sweep varies), else ``"(all jobs)"`` (``"(no overrides)"``
+    for the setting without any)."""
+    parsed = [{_override_key(o): o for o in setting.split(" ") if o} for setting in settings]
+    keys = {key for overrides in parsed for key in overrides}
+    varying = {key for key in keys if len({overrides.get(key) for overrides in parsed}) > 1}
+    return {
+        setting: " ".join(o for key, o in overrides.items() if key in varying) or ("(all jobs)" if setting else "(no overrides)")
+        for setting, overrides in zip(settings, parsed)
+    }
+
+
 def _mean_std(values: list[float]) -> tuple[float, float | None]:
     """Mean and sample standard deviation (``None`` for a single value)."""
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
@@ -248,21 +265,33 @@ def summarize_sweep(
     if not show:
         return per_job, grouped
     shown = [n for n in names if n.startswith("test/")] or names
+    labels = _distinguishing_labels(list(groups))
     table = Table(title=f"Sweep summary (mean ± std over {', '.join(average_over)})", caption=str(sweep_dir))
-    table.add_column("setting")
-    table.add_column("jobs", justify="right")
-    for name in shown:
-        table.add_column(name, justify="right")
-    for setting, members in groups.items():
-        cells = []
+
+    def cell(setting: str, name: str) -> str:
+        if name not in statistics_by_group[setting]:
+            return ""
+        mean, std, _ = statistics_by_group[setting][name]
+        return f"{mean:.4g}" if std is None else f"{mean:.4g} ± {std:.2g}"
+
+    def jobs_cell(members: list[JobResult]) -> str:
+        return f"{sum(1 for job in members if job.metrics)}/{len(members)}"
+
+    if len(groups) <= MAX_SETTING_COLUMNS:
+        # few settings: one column each, a row per metric (many metrics stay readable)
+        table.add_column("metric")
+        for setting in groups:
+            table.add_column(labels[setting], justify="right")
+        table.add_row("jobs with metrics", *(jobs_cell(members) for members in groups.values()))
         for name in shown:
-            if name not in statistics_by_group[setting]:
-                cells.append("")
-                continue
-            mean, std, count = statistics_by_group[setting][name]
-            cells.append(f"{mean:.4g}" if std is None else f"{mean:.4g} ± {std:.2g}")
-        with_metrics = sum(1 for job in members if job.metrics)
-        table.add_row(setting or "(no overrides)", f"{with_metrics}/{len(members)}", *cells)
+            table.add_row(name, *(cell(setting, name) for setting in groups))
+    else:
+        table.add_column("setting")
+        table.add_column("jobs", justify="right")
+        for name in shown:
+            table.add_column(name, justify="right")
+        for setting, members in groups.items():
+            table.add_row(labels[setting], jobs_cell(members), *(cell(setting, name) for name in shown))
     (console or Console()).print(table)
     failed = [f"{job.job} ({job.status})" for job in jobs if not job.metrics]
     if failed:

@@ -88,6 +88,19 @@ def test_summary_gives_each_settings_mean_and_sample_std(tmp_path: Path) -> None
     printed = console.file.getvalue()
     assert "0.7 ± 0.2" in printed and "3/3" in printed and "0/1" in printed
     assert "val/loss" not in printed  # test metrics only, when there are any
+    # a column per setting, headed by what the sweep varies (here experiment=x too: the failed job
+    # saved no overrides)
+    header = next(line for line in printed.splitlines() if "metric" in line)
+    assert "experiment=x model.lr=0.1" in header and "(no overrides)" in header
+
+
+def test_many_settings_are_printed_a_row_each(tmp_path: Path) -> None:
+    for job in range(6):
+        write_run_metrics(tmp_path / str(job), {"test/acc": job / 10}, ["experiment=x", f"model.lr={job}", "seed=1"])
+    console = Console(file=io.StringIO(), width=200)
+    summarize_sweep(tmp_path, console=console)
+    rows = [line for line in console.file.getvalue().splitlines() if "model.lr=" in line]
+    assert len(rows) == 6 and "model.lr=5" in rows[-1] and "0.5" in rows[-1] and "experiment=x" not in rows[-1]
 
 
 def test_a_single_job_has_no_std(tmp_path: Path) -> None:
