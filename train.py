@@ -52,7 +52,7 @@ from omegaconf.errors import InterpolationKeyError, OmegaConfBaseException
 
 from tenfold.checkpoints import ConfigInCheckpoint, is_complete_checkpoint, replaced_atomically
 from tenfold.loggers import ResumableLogger, log_tensorboard_hparams, run_id
-from tenfold.sweeps import write_run_metrics
+from tenfold.sweeps import saved_overrides, write_run_metrics
 
 log = logging.getLogger("train")
 
@@ -335,12 +335,13 @@ def newest_checkpoint(run_dir: Path) -> Path | None:
     exists. A checkpoint cut short (a run killed while a copy wrote it) is passed over, with a
     warning, for the next newest.
     """
-    for candidate in sorted(_resume_checkpoints(run_dir), key=lambda p: p.stat().st_mtime, reverse=True):
+    resume_checkpoints = _resume_checkpoints(run_dir)
+    for candidate in sorted(resume_checkpoints, key=lambda p: p.stat().st_mtime, reverse=True):
         if is_complete_checkpoint(candidate):
             return candidate
         _warn(f"{candidate} is truncated or not a checkpoint (a run killed while writing it?): passed over")
     # none whole: the run's other checkpoints (its best ones), saved at validations or epoch ends
-    others = sorted(set(run_dir.glob("checkpoints/*.ckpt")) - set(_resume_checkpoints(run_dir)), key=lambda p: p.stat().st_mtime)
+    others = sorted(set(run_dir.glob("checkpoints/*.ckpt")) - set(resume_checkpoints), key=lambda p: p.stat().st_mtime)
     for candidate in reversed(others):
         if is_complete_checkpoint(candidate):
             _warn(f"{run_dir} has no whole last.ckpt: taking its newest whole checkpoint, {candidate.name}")
@@ -864,10 +865,9 @@ def save_run_config(cfg: DictConfig) -> None:
         return  # an evaluation inside the run it evaluates: the saved config stays the training's
     directory.mkdir(parents=True, exist_ok=True)
     overrides = list(hydra_root.hydra.overrides.task)
-    if cfg.get("ckpt_path") is not None and (directory / "overrides.yaml").is_file():
+    if cfg.get("ckpt_path") is not None:
         # a resume: the overrides that made the run, then this command's (later ones win)
-        earlier = list(OmegaConf.load(directory / "overrides.yaml"))
-        overrides = earlier + overrides
+        overrides = saved_overrides(output_dir) + overrides
     saved = copy.deepcopy(cfg)
     with open_dict(saved):
         # `--config-path <run>/.hydra --config-name config` runs in this directory and leaves
@@ -1057,15 +1057,11 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
             log_tensorboard_hparams(logger, hparams_shown(cfg), [name for name in metric_dict if name in written])
     if trainer.is_global_zero:
         # those that made the run, then a resume's (save_run_config merges them), else the command's
-        saved_overrides = Path(cfg.paths.output_dir) / ".hydra" / "overrides.yaml"
-        if saved_overrides.is_file():
-            overrides = [str(item) for item in OmegaConf.load(saved_overrides)]
-        else:
-            overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+        command = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
         write_run_metrics(
             cfg.paths.output_dir,
             metric_dict,
-            overrides,
+            saved_overrides(cfg.paths.output_dir) or command,
             cfg.get("optimized_metric"),
             optimized_value(cfg, object_dict, metric_dict, warn_unlogged=False),
         )

@@ -111,8 +111,7 @@ class LastCheckpoint(ModelCheckpoint):
         if self._save_after_validation:
             # the validation it waited for had no batches (its end hooks never ran): save now
             self._save_after_validation = False
-            if not self._should_skip_saving_checkpoint(trainer):
-                self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
+            self._save_newest(trainer)
         epoch_loop = trainer.fit_loop.epoch_loop
         if not epoch_loop._should_check_val_fx(trainer.fit_loop._data_fetcher):
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
@@ -135,14 +134,17 @@ class LastCheckpoint(ModelCheckpoint):
             self._save_after_validation = False
             if self._train_time_interval is not None:
                 self._last_time_checked = time.monotonic()
-            if not self._should_skip_saving_checkpoint(trainer):
-                self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
+            self._save_newest(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._save_after_validation = False  # the epoch-end save below comes after any validation
         super().on_train_epoch_end(trainer, pl_module)
-        saves_on_another_trigger = self._every_n_train_steps > 0 or self._train_time_interval is not None
-        if saves_on_another_trigger and not self._should_skip_saving_checkpoint(trainer):
+        if self._every_n_train_steps > 0 or self._train_time_interval is not None:
+            self._save_newest(trainer)
+
+    def _save_newest(self, trainer: L.Trainer) -> None:
+        """Saves the current state, unless it was saved at this step already (or must not be)."""
+        if not self._should_skip_saving_checkpoint(trainer):
             self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from lightning.fabric.utilities.logger import _flatten_dict, _sanitize_params
-
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment

@@ -51,6 +51,7 @@ __all__ = [
     "group_jobs",
     "job_setting",
     "read_sweep",
+    "saved_overrides",
     "summarize_sweep",
     "write_run_metrics",
 ]
@@ -121,9 +122,10 @@ def _job_dirs(sweep_dir: Path) -> list[Path]:
     return [job for job in found if "evaluations" not in job.relative_to(sweep_dir).parts]
 
 
-def _saved_overrides(job_dir: Path) -> list[str]:
-    """The overrides in ``<job>/.hydra/overrides.yaml`` (written at the job's start), else none."""
-    path = job_dir / ".hydra" / "overrides.yaml"
+def saved_overrides(run_dir: str | Path) -> list[str]:
+    """The overrides in ``<run_dir>/.hydra/overrides.yaml`` (``train.py`` writes them when a run
+    starts, a resume's after the run's own), else none."""
+    path = Path(run_dir) / ".hydra" / "overrides.yaml"
     if not path.is_file():
         return []
     return [str(item) for item in OmegaConf.load(path)]
@@ -152,7 +154,7 @@ def read_sweep(sweep_dir: str | Path) -> list[JobResult]:
             metrics = {metric: float(value) for metric, value in content["metrics"].items()}
             jobs.append(JobResult(name, list(content["overrides"]), metrics, content.get("status", "ok")))
         else:
-            jobs.append(JobResult(name, _saved_overrides(job_dir), status="no metrics.json"))
+            jobs.append(JobResult(name, saved_overrides(job_dir), status="no metrics.json"))
     jobs.sort(key=lambda job: _job_order(job.job))
     if not jobs:
         raise FileNotFoundError(
@@ -172,20 +174,26 @@ def _override_key(override: str) -> str:
 RUN_KEYS = ("hydra", "paths", "extras")
 
 
-def job_setting(overrides: Sequence[str], average_over: Sequence[str] = ("seed",)) -> str:
-    """What a job trained: its overrides, the last one of each key (a resume's win), without the
-    ``average_over`` keys, :data:`RUN_KEYS` (and keys under them) and ``ckpt_path=last``, joined
-    by spaces."""
+def _setting_by_key(overrides: Sequence[str], average_over: Sequence[str]) -> dict[str, str]:
+    """:func:`job_setting`'s overrides by key: the last one of each key (a resume's wins) in the
+    key's first place."""
     by_key: dict[str, str] = {}
-    for override in overrides:  # a key keeps its first place and takes its last value
+    for override in overrides:
         by_key[_override_key(override)] = override
-    return " ".join(
-        override
+    return {
+        key: override
         for key, override in by_key.items()
         if key not in set(average_over)
         and override.lstrip("+") != "ckpt_path=last"
         and not any(key == run or key.startswith(f"{run}.") for run in RUN_KEYS)
-    )
+    }
+
+
+def job_setting(overrides: Sequence[str], average_over: Sequence[str] = ("seed",)) -> str:
+    """What a job trained: its overrides, the last one of each key (a resume's win), without the
+    ``average_over`` keys, :data:`RUN_KEYS` (and keys under them) and ``ckpt_path=last``, joined
+    by spaces."""
+    return " ".join(_setting_by_key(overrides, average_over).values())
 
 
 def group_jobs(jobs: Sequence[JobResult], average_over: Sequence[str] = ("seed",)) -> dict[str, list[JobResult]]:
@@ -201,17 +209,22 @@ def group_jobs(jobs: Sequence[JobResult], average_over: Sequence[str] = ("seed",
 MAX_SETTING_COLUMNS = 4
 
 
-def _distinguishing_labels(settings: list[str]) -> dict[str, str]:
+def _distinguishing_labels(groups: dict[str, list[JobResult]], average_over: Sequence[str]) -> dict[str, str]:
     """A short label per setting for the printed table: its overrides whose key is not overridden
     alike by every setting (what the sweep varies), else ``"(all jobs)"`` (``"(no overrides)"``
     for the setting without any)."""
-    parsed = [{_override_key(o): o for o in setting.split(" ") if o} for setting in settings]
-    keys = {key for overrides in parsed for key in overrides}
-    varying = {key for key in keys if len({overrides.get(key) for overrides in parsed}) > 1}
+    parsed = {setting: _setting_by_key(members[0].overrides, average_over) for setting, members in groups.items()}
+    keys = {key for overrides in parsed.values() for key in overrides}
+    varying = {key for key in keys if len({overrides.get(key) for overrides in parsed.values()}) > 1}
     return {
         setting: " ".join(o for key, o in overrides.items() if key in varying) or ("(all jobs)" if setting else "(no overrides)")
-        for setting, overrides in zip(settings, parsed)
+        for setting, overrides in parsed.items()
     }
+
+
+def _with_metrics(members: Sequence[JobResult]) -> int:
+    """How many of ``members`` wrote metrics."""
+    return sum(1 for job in members if job.metrics)
 
 
 def _mean_std(values: list[float]) -> tuple[float, float | None]:
@@ -245,18 +258,18 @@ def summarize_sweep(
 
     groups = group_jobs(jobs, average_over)
     grouped = sweep_dir / "summary_grouped.csv"
-    statistics_by_group: dict[str, dict[str, tuple[float, float | None, int]]] = {}
+    statistics_by_group: dict[str, dict[str, tuple[float, float | None]]] = {}
     with replaced_atomically(grouped) as partial, partial.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["setting", "jobs", "jobs_with_metrics", *(f"{n}_{s}" for n in names for s in ("mean", "std"))])
         for setting, members in groups.items():
-            row: list[Any] = [setting, len(members), sum(1 for job in members if job.metrics)]
+            row: list[Any] = [setting, len(members), _with_metrics(members)]
             statistics_by_group[setting] = {}
             for name in names:
                 values = [job.metrics[name] for job in members if name in job.metrics]
                 if values:
                     mean, std = _mean_std(values)
-                    statistics_by_group[setting][name] = (mean, std, len(values))
+                    statistics_by_group[setting][name] = (mean, std)
                     row += [repr(mean), _cell(std)]
                 else:
                     row += ["", ""]
@@ -265,17 +278,17 @@ def summarize_sweep(
     if not show:
         return per_job, grouped
     shown = [n for n in names if n.startswith("test/")] or names
-    labels = _distinguishing_labels(list(groups))
+    labels = _distinguishing_labels(groups, average_over)
     table = Table(title=f"Sweep summary (mean ± std over {', '.join(average_over)})", caption=str(sweep_dir))
 
     def cell(setting: str, name: str) -> str:
         if name not in statistics_by_group[setting]:
             return ""
-        mean, std, _ = statistics_by_group[setting][name]
+        mean, std = statistics_by_group[setting][name]
         return f"{mean:.4g}" if std is None else f"{mean:.4g} ± {std:.2g}"
 
     def jobs_cell(members: list[JobResult]) -> str:
-        return f"{sum(1 for job in members if job.metrics)}/{len(members)}"
+        return f"{_with_metrics(members)}/{len(members)}"
 
     if len(groups) <= MAX_SETTING_COLUMNS:
         # few settings: one column each, a row per metric (many metrics stay readable)

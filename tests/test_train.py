@@ -43,16 +43,17 @@ TINY = [
     "model.num_steps=8",
     "extras.print_config=false",
 ]
-# One sweep job of GMM25 TB: two steps of the tiny sizes, validated, not tested.
-TINY_SWEEP_JOB = [
+# GMM25 TB for two steps of the tiny sizes, validated after each epoch of 2 steps.
+TINY_TWO_STEPS = [
     "experiment=samplers/gmm25_tb",
     "trainer=cpu",
     *TINY,
     "data.steps_per_epoch=2",
     "trainer.max_steps=2",
     "trainer.check_val_every_n_epoch=1",
-    "test=false",
 ]
+# One sweep job: the same, not tested.
+TINY_SWEEP_JOB = [*TINY_TWO_STEPS, "test=false"]
 
 
 def _single_run_dir(log_dir: Path, task_name: str) -> Path:
@@ -182,16 +183,7 @@ def test_a_checkpoint_that_monitors_nothing_tests_the_final_weights(compose_cfg,
 
 def test_bf16_mixed_runs_on_cpu(compose_cfg, tmp_path: Path) -> None:
     cfg = compose_cfg(
-        [
-            "experiment=samplers/gmm25_tb",
-            "trainer=cpu",
-            "trainer.precision=bf16-mixed",
-            *TINY,
-            "data.steps_per_epoch=2",
-            "trainer.max_steps=2",
-            "trainer.check_val_every_n_epoch=1",
-            f"paths.log_dir={tmp_path}",
-        ],
+        [*TINY_TWO_STEPS, "trainer.precision=bf16-mixed", f"paths.log_dir={tmp_path}"],
         tmp_path / "run",
     )
     metric_dict, object_dict = train_script.train(cfg)
@@ -204,17 +196,7 @@ def test_bf16_mixed_runs_on_cpu(compose_cfg, tmp_path: Path) -> None:
 
 def test_tensorboard_hparams_tab_lists_the_settings_beside_the_final_metrics(compose_cfg, tmp_path: Path) -> None:
     cfg = compose_cfg(
-        [
-            "experiment=samplers/gmm25_tb",
-            "trainer=cpu",
-            *TINY,
-            "data.steps_per_epoch=2",
-            "trainer.max_steps=2",
-            "trainer.check_val_every_n_epoch=1",
-            "logger=tensorboard",
-            "callbacks.sample_plots=null",
-            f"paths.log_dir={tmp_path}",
-        ],
+        [*TINY_TWO_STEPS, "logger=tensorboard", "callbacks.sample_plots=null", f"paths.log_dir={tmp_path}"],
         tmp_path / "run",
     )
     metric_dict, _ = train_script.train(cfg)
