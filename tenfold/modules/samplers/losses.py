@@ -9,8 +9,9 @@ KL) when ``p_F`` and ``p_B`` describe the same path measure and ``p_F``'s termin
 ``R / Z``.
 
 All losses average over the batch. The official code (GFNOrg/gfn-diffusion, ``gflownet_losses.py``)
-multiplies TB, VarGrad and DB by 1/2 and sums SubTB over the batch; the paper's definitions are
-used here (no factor, batch mean): this rescales gradients only, to which Adam is invariant.
+multiplies TB, VarGrad and DB by 1/2, sums SubTB over the batch and divides the PIS loss by the
+dimension ``D``; the paper's definitions are used here (no factor, batch mean): this rescales
+gradients only, to which Adam is (up to its epsilon) invariant.
 """
 
 from __future__ import annotations

@@ -26,11 +26,14 @@ sampled with extra exploration noise (``exploration_std``, decaying linearly to 
 backward trajectories from them (``backward_batch``; :class:`tenfold.callbacks.LocalSearchReplay`).
 
 Differences from the official code (GFNOrg/gfn-diffusion, commit 255b499), all following the paper:
-- losses are batch means without the factor 1/2 (gradient scale only);
+- losses are batch means without the factor 1/2 (PIS: without the factor 1/D; gradient scale only);
 - DB and SubTB always use a flow network (the official DB without ``--conditional_flow_model``
   uses one scalar for all states);
 - the flow of the start state ``x_0`` is the flow network at ``(x_0, 0)`` without the
   forward-looking term (it plays ``log Z``);
+- on backward (replay) trajectories the forward-looking term of ``x_i`` is taken at ``x_i``;
+  the official ``gfn.py`` takes it at the state one step later there (on forward trajectories
+  both take it at ``x_i``), which only FL-SubTB trained from a replay buffer would see;
 - one random stream per module and DDP rank, saved in the checkpoint; evaluation (validation,
   test, plots) draws from streams of its own, the same noise at every evaluation, so that how
   often a run evaluates does not change its training trajectories (the official code shares one
