@@ -1078,6 +1078,14 @@ def test_resolve_ckpt_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert warnings == [f"{last} is truncated or not a checkpoint (a run killed while writing it?): passed over"]
     with pytest.raises(ValueError, match=re.escape(f"ckpt_path={last} is truncated or not a checkpoint")):
         resolve(str(last), run, train=False)
+    # every resume checkpoint cut short: the newest whole top-k checkpoint, whatever the names' order
+    hpc.write_bytes(last.read_bytes())
+    older_topk = run / "checkpoints" / "epoch_009-step_000040.ckpt"
+    torch.save({}, older_topk)
+    os.utime(older_topk, (3.5, 3.5))
+    assert resolve("last", run, train=True) == str(topk)
+    os.utime(older_topk, (4.5, 4.5))
+    assert resolve("last", run, train=True) == str(older_topk)
 
 
 def test_train_false_with_last_and_no_checkpoint_raises_with_the_fix(compose_cfg, tmp_path: Path) -> None:

@@ -53,6 +53,20 @@ def test_rank_priorities_by_hand() -> None:
     torch.testing.assert_close(buffer.probabilities(), w / w.sum())
 
 
+def test_a_nan_log_reward_ranks_last_and_is_never_the_best() -> None:
+    # NaN sorts first in a descending argsort: stored as is it would take rank 0, the highest priority
+    buffer = PrioritizedReplayBuffer(capacity=10, priority="rank", rank_weight=0.01)
+    buffer.add(torch.zeros(3, 2), torch.tensor([0.5, float("nan"), 2.0]))
+    # ranks: 2.0 -> 0, 0.5 -> 1, NaN (stored as -inf) -> 2
+    w = torch.tensor([1 / 1.03, 1 / 2.03, 1 / 0.03], dtype=torch.float64)
+    torch.testing.assert_close(buffer.probabilities(), w / w.sum())
+    assert buffer.max_log_reward().item() == 2.0
+    assert buffer.contents()[1][1].item() == -math.inf
+    reward = PrioritizedReplayBuffer(capacity=10, priority="reward")
+    reward.add(torch.zeros(2, 2), torch.tensor([float("nan"), 1.0]))
+    torch.testing.assert_close(reward.probabilities(), torch.tensor([0.0, 1.0], dtype=torch.float64))
+
+
 def test_uniform_and_reward_priorities() -> None:
     log_r = torch.tensor([0.0, 1.0, -2.0, 3.0])
     uniform = PrioritizedReplayBuffer(10, priority="uniform")

@@ -137,7 +137,9 @@ class CoRelNet(ObjectSequenceModel):
       ``W_1, W_2`` (``D x D``, with bias) of the encoder output, each context-normalized (one shared
       ``gamma, beta``; no normalization before them), ``R = sigma((W_1 z)(W_2 z)^T)``.
     - ``concat_embeddings=True`` (``CoRelNet_cat.py``, CoRelNet-Cat): the decoder also sees the
-      flattened normalized embeddings ``[B, N D]`` (sensory information joins the relations).
+      flattened normalized embeddings ``[B, N D]`` (sensory information joins the relations);
+      with ``asymmetric=True`` too (a combination the official code does not have), those of the
+      first map, ``W_1 z``.
     - ``decoder="attention"`` (``CoRelNet_qtsf.py``): :class:`QueryAttentionReadout` of the
       relation matrix (restricted to ``readout_entries``), then ``Linear(query_dim, 256)-ReLU-Linear``.
     - ``decoder_hidden_dim`` (``CoRelNet_nhid.py`` widens it to match other models' parameters).

@@ -162,6 +162,14 @@ def test_asymmetric_relations_use_two_normalized_maps() -> None:
         similarities = net.similarities(batch)
     torch.testing.assert_close(similarities, left @ right.transpose(1, 2))
     assert (similarities - similarities.transpose(1, 2)).abs().max() > 1e-3
+    # with concat_embeddings as well, the decoder sees the first map's embeddings W_1 z
+    both = CoRelNet(2, 3, asymmetric=True, concat_embeddings=True)
+    with torch.no_grad():
+        left, right = both.embeddings(batch)
+        relations = both.relation_matrix(batch)
+    assert (left - right).abs().max() > 1e-3
+    expected = torch.cat([relations.reshape(2, 9), left.reshape(2, 3 * 128)], dim=1)
+    torch.testing.assert_close(_decoder_input(both, batch), expected)
 
 
 def test_bad_arguments_name_the_fix() -> None:

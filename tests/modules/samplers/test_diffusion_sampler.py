@@ -237,6 +237,36 @@ def test_off_policy_states_carry_no_gradient_with_a_learned_variance() -> None:
     assert sampler.simulate(torch.zeros(4, 2), reparametrize=True).states.requires_grad
 
 
+def test_reparametrized_states_follow_the_learned_noise_scale() -> None:
+    # PIS and DDS differentiate x_{i+1} = mean + std * noise through std as well as the mean: the
+    # gradient of the terminal states with respect to the log-variance output's bias equals the
+    # finite difference of a simulation with the noise held fixed
+    torch.manual_seed(0)
+    sampler = make_sampler("pis", net_kwargs=dict(learned_variance=True), num_steps=4)
+    start, log_start = torch.zeros(3, 2), torch.zeros(3)
+    noises = torch.randn(4, 3, 2, generator=torch.Generator().manual_seed(1))
+    log_var_bias = sampler.net.drift.head[-1][-1].bias
+
+    def terminal_sum() -> Tensor:
+        trajectories = sampler._simulate_from(start, log_start, noises, 0.0, reparametrize=True, with_reward=False)
+        return trajectories.terminal.sum()
+
+    terminal_sum().backward()
+    gradient = log_var_bias.grad[2:].clone()
+    assert gradient.abs().min() > 1e-3
+    eps = 1e-3
+    finite_difference = torch.empty(2)
+    with torch.no_grad():
+        for k in range(2):
+            log_var_bias[2 + k] += eps
+            plus = terminal_sum()
+            log_var_bias[2 + k] -= 2 * eps
+            minus = terminal_sum()
+            log_var_bias[2 + k] += eps
+            finite_difference[k] = (plus - minus) / (2 * eps)
+    torch.testing.assert_close(gradient, finite_difference, rtol=1e-2, atol=1e-4)
+
+
 def test_optimizer_groups_take_their_own_learning_rates() -> None:
     net = SamplerNets(2, hidden_dim=8, conditional_flow=True, learned_backward=True, langevin=True)
     sampler = DiffusionSampler(

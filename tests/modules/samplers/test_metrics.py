@@ -122,6 +122,14 @@ def test_wasserstein_unequal_sizes_by_hand() -> None:
     # {0, 1} vs {0, 3}: optimal W2^2 = (0 + 4) / 2 = 2
     x2, y2 = torch.tensor([[0.0], [1.0]]), torch.tensor([[3.0], [0.0]])
     assert wasserstein2(x2, y2, squared=True) == pytest.approx(2.0)
+    # where the distances moved differ, W1 (mean distance) and W2 (root mean squared) part:
+    # {0, 1} -> {0, 3} moves 0 and 2, so W1 = 1 and W2 = sqrt(2)
+    assert wasserstein1(x2, y2) == pytest.approx(1.0)
+    assert wasserstein2(x2, y2) == pytest.approx(2.0**0.5)
+    # unequal sizes, {0, 2} vs {1, 1, 4}: in 1-D, W1 is the area between the two CDFs,
+    # 1/2 on [0, 1) + |1/2 - 2/3| on [1, 2) + |1 - 2/3| on [2, 4) = 1/2 + 1/6 + 2/3 = 4/3
+    x3, y3 = torch.tensor([[0.0], [2.0]]), torch.tensor([[1.0], [1.0], [4.0]])
+    assert wasserstein1(x3, y3) == pytest.approx(4.0 / 3.0)
 
 
 def test_rbf_mmd2_by_hand() -> None:
