@@ -42,7 +42,7 @@ class SupervisedModule(ConfiguredOptimizerModule):
             metric is then also logged per group (dict batches only).
         group_names: the names of the groups, in index order, for the metric names
             (``val/acc_<name>``); required with ``group_key``. A group absent from a whole split
-            is not logged there.
+            is logged there as NaN (no examples).
 
     Logged: ``<split>/loss``; classification ``<split>/acc``, regression ``<split>/l1`` (mean
     absolute error per target entry, whatever the loss); per group ``<split>/acc_<name>`` or
@@ -139,30 +139,16 @@ class SupervisedModule(ConfiguredOptimizerModule):
         metric.update(scores)
         self.log(f"{split}/{self.metric_name}", metric, on_step=False, on_epoch=True, prog_bar=split != "train")
         if self.group_key is not None:
+            # every group at every step, also when this batch has none of it: Lightning computes each
+            # metric (summed over the DDP ranks) at the epoch's end, in the same order on every rank.
+            # Computed in an epoch-end hook of this module, they hung DDP training: rank 0's progress
+            # bar reduces the epoch's loss over the ranks before the module's on_train_epoch_end runs.
             groups = batch[self.group_key].long()
-            for index, group_metric in enumerate(self.group_metrics[f"{split}_scores"]):
-                group_metric.update(scores[groups == index])  # also empty: logged at the epoch's end
+            for index, name in enumerate(self.group_names):
+                group_metric = self.group_metrics[f"{split}_scores"][index]
+                group_metric.update(scores[groups == index])
+                self.log(f"{split}/{self.metric_name}_{name}", group_metric, on_step=False, on_epoch=True)
         return loss
-
-    def _log_group_metrics(self, split: str) -> None:
-        """The epoch's metric of every group that occurred on some rank, logged at the epoch's end.
-        ``compute`` sums each group's states over the DDP ranks, every rank the groups in the same
-        order, so that a rank without a group still takes part; a group absent from the whole
-        split (a NaN mean) is not logged."""
-        for name, group_metric in zip(self.group_names or [], self.group_metrics[f"{split}_scores"]):
-            value = group_metric.compute()
-            group_metric.reset()
-            if torch.isfinite(value):
-                self.log(f"{split}/{self.metric_name}_{name}", value, sync_dist=True)
-
-    def on_train_epoch_end(self) -> None:
-        self._log_group_metrics("train")
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_group_metrics("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_group_metrics("test")
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         return self._step(batch, "train")

@@ -4,6 +4,7 @@ argument errors, the optimizer and scheduler factories and the parameter-group h
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import lightning as L
@@ -46,6 +47,12 @@ def test_supervised_module_loss_and_group_accuracy_by_hand() -> None:
     assert metrics["val/acc_relational"] == pytest.approx(2 / 3)
     expected_loss = (F.cross_entropy(logits[:3], target[:3]) * 3 + F.cross_entropy(logits[3:], target[3:]) * 2) / 5
     assert metrics["val/loss"] == pytest.approx(expected_loss.item(), rel=1e-5)
+    # a group without examples in the split is NaN, not 0
+    three = SupervisedModule(FixedLogits(), group_key="relational", group_names=["flat", "relational", "none"])
+    batches = [{**batch, "relational": batch["relational"].long()} for batch in batches]
+    (metrics,) = trainer.validate(three, DataLoader(batches, batch_size=None))
+    assert metrics["val/acc_relational"] == pytest.approx(2 / 3)
+    assert math.isnan(metrics["val/acc_none"])
 
 
 def test_supervised_module_l1_metric_and_errors() -> None:
@@ -92,6 +99,32 @@ def test_group_metrics_under_ddp_when_each_rank_sees_one_group() -> None:
     assert metrics["val/acc_a"] == pytest.approx(1 / 4)
     assert metrics["val/acc_b"] == pytest.approx(4 / 4)
     assert metrics["val/acc"] == pytest.approx(5 / 8)
+
+
+@pytest.mark.timeout(180)
+def test_group_metrics_of_a_ddp_training_epoch_with_a_progress_bar() -> None:
+    """Two processes (gloo) train one epoch with rank 0's progress bar on. The bar reduces the
+    epoch's train/loss over the ranks in its on_train_epoch_end, which runs on rank 0 only and
+    before the module's hook: a collective of the module's own there (the group metrics were
+    computed in on_train_epoch_end) met rank 0's reduction and hung both processes."""
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    batches = [  # as above: rank 0 trains on group 0 (1 of 4 correct), rank 1 on group 1 (4 of 4)
+        {"logits": logits, "target": torch.tensor([0, 0]), "group": torch.tensor([0, 0])},
+        {"logits": logits, "target": torch.tensor([0, 1]), "group": torch.tensor([1, 1])},
+        {"logits": logits, "target": torch.tensor([1, 0]), "group": torch.tensor([0, 0])},
+        {"logits": logits, "target": torch.tensor([0, 1]), "group": torch.tensor([1, 1])},
+    ]
+    module = SupervisedModule(
+        FixedLogits(), functools.partial(torch.optim.SGD, lr=0.1), group_key="group", group_names=["a", "b"]
+    )
+    trainer = L.Trainer(
+        accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False, enable_checkpointing=False,
+        enable_model_summary=False, max_epochs=1, limit_val_batches=0,
+    )
+    trainer.fit(module, DataLoader(batches, batch_size=None))
+    assert trainer.callback_metrics["train/acc_a"].item() == pytest.approx(1 / 4)
+    assert trainer.callback_metrics["train/acc_b"].item() == pytest.approx(4 / 4)
+    assert trainer.callback_metrics["train/acc"].item() == pytest.approx(5 / 8)
 
 
 class TwoLayers(ConfiguredOptimizerModule):
