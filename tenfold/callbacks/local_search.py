@@ -28,6 +28,8 @@ from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
+from tenfold.callbacks.step_seed import step_seed
+
 Priority = Literal["rank", "uniform", "reward"]
 LocalSearchMode = Literal["paper", "official"]
 BatchDraws = Literal["fresh", "epoch"]
@@ -548,7 +550,8 @@ class LocalSearchReplay(L.Callback):
     State (``state_dict``, saved in Lightning checkpoints, loadable with
     ``torch.load(weights_only=True)``): buffer contents, random stream, current step size, step
     counter and last local-search window. The random stream is a ``torch.Generator`` on the
-    module's device, seeded with ``seed + global_rank`` so DDP ranks differ; each rank keeps its
+    module's device, seeded with ``seed + 1_000_003 * global_rank``, so that the ranks of a run
+    differ from one another and from those of a run with a nearby seed; each rank keeps its
     own buffer and step size. Lightning writes rank 0's callback state only, so under DDP
     ``state_dict`` gathers the other ranks' states into it (``"other_ranks"``; the checkpoint
     grows with the number of processes) and each rank resumes its own. Resumed with another
@@ -576,7 +579,7 @@ class LocalSearchReplay(L.Callback):
         target_acceptance: official 0.574.
         batch_size: backward / local-search batch size; None uses the size of the first forward
             batch inserted.
-        seed: seed of the callback's random stream (plus the global rank).
+        seed: seed of the callback's random stream (plus ``1_000_003`` times the global rank).
         local_search_mode: ``"paper"`` or ``"official"``, see above.
         batch_draws: ``"fresh"`` or ``"epoch"`` (needs ``local_search_mode="official"``), see above.
     """
@@ -655,7 +658,7 @@ class LocalSearchReplay(L.Callback):
     # ------------------------------------------------------------------ devices and streams
     def _reseed(self, device: torch.device) -> torch.Generator:
         generator = torch.Generator(device=device)
-        generator.manual_seed(self.seed + self._rank)
+        generator.manual_seed(self.seed + 1_000_003 * self._rank)
         return generator
 
     def _ensure_device(self, device: torch.device) -> None:
@@ -675,7 +678,7 @@ class LocalSearchReplay(L.Callback):
                         f"LocalSearchReplay: random stream saved on {device_type} cannot be "
                         f"restored on {device.type}; reseeding it."
                     )
-                generator.manual_seed(self.seed + self._rank + 1_000_003 * (self.step + 1))
+                generator.manual_seed(step_seed(self.seed, self.step + 1, self._rank))
             self._generator = generator
         elif self._generator is None:
             self._generator = self._reseed(device)
@@ -684,7 +687,7 @@ class LocalSearchReplay(L.Callback):
                 "LocalSearchReplay: the module changed device; reseeding the random stream."
             )
             self._generator = torch.Generator(device=device)
-            self._generator.manual_seed(self.seed + self._rank + 1_000_003 * (self.step + 1))
+            self._generator.manual_seed(step_seed(self.seed, self.step + 1, self._rank))
 
     @property
     def generator(self) -> torch.Generator:

@@ -319,6 +319,20 @@ def test_mala_seeded_determinism_and_accepted_output() -> None:
 
 
 # ---------------------------------------------------------------------------------- callback
+def test_rank_streams_differ_from_those_of_nearby_seeds() -> None:
+    def first_draws(seed: int, rank: int) -> Tensor:
+        callback = LocalSearchReplay(capacity=4, seed=seed)
+        callback._rank = rank
+        return torch.rand(3, generator=callback._reseed(torch.device("cpu")))
+
+    # rank 0 keeps the seed itself (single-process runs are unchanged)
+    torch.testing.assert_close(first_draws(4, 0), torch.rand(3, generator=torch.Generator().manual_seed(4)))
+    draws = {(seed, rank): first_draws(seed, rank) for seed in (3, 4) for rank in (0, 1)}
+    for a in draws:
+        for b in draws:
+            assert a == b or not torch.equal(draws[a], draws[b]), (a, b)
+
+
 def test_callback_state_dict_round_trip(tmp_path: Path) -> None:
     cb = LocalSearchReplay(capacity=20, seed=3)
     cb.buffer.add(*ids(25))
