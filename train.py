@@ -622,14 +622,30 @@ def move_log_files(old_dir: str | Path, new_dir: str | Path) -> None:
             root.addHandler(moved)
 
 
+EVALUATION_NAME_VARIABLE = "TENFOLD_EVALUATION_NAME"
+"""The environment variable that hands an evaluation's folder name to the processes that
+Lightning starts for the other DDP ranks (they inherit the environment)."""
+
+
 def evaluation_output_dir(output_dir: str | Path) -> Path | None:
     """Where an evaluation (``train=false``) run from a trained run's directory (e.g. with the
     run's saved config) writes its logs and plots: ``<run>/evaluations/<date_time>/``, so that it
     neither overwrites the run's logged hyperparameters nor adds its test rows, at step 0, to the
-    run's metrics. ``None`` for a directory without a trained run (the evaluation's own)."""
+    run's metrics. ``None`` for a directory without a trained run (the evaluation's own).
+
+    Every process of one evaluation gets the same folder: those that Lightning starts (``trainer=ddp``)
+    inherit its name through ``TENFOLD_EVALUATION_NAME``, which :func:`train` sets for the call;
+    the tasks that ``srun`` starts together name it ``slurm-<job id>.<step id>``."""
     if not _resume_checkpoints(Path(output_dir)):
         return None
-    return Path(output_dir) / "evaluations" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    name = os.environ.get(EVALUATION_NAME_VARIABLE)
+    if name is None:
+        if int(os.environ.get("SLURM_STEP_NUM_TASKS", "1")) > 1 and "SLURM_STEP_ID" in os.environ:
+            name = f"slurm-{os.environ['SLURM_JOB_ID']}.{os.environ['SLURM_STEP_ID']}"
+        else:
+            name = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+        os.environ[EVALUATION_NAME_VARIABLE] = name
+    return Path(output_dir) / "evaluations" / name
 
 
 def compared_config(cfg: DictConfig) -> dict[str, Any]:
@@ -898,8 +914,14 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     The warning filters it sets (``extras.ignore_warnings``, the warnings of a resume or an
     evaluation that would read as faults) hold for this call only.
     """
-    with warnings.catch_warnings():
-        return _train(cfg)
+    inherited_evaluation_name = os.environ.get(EVALUATION_NAME_VARIABLE)
+    try:
+        with warnings.catch_warnings():
+            return _train(cfg)
+    finally:
+        # the next call in this process (a sweep's next job) names its own evaluation
+        if inherited_evaluation_name is None:
+            os.environ.pop(EVALUATION_NAME_VARIABLE, None)
 
 
 def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -148,6 +148,30 @@ def test_ddp_sim_two_processes_log_synchronized_metric_once_per_validation(
     assert all(math.isfinite(float(r["val/elbo"])) for r in val_rows)
     assert sum(1 for r in rows if r.get("test/elbo")) == 1
     assert _load(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 4
+    # evaluating the run directory on two processes: one evaluation folder for both (each process
+    # stamped its own, a second apart, and rank 1's log went to a folder of its own)
+    result = train_cli(["--config-path", str(run_dir / ".hydra"), "--config-name", "config", "train=false", "ckpt_path=last"])
+    assert result.returncode == 0, result.stdout[-5000:]
+    (evaluation,) = (run_dir / "evaluations").iterdir()
+    assert (evaluation / "metrics.json").is_file() and (evaluation / "train_ddp_process_1.log").is_file()
+
+
+def test_the_tasks_of_one_srun_step_share_an_evaluation_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    torch.save({}, run / "checkpoints" / "last.ckpt")
+    monkeypatch.delenv(train_script.EVALUATION_NAME_VARIABLE, raising=False)
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_STEP_ID", "3")
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "8")
+    assert train_script.evaluation_output_dir(run) == run / "evaluations" / "slurm-4242.3"
+    # one task alone (an interactive allocation): the time, which the next call in the process reuses
+    # until train() ends (as the processes that Lightning starts inherit it)
+    monkeypatch.delenv(train_script.EVALUATION_NAME_VARIABLE)
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "1")
+    first = train_script.evaluation_output_dir(run)
+    assert first.name[:4].isdigit() and train_script.evaluation_output_dir(run) == first
+    assert train_script.evaluation_output_dir(tmp_path) is None  # no trained run there
 
 
 def test_a_checkpoint_that_monitors_nothing_tests_the_final_weights(compose_cfg, tmp_path: Path) -> None:
