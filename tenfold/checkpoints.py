@@ -1,9 +1,13 @@
 """Checkpoints: the callback behind ``checkpoints/last.ckpt``, the one that keeps the run's composed
-config in every checkpoint, and the plugin that writes each checkpoint whole or not at all."""
+config in every checkpoint, the one that saves and requeues a SLURM job when it is warned, and the
+plugin that writes each checkpoint whole or not at all."""
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
+import subprocess
 import time
 import uuid
 import zipfile
@@ -15,12 +19,22 @@ from typing import Any
 import lightning as L
 import torch
 from fsspec.implementations.local import LocalFileSystem
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["AtomicCheckpointIO", "ConfigInCheckpoint", "LastCheckpoint", "is_complete_checkpoint", "replaced_atomically"]
+__all__ = [
+    "AtomicCheckpointIO",
+    "ConfigInCheckpoint",
+    "LastCheckpoint",
+    "PreemptionCheckpoint",
+    "is_complete_checkpoint",
+    "replaced_atomically",
+]
+
+log = logging.getLogger(__name__)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -65,6 +79,13 @@ def is_complete_checkpoint(path: str | Path) -> bool:
     """Whether ``path`` is a whole ``torch.save`` archive (its zip directory, written last, is
     there): ``False`` for a file cut short by a kill during a copy, or not a checkpoint at all."""
     return zipfile.is_zipfile(path)
+
+
+def validation_follows(trainer: L.Trainer) -> bool:
+    """Whether the training batch that just ended is followed by a validation (the last batch of an
+    epoch that validates, or a ``val_check_interval`` batch). Lightning resumes a checkpoint saved
+    at that batch's end past the validation, which the continuation then never runs."""
+    return bool(trainer.fit_loop.epoch_loop._should_check_val_fx(trainer.fit_loop._data_fetcher))
 
 
 class LastCheckpoint(ModelCheckpoint):
@@ -113,7 +134,7 @@ class LastCheckpoint(ModelCheckpoint):
             self._save_after_validation = False
             self._save_newest(trainer)
         epoch_loop = trainer.fit_loop.epoch_loop
-        if not epoch_loop._should_check_val_fx(trainer.fit_loop._data_fetcher):
+        if not validation_follows(trainer):
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
             return
         # a validation follows this batch: a save now would be resumed past it. At an epoch's last
@@ -186,6 +207,96 @@ class LastCheckpoint(ModelCheckpoint):
         if self._restored_step_count is not None:
             trainer.fit_loop.epoch_loop._batches_that_stepped = self._restored_step_count
             self._restored_step_count = None
+
+
+class PreemptionCheckpoint(Callback):
+    """Saves ``hpc_ckpt_<n>.ckpt`` in the run directory and requeues the SLURM job when SLURM warns
+    the job (``#SBATCH --signal=SIGUSR1@300``: before its time limit, or on preemption), at a point
+    that every process of the job reaches together (configured in ``configs/callbacks/``).
+
+    Lightning's own handler (``SLURMEnvironment(auto_requeue=True)``) saves from inside the signal
+    handler, on every process wherever it is: a save that gathers the other ranks' states (the
+    samplers' random streams, the local-search buffers) then waited for ranks that were in the
+    middle of a training step, and the job hung without a checkpoint or a requeue; a signal during
+    a validation saved a checkpoint that resumes past it. Here the handler only notes the signal.
+    At the end of every training batch the processes agree on whether any was signalled (one
+    all-reduce of a flag) and then save together: at once, or after the validation that follows
+    the batch; a signal during a validation is acted on at its end. The save waits for the running
+    training step or validation: give ``--signal`` more seconds than a validation takes.
+
+    Active only in a SLURM job (Lightning's ``SLURMEnvironment.detect()``) and with ``requeue``;
+    ``trainer=slurm`` turns Lightning's handler off. The submitit launcher requeues by itself and
+    sets ``TENFOLD_SLURM_AUTO_REQUEUE=false``, which switches this callback off (its default
+    config reads that variable).
+
+    Args:
+        requeue: save and requeue on the signal (False: do nothing).
+        signal_name: the warning signal (``--signal`` of ``sbatch``).
+    """
+
+    def __init__(self, requeue: bool = True, signal_name: str = "SIGUSR1") -> None:
+        self.requeue = requeue
+        self.signum = signal.Signals[signal_name]
+        self._signalled = False
+        self._save_after_validation = False
+        self._saved = False
+        self._previous_handler: Any = None
+        self._active = False
+
+    def _note_signal(self, signum: int, frame: Any) -> None:
+        self._signalled = True
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._active = stage == "fit" and self.requeue and SLURMEnvironment.detect()
+        if self._active:
+            self._previous_handler = signal.signal(self.signum, self._note_signal)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self._active:
+            signal.signal(self.signum, self._previous_handler)
+            self._active = False
+
+    def _agreed(self, trainer: L.Trainer) -> bool:
+        """Whether some process was signalled (every process calls this at the same point)."""
+        return bool(trainer.strategy.reduce_boolean_decision(self._signalled, all=False))
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if not self._active or self._saved or self._save_after_validation or not self._agreed(trainer):
+            return
+        if validation_follows(trainer):
+            self._save_after_validation = True
+        else:
+            self._save_and_requeue(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._active or self._saved or trainer.sanity_checking:
+            return
+        if self._save_after_validation or self._agreed(trainer):
+            self._save_and_requeue(trainer)
+
+    def _save_and_requeue(self, trainer: L.Trainer) -> None:
+        self._saved = True
+        self._save_after_validation = False
+        for logger in trainer.loggers:
+            logger.save()
+        trainer.save_checkpoint(trainer._checkpoint_connector.hpc_save_path(trainer.default_root_dir))
+        if trainer.is_global_zero:
+            requeue_slurm_job()
+
+
+def requeue_slurm_job() -> None:
+    """``scontrol requeue`` of this job (an array job's task: ``<array job id>_<task id>``); SLURM
+    then stops the job and queues it again under the same job id."""
+    job_id = os.environ["SLURM_JOB_ID"]
+    if "SLURM_ARRAY_JOB_ID" in os.environ:
+        job_id = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    result = subprocess.run(["scontrol", "requeue", job_id], check=False)
+    if result.returncode == 0:
+        log.info(f"Requeued SLURM job {job_id}")
+    else:
+        log.warning(f"scontrol requeue {job_id} failed with exit status {result.returncode}")
 
 
 class ConfigInCheckpoint(Callback):

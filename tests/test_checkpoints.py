@@ -3,7 +3,9 @@ written whole or not at all."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 from pathlib import Path
 
 import lightning as L
@@ -15,7 +17,14 @@ from lightning.pytorch.demos.boring_classes import BoringModel
 from lightning.pytorch.loggers import CSVLogger
 
 import tenfold.checkpoints as checkpoints_module
-from tenfold.checkpoints import AtomicCheckpointIO, ConfigInCheckpoint, LastCheckpoint, is_complete_checkpoint, replaced_atomically
+from tenfold.checkpoints import (
+    AtomicCheckpointIO,
+    ConfigInCheckpoint,
+    LastCheckpoint,
+    PreemptionCheckpoint,
+    is_complete_checkpoint,
+    replaced_atomically,
+)
 from tests.conftest import read_csv_rows
 
 
@@ -219,6 +228,7 @@ def _validated_steps(run_dir: Path, ckpt_dir: Path, callbacks: list, ckpt_path: 
         max_epochs=2, limit_train_batches=4, limit_val_batches=1, val_check_interval=val_check_interval,
         log_every_n_steps=1, callbacks=[LastCheckpoint(dirpath=ckpt_dir, filename="last", every_n_train_steps=2), *callbacks],
         logger=logger, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", num_sanity_val_steps=0,
+        default_root_dir=run_dir,
     )
     try:
         trainer.fit(_LoggingBoringModel(), ckpt_path=ckpt_path)
@@ -278,3 +288,103 @@ def test_writers_of_one_file_do_not_take_each_others_partial_file(tmp_path: Path
         first.write_text("first")
         second.write_text("second")
     assert path.read_text() == "first" and [p.name for p in tmp_path.iterdir()] == ["summary.csv"]
+
+
+class _WarnJobAtStep(L.Callback):
+    """Sends SIGUSR1 to this process at the end of training step ``step``: SLURM's warning before
+    the time limit (listed before :class:`PreemptionCheckpoint`, so that its hook sees it)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+
+class _StoppedByRequeue(L.Callback):
+    """Stops the fit once ``scontrol requeue`` was called (``record`` exists), at the next batch or
+    validation start: SLURM ends a job that is requeued."""
+
+    def __init__(self, record: Path) -> None:
+        self.record = record
+
+    def _stop_if_requeued(self) -> None:
+        if self.record.exists():
+            raise RuntimeError("killed during validation (or before the next batch): requeued")
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._stop_if_requeued()
+
+    def on_train_batch_start(self, *args: object) -> None:
+        self._stop_if_requeued()
+
+
+def _slurm_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """This process as the one task of SLURM job 77, with an ``scontrol`` on the PATH that records
+    its arguments; returns the record's path."""
+    record, bin_dir = tmp_path / "scontrol_calls.txt", tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {record}\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    for name, value in dict(SLURM_NTASKS="1", SLURM_JOB_ID="77", SLURM_JOB_NAME="train", SLURM_PROCID="0",
+                            SLURM_LOCALID="0", SLURM_NODEID="0").items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
+    return record
+
+
+def test_a_warned_slurm_job_saves_at_the_batch_end_and_requeues(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.set_num_threads(1)
+    record = _slurm_job(tmp_path, monkeypatch)
+    handler_before = signal.getsignal(signal.SIGUSR1)
+    trainer = L.Trainer(
+        max_steps=4, limit_val_batches=0, callbacks=[_WarnJobAtStep(2), PreemptionCheckpoint()],
+        default_root_dir=tmp_path, logger=False, enable_progress_bar=False, enable_model_summary=False,
+        enable_checkpointing=False, accelerator="cpu", devices=1,
+    )
+    trainer.fit(BoringModel())
+    assert [path.name for path in tmp_path.glob("*.ckpt")] == ["hpc_ckpt_1.ckpt"]
+    assert torch.load(tmp_path / "hpc_ckpt_1.ckpt", weights_only=True)["global_step"] == 2
+    assert record.read_text() == "requeue 77\n"  # once; training goes on until SLURM stops the job
+    assert signal.getsignal(signal.SIGUSR1) == handler_before
+
+
+def test_a_warned_slurm_job_saves_after_the_validation_that_follows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # validation every 2 batches; warned at step 2, whose validation follows: saved after that
+    # validation, so the requeued run validates where the uninterrupted run did. Lightning's own
+    # handler saved and requeued at once: SLURM stopped the job before that validation, and the
+    # requeued run, resumed past it, never ran it.
+    uninterrupted = _validated_steps(tmp_path / "full", tmp_path / "full_ckpt", [], None, 2)
+    record = _slurm_job(tmp_path, monkeypatch)
+    warned = _validated_steps(
+        tmp_path / "half", tmp_path / "ckpt", [_WarnJobAtStep(2), PreemptionCheckpoint(), _StoppedByRequeue(record)], None, 2
+    )
+    assert record.read_text() == "requeue 77\n"
+    (hpc,) = (tmp_path / "half").glob("hpc_ckpt_*.ckpt")
+    assert torch.load(hpc, weights_only=True)["global_step"] == 2
+    monkeypatch.delenv("SLURM_NTASKS")
+    resumed = _validated_steps(tmp_path / "half", tmp_path / "ckpt", [], str(hpc), 2)
+    assert warned + resumed == uninterrupted
+
+
+def test_preemption_checkpoint_acts_in_a_slurm_job_only_and_unless_switched_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    trainer, model = L.Trainer(logger=False, accelerator="cpu"), BoringModel()
+    handler_before = signal.getsignal(signal.SIGUSR1)
+    monkeypatch.delenv("SLURM_NTASKS", raising=False)
+    outside = PreemptionCheckpoint()
+    outside.setup(trainer, model, "fit")
+    assert not outside._active and signal.getsignal(signal.SIGUSR1) == handler_before
+    _slurm_job(tmp_path, monkeypatch)
+    switched_off = PreemptionCheckpoint(requeue=False)  # the submitit launcher's jobs
+    switched_off.setup(trainer, model, "fit")
+    assert not switched_off._active and signal.getsignal(signal.SIGUSR1) == handler_before
+    testing = PreemptionCheckpoint()
+    testing.setup(trainer, model, "test")
+    assert not testing._active
+    active = PreemptionCheckpoint()
+    active.setup(trainer, model, "fit")
+    assert signal.getsignal(signal.SIGUSR1) == active._note_signal
+    active.teardown(trainer, model, "fit")
+    assert signal.getsignal(signal.SIGUSR1) == handler_before

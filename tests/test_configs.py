@@ -158,14 +158,14 @@ def test_trainer_slurm_defaults_outside_an_allocation(
     compose_cfg: ComposeCfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Pins configs/trainer/slurm.yaml without SLURM variables: DDP on GPUs, 1 node x 1 device,
-    # Lightning's SLURMEnvironment with its own requeue on.
+    # Lightning's SLURMEnvironment with its own requeue off (callbacks.preemption_checkpoint requeues).
     for name in ("SLURM_NNODES", "SLURM_NTASKS_PER_NODE", "TENFOLD_SLURM_AUTO_REQUEUE"):
         monkeypatch.delenv(name, raising=False)
     trainer = _resolved(compose_cfg(["trainer=slurm"], tmp_path).trainer)
     assert (trainer["strategy"], trainer["accelerator"]) == ("ddp", "gpu")
     assert (trainer["num_nodes"], trainer["devices"]) == (1, 1)
     assert trainer["plugins"] == [
-        {"_target_": "lightning.pytorch.plugins.environments.SLURMEnvironment", "auto_requeue": True},
+        {"_target_": "lightning.pytorch.plugins.environments.SLURMEnvironment", "auto_requeue": False},
         {"_target_": "tenfold.checkpoints.AtomicCheckpointIO"},
     ]
 
@@ -174,13 +174,17 @@ def test_trainer_slurm_takes_nodes_and_devices_from_the_allocation(
     compose_cfg: ComposeCfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Pins configs/trainer/slurm.yaml: num_nodes = SLURM_NNODES, devices = SLURM_NTASKS_PER_NODE
-    # (as ints), requeue switched off by TENFOLD_SLURM_AUTO_REQUEUE=false (the submitit launcher).
+    # (as ints); the project's requeue (callbacks.preemption_checkpoint) is on, and switched off by
+    # TENFOLD_SLURM_AUTO_REQUEUE=false (the submitit launcher).
     monkeypatch.setenv("SLURM_NNODES", "2")
     monkeypatch.setenv("SLURM_NTASKS_PER_NODE", "4")
-    monkeypatch.setenv("TENFOLD_SLURM_AUTO_REQUEUE", "false")
-    trainer = _resolved(compose_cfg(["trainer=slurm"], tmp_path).trainer)
+    monkeypatch.delenv("TENFOLD_SLURM_AUTO_REQUEUE", raising=False)
+    cfg = compose_cfg(["trainer=slurm"], tmp_path)
+    trainer = _resolved(cfg.trainer)
     assert (trainer["strategy"], trainer["accelerator"], trainer["num_nodes"], trainer["devices"]) == ("ddp", "gpu", 2, 4)
-    assert trainer["plugins"][0]["auto_requeue"] is False
+    assert cfg.callbacks.preemption_checkpoint.requeue is True
+    monkeypatch.setenv("TENFOLD_SLURM_AUTO_REQUEUE", "false")
+    assert compose_cfg(["trainer=slurm"], tmp_path).callbacks.preemption_checkpoint.requeue is False
 
 
 def test_wandb_run_id_names_the_run_directory(

@@ -12,6 +12,9 @@ import math
 import os
 import re
 import shutil
+import socket
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -154,6 +157,56 @@ def test_ddp_sim_two_processes_log_synchronized_metric_once_per_validation(
     assert result.returncode == 0, result.stdout[-5000:]
     (evaluation,) = (run_dir / "evaluations").iterdir()
     assert (evaluation / "metrics.json").is_file() and (evaluation / "train_ddp_process_1.log").is_file()
+
+
+def test_two_slurm_tasks_save_and_requeue_together_when_one_is_warned(tmp_path: Path) -> None:
+    """``srun -n 2`` emulated on the CPU: SLURM's warning (SIGUSR1) reaches rank 1 at step 3 and
+    rank 0 not at all. Lightning's own handler saved inside the handler: the local-search sampler's
+    checkpoint gathers both ranks' buffers, which waited for rank 0 in its training step, and the
+    job hung without a checkpoint or a requeue. Both ranks save at the same batch end instead."""
+    record, bin_dir = tmp_path / "scontrol_calls.txt", tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {record}\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    run_dir = tmp_path / "run"
+    args = [
+        str(ROOT / "train.py"), "experiment=samplers/gmm25_tb_expl_ls", "trainer=slurm", "trainer.accelerator=cpu",
+        *TINY, "data.steps_per_epoch=12", "trainer.max_steps=6", "trainer.check_val_every_n_epoch=100",
+        "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false", "callbacks.sample_plots=null",
+        "callbacks.local_search.local_search_every=2", "callbacks.local_search.local_search_steps=4",
+        "callbacks.local_search.burn_in=2", "test=false", f"hydra.run.dir={run_dir}",
+        "+callbacks.warn._target_=tests.run_helpers.SignalAtStep", "+callbacks.warn.step=3",
+        "+callbacks.warn.signal_name=SIGUSR1", "+callbacks.warn.rank=1",
+    ]
+    base = {key: value for key, value in os.environ.items() if not key.startswith("SLURM_")}
+    slurm = dict(
+        SLURM_JOB_ID="5151", SLURM_JOB_NAME="train", SLURM_NTASKS="2", SLURM_NTASKS_PER_NODE="2", SLURM_NNODES="1",
+        SLURM_NODEID="0", SLURM_NODELIST="localhost", MASTER_PORT=str(port), HYDRA_FULL_ERROR="0",
+        PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", OMP_NUM_THREADS="1",
+    )
+    tasks = [
+        subprocess.Popen(
+            [sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**base, **slurm, "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank)},
+        )
+        for rank in (0, 1)
+    ]
+    try:
+        outputs = [task.communicate(timeout=240)[0] for task in tasks]
+    finally:
+        for task in tasks:
+            task.kill()
+    assert [task.returncode for task in tasks] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    assert record.read_text() == "requeue 5151\n"  # by rank 0 only
+    # saved where rank 1 was signalled: its flag is read at the next batch end (its signal came
+    # after this batch's check), with both ranks' local-search states
+    hpc = _load(run_dir / "checkpoints" / "hpc_ckpt_1.ckpt")  # moved there by the finished fit
+    assert hpc["global_step"] == 4
+    (local_search,) = [state for key, state in hpc["callbacks"].items() if key.startswith("LocalSearchReplay")]
+    assert len(local_search["other_ranks"]) == 1
 
 
 def test_the_tasks_of_one_srun_step_share_an_evaluation_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -639,11 +692,11 @@ def test_slurm_configs_take_the_allocation_and_submitit_switches_lightning_reque
     assert "export TENFOLD_SLURM_AUTO_REQUEUE=false" in launcher.setup
 
     plugin, checkpoint_io = instantiate(cfg.trainer.plugins)
-    assert type(plugin).__name__ == "SLURMEnvironment" and plugin.auto_requeue
+    assert type(plugin).__name__ == "SLURMEnvironment" and not plugin.auto_requeue
     assert type(checkpoint_io).__name__ == "AtomicCheckpointIO"
+    assert instantiate(cfg.callbacks.preemption_checkpoint).requeue
     monkeypatch.setenv("TENFOLD_SLURM_AUTO_REQUEUE", "false")
-    plugin, _ = instantiate(cfg.trainer.plugins)
-    assert not plugin.auto_requeue
+    assert not instantiate(cfg.callbacks.preemption_checkpoint).requeue
 
 
 def test_basic_sweep_returns_the_optimized_metric_per_job(train_cli, tmp_path: Path) -> None:
