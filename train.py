@@ -43,7 +43,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.plugins.config_source import ConfigSource
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -902,7 +902,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     Testing uses the best checkpoint of the fit when the checkpoint callback monitors a metric
     (the current weights, with a warning, when none was saved, e.g. under ``fast_dev_run``), the
     final weights when it monitors none, or ``cfg.ckpt_path`` when ``train=false``. The checkpoint
-    callback is Lightning's ``trainer.checkpoint_callback``, the first ``ModelCheckpoint`` of the
+    callback is :func:`model_checkpoint`, the first ``ModelCheckpoint`` of the
     callbacks: ``callbacks.model_checkpoint`` by default, the unmonitored ``last_checkpoint`` when
     that is set to null.
 
@@ -1040,7 +1040,7 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
         if cfg.get("test"):
             if cfg.get("train"):
-                checkpoint = trainer.checkpoint_callback
+                checkpoint = model_checkpoint(trainer)
                 if checkpoint is not None and checkpoint.monitor is None:
                     # no metric to choose by: the final weights (the newest checkpoint may be older
                     # when the run did not end on a saving epoch)
@@ -1091,6 +1091,14 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     return metric_dict, object_dict
 
 
+def model_checkpoint(trainer: L.Trainer) -> ModelCheckpoint | None:
+    """The run's checkpoint callback: the first ``ModelCheckpoint`` of the trainer's callbacks
+    (Lightning's ``trainer.checkpoint_callback`` is the first checkpoint callback of any kind, which
+    is :class:`~tenfold.checkpoints.PreemptionCheckpoint` when the config drops both
+    ``ModelCheckpoint`` callbacks)."""
+    return next((callback for callback in trainer.checkpoint_callbacks if isinstance(callback, ModelCheckpoint)), None)
+
+
 def hparams_shown(cfg: DictConfig) -> dict[str, Any]:
     """The settings that TensorBoard's HPARAMS tab shows beside a run's final metrics: its task
     name, seed, model, data and trainer config (resolved), the sections in which runs differ."""
@@ -1124,7 +1132,7 @@ def optimized_value(
     if not name:
         return None
     trainer = object_dict.get("trainer")
-    checkpoint = trainer.checkpoint_callback if trainer is not None else None
+    checkpoint = model_checkpoint(trainer) if trainer is not None else None
     best = checkpoint.best_model_score if checkpoint is not None else None
     if checkpoint is not None and checkpoint.monitor == name and best is not None:
         return float(best)

@@ -21,7 +21,7 @@ import torch
 from fsspec.implementations.local import LocalFileSystem
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.fabric.utilities.cloud_io import get_filesystem
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, Checkpoint, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
@@ -209,7 +209,7 @@ class LastCheckpoint(ModelCheckpoint):
             self._restored_step_count = None
 
 
-class PreemptionCheckpoint(Callback):
+class PreemptionCheckpoint(Checkpoint):
     """Saves ``hpc_ckpt_<n>.ckpt`` in the run directory and requeues the SLURM job when SLURM warns
     the job (``#SBATCH --signal=SIGUSR1@300``: before its time limit, or on preemption), at a point
     that every process of the job reaches together (configured in ``configs/callbacks/``).
@@ -219,10 +219,19 @@ class PreemptionCheckpoint(Callback):
     samplers' random streams, the local-search buffers) then waited for ranks that were in the
     middle of a training step, and the job hung without a checkpoint or a requeue; a signal during
     a validation saved a checkpoint that resumes past it. Here the handler only notes the signal.
-    At the end of every training batch the processes agree on whether any was signalled (one
-    all-reduce of a flag) and then save together: at once, or after the validation that follows
-    the batch; a signal during a validation is acted on at its end. The save waits for the running
-    training step or validation: give ``--signal`` more seconds than a validation takes.
+    At the end of every training batch that steps the optimizer (not within a gradient
+    accumulation, whose gradients a checkpoint does not hold) the processes agree on whether any
+    was signalled (one all-reduce of a flag) and then save together: at once, or after the
+    validation that follows the batch (at the next batch's end when it has no batches); a signal
+    during a validation is acted on at its end. The save waits for the running training step or
+    validation: give ``--signal`` more seconds than a validation takes. Outside training (the test
+    after it, an evaluation) the signal requeues the job at once, without a save.
+
+    A :class:`~lightning.pytorch.callbacks.Checkpoint`, so that Lightning runs its hooks after
+    every other callback's, ``ModelCheckpoint``'s included (those listed before it): the saved
+    state is the one they leave at the batch's or validation's end (a replay buffer's new samples,
+    the best checkpoint of that validation). Keep it after the ``ModelCheckpoint`` callbacks in
+    the list: Lightning's ``trainer.checkpoint_callback`` is the first checkpoint callback.
 
     Active only in a SLURM job (Lightning's ``SLURMEnvironment.detect()``) and with ``requeue``;
     ``trainer=slurm`` turns Lightning's handler off. The submitit launcher requeues by itself and
@@ -242,19 +251,61 @@ class PreemptionCheckpoint(Callback):
         self._saved = False
         self._previous_handler: Any = None
         self._active = False
+        self._stage: str | None = None
+        self._is_global_zero = True
 
     def _note_signal(self, signum: int, frame: Any) -> None:
         self._signalled = True
+        if self._stage != "fit" and self._is_global_zero:
+            log.info("SLURM warned the job outside training: requeued without a checkpoint")
+            requeue_slurm_job()
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self._active = stage == "fit" and self.requeue and SLURMEnvironment.detect()
-        if self._active:
-            self._previous_handler = signal.signal(self.signum, self._note_signal)
+        later = [callback for callback in trainer.callbacks[trainer.callbacks.index(self) + 1 :] if isinstance(callback, Checkpoint)]
+        if later:
+            raise ValueError(
+                f"PreemptionCheckpoint is listed before {type(later[0]).__name__}, whose state at a validation's end "
+                "its save would miss: list it after the ModelCheckpoint callbacks"
+            )
+        self._stage, self._is_global_zero = stage, trainer.is_global_zero
+
+    def _install_handler(self) -> None:
+        """From the hooks that start a stage's loop: after Lightning registers its signal handlers
+        (and takes the current ones as those it restores at its teardown, which would otherwise
+        restore this one after a crash)."""
+        if self._active or not (self.requeue and SLURMEnvironment.detect()):
+            return
+        self._active = True
+        self._previous_handler = signal.signal(self.signum, self._note_signal)
+
+    def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._install_handler()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._install_handler()
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._install_handler()
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._install_handler()
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._stage == "validate":  # trainer.validate, not a validation within training
+            self._install_handler()
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self._active:
+        self._restore_handler()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._restore_handler()
+
+    def _restore_handler(self) -> None:
+        """Puts back the handler this one replaced, unless another was installed since (Lightning's
+        teardown, which runs before the callbacks' ``teardown``, restores the handlers it found)."""
+        if self._active and signal.getsignal(self.signum) == self._note_signal:
             signal.signal(self.signum, self._previous_handler)
-            self._active = False
+        self._active = False
 
     def _agreed(self, trainer: L.Trainer) -> bool:
         """Whether some process was signalled (every process calls this at the same point)."""
@@ -263,7 +314,13 @@ class PreemptionCheckpoint(Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if not self._active or self._saved or self._save_after_validation or not self._agreed(trainer):
+        if not self._active or self._saved:
+            return
+        if self._save_after_validation:
+            # the validation it waited for had no batches (its end hooks never ran): save now
+            self._save_and_requeue(trainer)
+            return
+        if trainer.fit_loop.epoch_loop._should_accumulate() or not self._agreed(trainer):
             return
         if validation_follows(trainer):
             self._save_after_validation = True

@@ -342,7 +342,7 @@ def test_a_warned_slurm_job_saves_at_the_batch_end_and_requeues(tmp_path: Path, 
     trainer = L.Trainer(
         max_steps=4, limit_val_batches=0, callbacks=[_WarnJobAtStep(2), PreemptionCheckpoint()],
         default_root_dir=tmp_path, logger=False, enable_progress_bar=False, enable_model_summary=False,
-        enable_checkpointing=False, accelerator="cpu", devices=1,
+        accelerator="cpu", devices=1,
     )
     trainer.fit(BoringModel())
     assert [path.name for path in tmp_path.glob("*.ckpt")] == ["hpc_ckpt_1.ckpt"]
@@ -374,17 +374,127 @@ def test_preemption_checkpoint_acts_in_a_slurm_job_only_and_unless_switched_off(
     handler_before = signal.getsignal(signal.SIGUSR1)
     monkeypatch.delenv("SLURM_NTASKS", raising=False)
     outside = PreemptionCheckpoint()
-    outside.setup(trainer, model, "fit")
+    outside.on_train_start(trainer, model)
     assert not outside._active and signal.getsignal(signal.SIGUSR1) == handler_before
     _slurm_job(tmp_path, monkeypatch)
     switched_off = PreemptionCheckpoint(requeue=False)  # the submitit launcher's jobs
-    switched_off.setup(trainer, model, "fit")
+    switched_off.on_train_start(trainer, model)
     assert not switched_off._active and signal.getsignal(signal.SIGUSR1) == handler_before
-    testing = PreemptionCheckpoint()
-    testing.setup(trainer, model, "test")
-    assert not testing._active
     active = PreemptionCheckpoint()
-    active.setup(trainer, model, "fit")
+    active.on_train_start(trainer, model)
     assert signal.getsignal(signal.SIGUSR1) == active._note_signal
     active.teardown(trainer, model, "fit")
+    assert signal.getsignal(signal.SIGUSR1) == handler_before
+    # listed before a ModelCheckpoint, it would save before that callback's save of a validation
+    misplaced = PreemptionCheckpoint()
+    trainer = L.Trainer(logger=False, accelerator="cpu", callbacks=[misplaced, ModelCheckpoint(dirpath=tmp_path)])
+    with pytest.raises(ValueError, match="list it after the ModelCheckpoint callbacks"):
+        misplaced.setup(trainer, model, "fit")
+
+
+class _ValLossAroundStep(BoringModel):
+    """Logs ``val/loss = |global_step - best_step|``: the best validation is the one at ``best_step``."""
+
+    def __init__(self, best_step: int) -> None:
+        super().__init__()
+        self.best_step = best_step
+
+    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        self.log("val/loss", float(abs(self.global_step - self.best_step)))
+
+
+def _fit_with_best_checkpoint(run_dir: Path, callbacks: list, ckpt_path: str | None = None) -> ModelCheckpoint:
+    """2 epochs of 6 batches, validating every 2; the best checkpoint (top 1 by val/loss) is step 4's."""
+    torch.set_num_threads(1)
+    L.seed_everything(0)
+    best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best-{step}", monitor="val/loss", mode="min")
+    trainer = L.Trainer(
+        max_epochs=2, limit_train_batches=6, limit_val_batches=1, val_check_interval=2, num_sanity_val_steps=0,
+        callbacks=[best, *callbacks], default_root_dir=run_dir, logger=False, enable_progress_bar=False,
+        enable_model_summary=False, accelerator="cpu",
+    )
+    try:
+        trainer.fit(_ValLossAroundStep(best_step=4), ckpt_path=ckpt_path)
+    except RuntimeError as stop:
+        assert "requeued" in str(stop)
+    return best
+
+
+def test_a_job_warned_before_its_best_validation_keeps_that_best_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # warned at step 4, whose validation is the best: the save waits for that validation and for
+    # ModelCheckpoint's save of it (Lightning runs checkpoint callbacks last, in their order), so the
+    # requeued run knows its best checkpoint (before, the state named step 2's, which ModelCheckpoint
+    # had deleted: the final test failed to find it)
+    assert Path(_fit_with_best_checkpoint(tmp_path / "full", []).best_model_path).name == "best-step=4.ckpt"
+    record = _slurm_job(tmp_path, monkeypatch)
+    warned_dir = tmp_path / "warned"
+    _fit_with_best_checkpoint(warned_dir, [_WarnJobAtStep(4), PreemptionCheckpoint(), _StoppedByRequeue(record)])
+    (hpc,) = warned_dir.glob("hpc_ckpt_*.ckpt")
+    monkeypatch.delenv("SLURM_NTASKS")
+    resumed = _fit_with_best_checkpoint(warned_dir, [], str(hpc))
+    assert Path(resumed.best_model_path).name == "best-step=4.ckpt" and Path(resumed.best_model_path).is_file()
+
+
+def test_a_warned_job_saves_after_an_empty_validation_and_between_accumulations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.set_num_threads(1)
+    record = _slurm_job(tmp_path, monkeypatch)
+    # warned at step 2, followed by a validation without batches (its end hooks never run): saved
+    # at the next batch's end
+    trainer = L.Trainer(
+        max_steps=4, limit_train_batches=4, val_check_interval=2, num_sanity_val_steps=0,
+        callbacks=[_WarnJobAtStep(2), PreemptionCheckpoint()], default_root_dir=tmp_path / "empty", logger=False,
+        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=True, accelerator="cpu",
+    )
+    trainer.fit(_EmptyValidationModel())
+    (hpc,) = (tmp_path / "empty").glob("hpc_ckpt_*.ckpt")
+    assert torch.load(hpc, weights_only=True)["global_step"] == 3
+    # accumulating 2 batches per step, warned after the first batch of step 2's window: saved at
+    # the window's end, whose gradients are applied, not within it
+    class WarnAtBatch(L.Callback):
+        def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: object, batch: object, batch_idx: int) -> None:
+            if batch_idx == 2:
+                os.kill(os.getpid(), signal.SIGUSR1)
+
+    trainer = L.Trainer(
+        max_steps=3, accumulate_grad_batches=2, limit_val_batches=0, callbacks=[WarnAtBatch(), PreemptionCheckpoint()],
+        default_root_dir=tmp_path / "accumulated", logger=False, enable_progress_bar=False, enable_model_summary=False,
+        accelerator="cpu",
+    )
+    trainer.fit(BoringModel())
+    (hpc,) = (tmp_path / "accumulated").glob("hpc_ckpt_*.ckpt")
+    saved = torch.load(hpc, weights_only=True)
+    assert saved["global_step"] == 2
+    assert saved["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["processed"] == 4
+    assert record.read_text() == "requeue 77\n" * 2
+
+
+def test_a_warning_outside_training_requeues_at_once_and_a_crash_restores_the_handler(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    torch.set_num_threads(1)
+    record = _slurm_job(tmp_path, monkeypatch)
+    handler_before = signal.getsignal(signal.SIGUSR1)
+
+    class WarnDuringTest(L.Callback):
+        def on_test_batch_end(self, *args: object) -> None:
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    trainer = L.Trainer(
+        callbacks=[WarnDuringTest(), PreemptionCheckpoint()], default_root_dir=tmp_path, logger=False,
+        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", limit_test_batches=1,
+    )
+    trainer.test(BoringModel())  # the process lives on (SIGUSR1's default action ends it)
+    assert record.read_text() == "requeue 77\n" and not list(tmp_path.glob("hpc_ckpt_*.ckpt"))
+    assert signal.getsignal(signal.SIGUSR1) == handler_before
+
+    class Crash(L.Callback):
+        def on_train_batch_end(self, *args: object) -> None:
+            raise RuntimeError("crash")
+
+    trainer = L.Trainer(
+        max_steps=2, callbacks=[Crash(), PreemptionCheckpoint()], default_root_dir=tmp_path, logger=False,
+        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+    )
+    with pytest.raises(RuntimeError, match="crash"):
+        trainer.fit(BoringModel())
     assert signal.getsignal(signal.SIGUSR1) == handler_before

@@ -159,38 +159,90 @@ def test_ddp_sim_two_processes_log_synchronized_metric_once_per_validation(
     assert (evaluation / "metrics.json").is_file() and (evaluation / "train_ddp_process_1.log").is_file()
 
 
+# GMM25 TB + Expl. + LS at the tiny sizes with local search every second step, no validation
+# within the run: what the SLURM preemption tests train
+TINY_LOCAL_SEARCH = [
+    "experiment=samplers/gmm25_tb_expl_ls", "trainer=slurm", "trainer.accelerator=cpu", *TINY,
+    "trainer.check_val_every_n_epoch=100", "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false",
+    "callbacks.sample_plots=null", "callbacks.local_search.local_search_every=2",
+    "callbacks.local_search.local_search_steps=4", "callbacks.local_search.burn_in=2", "test=false",
+]
+
+
+def _slurm_job_env(tmp_path: Path, tasks: int, stopped_by_requeue: bool = False) -> tuple[dict[str, str], Path]:
+    """The environment of an emulated SLURM job of ``tasks`` tasks on this machine (job 5151; add
+    SLURM_PROCID and SLURM_LOCALID per task), with an ``scontrol`` on the PATH that records its
+    arguments (and, with ``stopped_by_requeue``, sends SIGTERM to its caller, as SLURM does to a
+    requeued job); returns the environment and the record's path."""
+    record, bin_dir = tmp_path / "scontrol_calls.txt", tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    stop = "kill -TERM $PPID\n" if stopped_by_requeue else ""
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {record}\n{stop}')
+    (bin_dir / "scontrol").chmod(0o755)
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SLURM_")}
+    env.update(
+        SLURM_JOB_ID="5151", SLURM_JOB_NAME="train", SLURM_NTASKS=str(tasks), SLURM_NTASKS_PER_NODE=str(tasks),
+        SLURM_NNODES="1", SLURM_NODEID="0", SLURM_NODELIST="localhost", SLURM_PROCID="0", SLURM_LOCALID="0",
+        MASTER_PORT=str(port), HYDRA_FULL_ERROR="0", PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        OMP_NUM_THREADS="1",
+    )
+    env.pop("PYTEST_CURRENT_TEST", None)
+    return env, record
+
+
+def test_a_requeued_local_search_run_continues_as_the_uninterrupted_one(tmp_path: Path) -> None:
+    """One SLURM task warned at step 5, stopped by its requeue, then resumed: the same weights and
+    local-search state at step 8 as a run that was not stopped. The save comes after every other
+    callback's batch end (Lightning runs checkpoint callbacks last): saved before the local-search
+    callback's, it held the weights after the batch and the buffer and schedule from before it."""
+    def train(run: str, *extra: str, stopped_by_requeue: bool = False) -> subprocess.CompletedProcess[str]:
+        env, _ = _slurm_job_env(tmp_path / run, tasks=1, stopped_by_requeue=stopped_by_requeue)
+        args = [*TINY_LOCAL_SEARCH, "data.steps_per_epoch=4", "trainer.max_steps=8", f"hydra.run.dir={tmp_path / run / 'run'}", *extra]
+        return subprocess.run(
+            [sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, timeout=300,
+        )
+
+    (tmp_path / "full").mkdir()
+    (tmp_path / "half").mkdir()
+    assert train("full").returncode == 0
+    warned = train(
+        "half", "+callbacks.warn._target_=tests.run_helpers.SignalAtStep", "+callbacks.warn.step=5",
+        "+callbacks.warn.signal_name=SIGUSR1", stopped_by_requeue=True,
+    )
+    assert warned.returncode == 143, warned.stdout[-3000:]
+    assert _load(tmp_path / "half" / "run" / "hpc_ckpt_1.ckpt")["global_step"] == 5
+    resumed = train("half", "ckpt_path=last")
+    assert resumed.returncode == 0, resumed.stdout[-3000:]
+    assert "hpc_ckpt_1.ckpt" in resumed.stdout
+    full, half = (_load(tmp_path / run / "run" / "checkpoints" / "last.ckpt") for run in ("full", "half"))
+    assert full["global_step"] == half["global_step"] == 8
+    for name, tensor in full["state_dict"].items():
+        torch.testing.assert_close(half["state_dict"][name], tensor, rtol=0, atol=0, msg=name)
+    (key,) = [key for key in full["callbacks"] if key.startswith("LocalSearchReplay")]
+    assert half["callbacks"][key]["step"] == full["callbacks"][key]["step"]
+    torch.testing.assert_close(half["callbacks"][key]["buffer"], full["callbacks"][key]["buffer"], rtol=0, atol=0)
+
+
 def test_two_slurm_tasks_save_and_requeue_together_when_one_is_warned(tmp_path: Path) -> None:
     """``srun -n 2`` emulated on the CPU: SLURM's warning (SIGUSR1) reaches rank 1 at step 3 and
     rank 0 not at all. Lightning's own handler saved inside the handler: the local-search sampler's
     checkpoint gathers both ranks' buffers, which waited for rank 0 in its training step, and the
     job hung without a checkpoint or a requeue. Both ranks save at the same batch end instead."""
-    record, bin_dir = tmp_path / "scontrol_calls.txt", tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {record}\n')
-    (bin_dir / "scontrol").chmod(0o755)
-    with socket.socket() as free:
-        free.bind(("127.0.0.1", 0))
-        port = free.getsockname()[1]
+    env, record = _slurm_job_env(tmp_path, tasks=2)
     run_dir = tmp_path / "run"
     args = [
-        str(ROOT / "train.py"), "experiment=samplers/gmm25_tb_expl_ls", "trainer=slurm", "trainer.accelerator=cpu",
-        *TINY, "data.steps_per_epoch=12", "trainer.max_steps=6", "trainer.check_val_every_n_epoch=100",
-        "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false", "callbacks.sample_plots=null",
-        "callbacks.local_search.local_search_every=2", "callbacks.local_search.local_search_steps=4",
-        "callbacks.local_search.burn_in=2", "test=false", f"hydra.run.dir={run_dir}",
-        "+callbacks.warn._target_=tests.run_helpers.SignalAtStep", "+callbacks.warn.step=3",
+        str(ROOT / "train.py"), *TINY_LOCAL_SEARCH, "data.steps_per_epoch=12", "trainer.max_steps=6",
+        f"hydra.run.dir={run_dir}", "+callbacks.warn._target_=tests.run_helpers.SignalAtStep", "+callbacks.warn.step=3",
         "+callbacks.warn.signal_name=SIGUSR1", "+callbacks.warn.rank=1",
     ]
-    base = {key: value for key, value in os.environ.items() if not key.startswith("SLURM_")}
-    slurm = dict(
-        SLURM_JOB_ID="5151", SLURM_JOB_NAME="train", SLURM_NTASKS="2", SLURM_NTASKS_PER_NODE="2", SLURM_NNODES="1",
-        SLURM_NODEID="0", SLURM_NODELIST="localhost", MASTER_PORT=str(port), HYDRA_FULL_ERROR="0",
-        PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", OMP_NUM_THREADS="1",
-    )
     tasks = [
         subprocess.Popen(
             [sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env={**base, **slurm, "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank)},
+            env={**env, "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank)},
         )
         for rank in (0, 1)
     ]
@@ -201,10 +253,9 @@ def test_two_slurm_tasks_save_and_requeue_together_when_one_is_warned(tmp_path: 
             task.kill()
     assert [task.returncode for task in tasks] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
     assert record.read_text() == "requeue 5151\n"  # by rank 0 only
-    # saved where rank 1 was signalled: its flag is read at the next batch end (its signal came
-    # after this batch's check), with both ranks' local-search states
+    # saved at the batch end where rank 1 was signalled, with both ranks' local-search states
     hpc = _load(run_dir / "checkpoints" / "hpc_ckpt_1.ckpt")  # moved there by the finished fit
-    assert hpc["global_step"] == 4
+    assert hpc["global_step"] == 3
     (local_search,) = [state for key, state in hpc["callbacks"].items() if key.startswith("LocalSearchReplay")]
     assert len(local_search["other_ranks"]) == 1
 

@@ -30,6 +30,10 @@ from torch import Tensor
 
 from tenfold.callbacks.step_seed import step_seed
 
+# reseeds draw step_seed(seed, step, rank, stream=LOCAL_SEARCH_STREAM): StepSeed seeds the global
+# stream with step_seed(seed, step, rank) and both default to the run's seed
+LOCAL_SEARCH_STREAM = 1
+
 Priority = Literal["rank", "uniform", "reward"]
 LocalSearchMode = Literal["paper", "official"]
 BatchDraws = Literal["fresh", "epoch"]
@@ -678,7 +682,7 @@ class LocalSearchReplay(L.Callback):
                         f"LocalSearchReplay: random stream saved on {device_type} cannot be "
                         f"restored on {device.type}; reseeding it."
                     )
-                generator.manual_seed(step_seed(self.seed, self.step + 1, self._rank))
+                generator.manual_seed(step_seed(self.seed, self.step + 1, self._rank, stream=LOCAL_SEARCH_STREAM))
             self._generator = generator
         elif self._generator is None:
             self._generator = self._reseed(device)
@@ -687,7 +691,7 @@ class LocalSearchReplay(L.Callback):
                 "LocalSearchReplay: the module changed device; reseeding the random stream."
             )
             self._generator = torch.Generator(device=device)
-            self._generator.manual_seed(step_seed(self.seed, self.step + 1, self._rank))
+            self._generator.manual_seed(step_seed(self.seed, self.step + 1, self._rank, stream=LOCAL_SEARCH_STREAM))
 
     @property
     def generator(self) -> torch.Generator:

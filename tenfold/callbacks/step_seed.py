@@ -23,12 +23,14 @@ import torch
 __all__ = ["StepSeed", "step_seed"]
 
 
-def step_seed(seed: int, batch_index: int, rank: int) -> int:
+def step_seed(seed: int, batch_index: int, rank: int, stream: int = 0) -> int:
     """Seed in ``[0, 2**63)`` for one training batch, mixed by NumPy's ``SeedSequence``.
 
-    Distinct ``(seed, batch_index, rank)`` give statistically independent seeds.
+    Distinct ``(seed, batch_index, rank)`` give statistically independent seeds; ``stream`` (0 for
+    :class:`StepSeed`'s global seeding) gives another user of the same triple a stream of its own.
     """
-    words = np.random.SeedSequence([seed % 2**64, batch_index, rank]).generate_state(2, dtype=np.uint32)
+    entropy = [seed % 2**64, batch_index, rank] + ([stream] if stream else [])
+    words = np.random.SeedSequence(entropy).generate_state(2, dtype=np.uint32)
     return int((int(words[0]) << 31) ^ int(words[1]))
 
 

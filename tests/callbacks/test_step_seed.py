@@ -26,6 +26,9 @@ def test_step_seed_is_deterministic_distinct_and_in_range() -> None:
     # 63 bits, not 32: with 32-bit seeds a 100k-step run would repeat a batch's stream about once
     assert max(step_seed(7, i, 0) for i in range(200)) >= 2**32
     assert step_seed(7, 3, 1) == step_seed(7, 3, 1)
+    # another stream of the same triple (the local-search reseed) differs; stream 0 is the plain triple
+    assert step_seed(7, 3, 1, stream=1) not in seeds | {step_seed(7, 3, 1)}
+    assert step_seed(7, 3, 1, stream=0) == step_seed(7, 3, 1)
 
 
 def test_batches_draw_by_index_and_rank_whatever_came_before() -> None:
