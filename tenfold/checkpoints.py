@@ -261,7 +261,8 @@ class PreemptionCheckpoint(Checkpoint):
             requeue_slurm_job()
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        later = [callback for callback in trainer.callbacks[trainer.callbacks.index(self) + 1 :] if isinstance(callback, Checkpoint)]
+        after = trainer.callbacks[trainer.callbacks.index(self) + 1 :]
+        later = [callback for callback in after if isinstance(callback, Checkpoint)]
         if later:
             raise ValueError(
                 f"PreemptionCheckpoint is listed before {type(later[0]).__name__}, whose state at a validation's end "
@@ -328,7 +329,7 @@ class PreemptionCheckpoint(Checkpoint):
             self._save_and_requeue(trainer)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self._active or self._saved or trainer.sanity_checking:
+        if not self._active or self._saved or trainer.sanity_checking or self._stage != "fit":
             return
         if self._save_after_validation or self._agreed(trainer):
             self._save_and_requeue(trainer)
