@@ -221,17 +221,22 @@ class PreemptionCheckpoint(Checkpoint):
     a validation saved a checkpoint that resumes past it. Here the handler only notes the signal.
     At the end of every training batch that steps the optimizer (not within a gradient
     accumulation, whose gradients a checkpoint does not hold) the processes agree on whether any
-    was signalled (one all-reduce of a flag) and then save together: at once, or after the
-    validation that follows the batch (at the next batch's end when it has no batches); a signal
-    during a validation is acted on at its end. The save waits for the running training step or
-    validation: give ``--signal`` more seconds than a validation takes. Outside training (the test
-    after it, an evaluation) the signal requeues the job at once, without a save.
+    was signalled (one all-reduce of a flag, under DDP only) and then save together: at once, or
+    after the validation that follows the batch (at the next such batch's end when it has no
+    batches); a signal during a validation is acted on at its end. The save waits for the running
+    training step or validation: give ``--signal`` more seconds than a validation takes. A signal
+    after the last such point of the fit requeues the job at the fit's end, without a save (the
+    requeued job resumes from the newest checkpoint); outside training (the test after it, an
+    evaluation) the signal requeues the job at once. Off under ``fast_dev_run``. Under DDP a
+    time-based ``val_check_interval`` is refused: each process would read its own clock to tell
+    whether a validation follows, and they could disagree.
 
     A :class:`~lightning.pytorch.callbacks.Checkpoint`, so that Lightning runs its hooks after
     every other callback's, ``ModelCheckpoint``'s included (those listed before it): the saved
     state is the one they leave at the batch's or validation's end (a replay buffer's new samples,
     the best checkpoint of that validation). Keep it after the ``ModelCheckpoint`` callbacks in
-    the list: Lightning's ``trainer.checkpoint_callback`` is the first checkpoint callback.
+    the list: Lightning's ``trainer.checkpoint_callback`` is the first checkpoint callback. Like any
+    checkpoint callback it cannot be used with ``trainer.enable_checkpointing=false``.
 
     Active only in a SLURM job (Lightning's ``SLURMEnvironment.detect()``) and with ``requeue``;
     ``trainer=slurm`` turns Lightning's handler off. The submitit launcher requeues by itself and
@@ -247,12 +252,13 @@ class PreemptionCheckpoint(Checkpoint):
         self.requeue = requeue
         self.signum = signal.Signals[signal_name]
         self._signalled = False
-        self._save_after_validation = False
+        self._pending = False
         self._saved = False
         self._previous_handler: Any = None
         self._active = False
         self._stage: str | None = None
         self._is_global_zero = True
+        self._fast_dev_run = False
 
     def _note_signal(self, signum: int, frame: Any) -> None:
         self._signalled = True
@@ -268,13 +274,19 @@ class PreemptionCheckpoint(Checkpoint):
                 f"PreemptionCheckpoint is listed before {type(later[0]).__name__}, whose state at a validation's end "
                 "its save would miss: list it after the ModelCheckpoint callbacks"
             )
+        if stage == "fit" and trainer.world_size > 1 and getattr(trainer, "_val_check_time_interval", None) is not None:
+            raise ValueError(
+                "PreemptionCheckpoint under DDP needs a validation schedule in batches or epochs: with a time-based "
+                "val_check_interval each process reads its own clock and they could save at different points"
+            )
         self._stage, self._is_global_zero = stage, trainer.is_global_zero
+        self._fast_dev_run = bool(trainer.fast_dev_run)
 
     def _install_handler(self) -> None:
         """From the hooks that start a stage's loop: after Lightning registers its signal handlers
         (and takes the current ones as those it restores at its teardown, which would otherwise
         restore this one after a crash)."""
-        if self._active or not (self.requeue and SLURMEnvironment.detect()):
+        if self._active or self._fast_dev_run or not (self.requeue and SLURMEnvironment.detect()):
             return
         self._active = True
         self._previous_handler = signal.signal(self.signum, self._note_signal)
@@ -310,33 +322,40 @@ class PreemptionCheckpoint(Checkpoint):
 
     def _agreed(self, trainer: L.Trainer) -> bool:
         """Whether some process was signalled (every process calls this at the same point)."""
+        if trainer.world_size == 1:
+            return self._signalled
         return bool(trainer.strategy.reduce_boolean_decision(self._signalled, all=False))
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if not self._active or self._saved:
+        if not self._active or self._saved or trainer.fit_loop.epoch_loop._should_accumulate():
             return
-        if self._save_after_validation:
-            # the validation it waited for had no batches (its end hooks never ran): save now
-            self._save_and_requeue(trainer)
-            return
-        if trainer.fit_loop.epoch_loop._should_accumulate() or not self._agreed(trainer):
-            return
-        if validation_follows(trainer):
-            self._save_after_validation = True
-        else:
+        if not self._pending:
+            self._pending = self._agreed(trainer)
+        # a validation that follows is waited for; one without batches (its end hooks never run)
+        # leaves the save to the next batch end that steps the optimizer
+        if self._pending and not validation_follows(trainer):
             self._save_and_requeue(trainer)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self._active or self._saved or trainer.sanity_checking or self._stage != "fit":
             return
-        if self._save_after_validation or self._agreed(trainer):
+        if not self._pending:
+            self._pending = self._agreed(trainer)  # a signal during the validation
+        if self._pending and not trainer.fit_loop.epoch_loop._should_accumulate():
             self._save_and_requeue(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._active and not self._saved and (self._pending or self._agreed(trainer)):
+            # signalled after the fit's last point to save at: the job would end within the test
+            self._saved = True
+            if trainer.is_global_zero:
+                requeue_slurm_job()
 
     def _save_and_requeue(self, trainer: L.Trainer) -> None:
         self._saved = True
-        self._save_after_validation = False
+        self._pending = False
         for logger in trainer.loggers:
             logger.save()
         trainer.save_checkpoint(trainer._checkpoint_connector.hpc_save_path(trainer.default_root_dir))
@@ -350,7 +369,11 @@ def requeue_slurm_job() -> None:
     job_id = os.environ["SLURM_JOB_ID"]
     if "SLURM_ARRAY_JOB_ID" in os.environ:
         job_id = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
-    result = subprocess.run(["scontrol", "requeue", job_id], check=False)
+    try:
+        result = subprocess.run(["scontrol", "requeue", job_id], check=False)
+    except OSError as error:  # no SLURM client in this container
+        log.warning(f"scontrol requeue {job_id} could not run ({error}): requeue the job yourself")
+        return
     if result.returncode == 0:
         log.info(f"Requeued SLURM job {job_id}")
     else:

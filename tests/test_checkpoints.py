@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+from datetime import timedelta
+from types import SimpleNamespace
 from pathlib import Path
 
 import lightning as L
@@ -498,3 +500,74 @@ def test_a_warning_outside_training_requeues_at_once_and_a_crash_restores_the_ha
     with pytest.raises(RuntimeError, match="crash"):
         trainer.fit(BoringModel())
     assert signal.getsignal(signal.SIGUSR1) == handler_before
+
+
+def test_a_warning_after_the_last_save_point_requeues_at_the_fit_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.set_num_threads(1)
+    record = _slurm_job(tmp_path, monkeypatch)
+
+    class WarnAtTheLastEpochEnd(L.Callback):
+        def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            if trainer.current_epoch == trainer.max_epochs - 1:
+                os.kill(os.getpid(), signal.SIGUSR1)
+
+    trainer = L.Trainer(
+        max_epochs=2, limit_train_batches=2, limit_val_batches=0, callbacks=[WarnAtTheLastEpochEnd(), PreemptionCheckpoint()],
+        default_root_dir=tmp_path, logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+    )
+    trainer.fit(BoringModel())
+    assert record.read_text() == "requeue 77\n" and not list(tmp_path.glob("hpc_ckpt_*.ckpt"))
+
+
+def test_a_save_waits_for_the_end_of_an_accumulation_window_around_a_validation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # accumulating 2 batches per step, validating every 3 batches: warned after batch 2 (index 1,
+    # a step), the validation after batch 3 falls within the second window; the save waits for
+    # the window's end (batch 4)
+    torch.set_num_threads(1)
+    _slurm_job(tmp_path, monkeypatch)
+
+    class WarnAtBatch(L.Callback):
+        def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: object, batch: object, batch_idx: int) -> None:
+            if batch_idx == 2:
+                os.kill(os.getpid(), signal.SIGUSR1)
+
+    trainer = L.Trainer(
+        max_steps=4, accumulate_grad_batches=2, limit_train_batches=8, val_check_interval=3, limit_val_batches=1,
+        num_sanity_val_steps=0, callbacks=[WarnAtBatch(), PreemptionCheckpoint()], default_root_dir=tmp_path, logger=False,
+        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+    )
+    trainer.fit(BoringModel())
+    (hpc,) = tmp_path.glob("hpc_ckpt_*.ckpt")
+    saved = torch.load(hpc, weights_only=True)
+    assert saved["global_step"] == 2
+    assert saved["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["processed"] == 4
+
+
+def test_preemption_checkpoint_without_scontrol_fast_dev_run_or_a_time_schedule_under_ddp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    torch.set_num_threads(1)
+    _slurm_job(tmp_path, monkeypatch)
+    # no SLURM client in the container: the save is made, the requeue is left to the user
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    trainer = L.Trainer(
+        max_steps=3, limit_val_batches=0, callbacks=[_WarnJobAtStep(2), PreemptionCheckpoint()], default_root_dir=tmp_path,
+        logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+    )
+    with caplog.at_level("WARNING", logger="tenfold.checkpoints"):
+        trainer.fit(BoringModel())
+    assert trainer.global_step == 3 and len(list(tmp_path.glob("hpc_ckpt_*.ckpt"))) == 1
+    assert "scontrol requeue 77 could not run" in caplog.text
+    # debug=fdr writes no checkpoint
+    callback = PreemptionCheckpoint()
+    trainer = L.Trainer(fast_dev_run=True, callbacks=[callback], logger=False, accelerator="cpu")
+    callback.setup(trainer, BoringModel(), "fit")
+    callback.on_train_start(trainer, BoringModel())
+    assert not callback._active
+    # DDP with validations every so long: each process would read its own clock
+    timed = PreemptionCheckpoint()
+    ddp = SimpleNamespace(callbacks=[timed], world_size=2, _val_check_time_interval=timedelta(minutes=5), is_global_zero=True, fast_dev_run=False)
+    with pytest.raises(ValueError, match="time-based val_check_interval"):
+        timed.setup(ddp, BoringModel(), "fit")
