@@ -252,7 +252,7 @@ def compose_experiment(
 # Callbacks that only report or save (checkpoints, plots, progress, summaries, LR logging): left out
 # of benchmark runs, which need no files and whose time should be the training's.
 _DROPPED_CALLBACKS = (
-    "ModelCheckpoint", "LastCheckpoint", "LearningRateMonitor", "RichProgressBar", "StepAwareProgressBar",
+    "ModelCheckpoint", "LastCheckpoint", "PreemptionCheckpoint", "LearningRateMonitor", "RichProgressBar", "StepAwareProgressBar",
     "TQDMProgressBar",
     "RichModelSummary", "ModelSummary", "SamplePlots",
 )

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -33,6 +34,7 @@ from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 from torch.utils.tensorboard import SummaryWriter
 
 import train as train_script
+from tenfold.checkpoints import PreemptionCheckpoint
 from tenfold.datamodules.samplers import EnergyDataModule
 from tests.conftest import read_csv_rows, tensorboard_scalars
 
@@ -161,7 +163,7 @@ def test_ddp_sim_two_processes_log_synchronized_metric_once_per_validation(
 
 # GMM25 TB + Expl. + LS at the tiny sizes with local search every second step, no validation
 # within the run: what the SLURM preemption tests train
-TINY_LOCAL_SEARCH = [
+TINY_SLURM_LOCAL_SEARCH = [
     "experiment=samplers/gmm25_tb_expl_ls", "trainer=slurm", "trainer.accelerator=cpu", *TINY,
     "trainer.check_val_every_n_epoch=100", "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false",
     "callbacks.sample_plots=null", "callbacks.local_search.local_search_every=2",
@@ -200,7 +202,7 @@ def test_a_requeued_local_search_run_continues_as_the_uninterrupted_one(tmp_path
     callback's, it held the weights after the batch and the buffer and schedule from before it."""
     def train(run: str, *extra: str, stopped_by_requeue: bool = False) -> subprocess.CompletedProcess[str]:
         env, _ = _slurm_job_env(tmp_path / run, tasks=1, stopped_by_requeue=stopped_by_requeue)
-        args = [*TINY_LOCAL_SEARCH, "data.steps_per_epoch=4", "trainer.max_steps=8", f"hydra.run.dir={tmp_path / run / 'run'}", *extra]
+        args = [*TINY_SLURM_LOCAL_SEARCH, "data.steps_per_epoch=4", "trainer.max_steps=8", f"hydra.run.dir={tmp_path / run / 'run'}", *extra]
         return subprocess.run(
             [sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, timeout=300,
@@ -235,7 +237,7 @@ def test_two_slurm_tasks_save_and_requeue_together_when_one_is_warned(tmp_path: 
     env, record = _slurm_job_env(tmp_path, tasks=2)
     run_dir = tmp_path / "run"
     args = [
-        str(ROOT / "train.py"), *TINY_LOCAL_SEARCH, "data.steps_per_epoch=12", "trainer.max_steps=6",
+        str(ROOT / "train.py"), *TINY_SLURM_LOCAL_SEARCH, "data.steps_per_epoch=12", "trainer.max_steps=6",
         f"hydra.run.dir={run_dir}", "+callbacks.warn._target_=tests.run_helpers.SignalAtStep", "+callbacks.warn.step=3",
         "+callbacks.warn.signal_name=SIGUSR1", "+callbacks.warn.rank=1",
     ]
@@ -1302,14 +1304,16 @@ def test_optimized_value_is_the_best_checkpoint_score_when_it_monitors_that_metr
     metrics = {"m": 0.9}
 
     def objects(monitor: str | None) -> dict[str, Any]:
-        checkpoint = SimpleNamespace(monitor=monitor, best_model_score=torch.tensor(0.1))
-        return {"trainer": SimpleNamespace(checkpoint_callback=checkpoint)}
+        checkpoint = ModelCheckpoint(monitor=monitor)
+        checkpoint.best_model_score = torch.tensor(0.1)
+        # the preemption callback is a checkpoint callback too, without a score: not the one read
+        return {"trainer": SimpleNamespace(checkpoint_callbacks=[PreemptionCheckpoint(), checkpoint])}
 
     value = train_script.optimized_value
     assert value(cfg, objects("m"), metrics) == pytest.approx(0.1)
     assert value(cfg, objects("other"), metrics) == 0.9
     assert value(cfg, objects(None), metrics) == 0.9
-    assert value(cfg, {"trainer": SimpleNamespace(checkpoint_callback=None)}, metrics) == 0.9
+    assert value(cfg, {"trainer": SimpleNamespace(checkpoint_callbacks=[])}, metrics) == 0.9
     warned: list[str] = []
     monkeypatch.setattr(train_script, "_warn", warned.append)
     assert value(cfg, objects("other"), {"test/elbo": 1.0}) is None
