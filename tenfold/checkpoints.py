@@ -258,7 +258,6 @@ class PreemptionCheckpoint(Checkpoint):
         self._active = False
         self._stage: str | None = None
         self._is_global_zero = True
-        self._fast_dev_run = False
 
     def _note_signal(self, signum: int, frame: Any) -> None:
         self._signalled = True
@@ -280,32 +279,31 @@ class PreemptionCheckpoint(Checkpoint):
                 "val_check_interval each process reads its own clock and they could save at different points"
             )
         self._stage, self._is_global_zero = stage, trainer.is_global_zero
-        self._fast_dev_run = bool(trainer.fast_dev_run)
 
-    def _install_handler(self) -> None:
+    def _install_handler(self, trainer: L.Trainer) -> None:
         """From the hooks that start a stage's loop: after Lightning registers its signal handlers
         (and takes the current ones as those it restores at its teardown, which would otherwise
         restore this one after a crash)."""
-        if self._active or self._fast_dev_run or not (self.requeue and SLURMEnvironment.detect()):
+        if self._active or trainer.fast_dev_run or not (self.requeue and SLURMEnvironment.detect()):
             return
         self._active = True
         self._previous_handler = signal.signal(self.signum, self._note_signal)
 
     def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._install_handler()
+        self._install_handler(trainer)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._install_handler()
+        self._install_handler(trainer)
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._install_handler()
+        self._install_handler(trainer)
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._install_handler()
+        self._install_handler(trainer)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._stage == "validate":  # trainer.validate, not a validation within training
-            self._install_handler()
+            self._install_handler(trainer)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._restore_handler()

@@ -206,6 +206,18 @@ def load_benchmark() -> Callable[[str], ModuleType]:
     return _benchmark_module
 
 
+def fake_scontrol(directory: Path, stopped_by_requeue: bool = False) -> tuple[Path, Path]:
+    """An ``scontrol`` in ``<directory>/bin`` (put it first on the PATH) that appends its arguments
+    to ``<directory>/scontrol_calls.txt`` and, with ``stopped_by_requeue``, sends SIGTERM to its
+    caller, as SLURM does to a job it requeues. Returns the bin directory and the record's path."""
+    bin_dir, record = directory / "bin", directory / "scontrol_calls.txt"
+    bin_dir.mkdir(exist_ok=True)
+    stop = "kill -TERM $PPID\n" if stopped_by_requeue else ""
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {record}\n{stop}')
+    (bin_dir / "scontrol").chmod(0o755)
+    return bin_dir, record
+
+
 def run_train(
     args: Sequence[str], env: dict[str, str] | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess[str]:

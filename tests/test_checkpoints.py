@@ -27,7 +27,7 @@ from tenfold.checkpoints import (
     is_complete_checkpoint,
     replaced_atomically,
 )
-from tests.conftest import read_csv_rows
+from tests.conftest import fake_scontrol, read_csv_rows
 
 
 def _record_saved_steps(checkpoint: ModelCheckpoint) -> list[int]:
@@ -325,10 +325,7 @@ class _StoppedByRequeue(L.Callback):
 def _slurm_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """This process as the one task of SLURM job 77, with an ``scontrol`` on the PATH that records
     its arguments; returns the record's path."""
-    record, bin_dir = tmp_path / "scontrol_calls.txt", tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {record}\n')
-    (bin_dir / "scontrol").chmod(0o755)
+    bin_dir, record = fake_scontrol(tmp_path)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     for name, value in dict(SLURM_NTASKS="1", SLURM_JOB_ID="77", SLURM_JOB_NAME="train", SLURM_PROCID="0",
                             SLURM_LOCALID="0", SLURM_NODEID="0").items():

@@ -36,7 +36,7 @@ from torch.utils.tensorboard import SummaryWriter
 import train as train_script
 from tenfold.checkpoints import PreemptionCheckpoint
 from tenfold.datamodules.samplers import EnergyDataModule
-from tests.conftest import read_csv_rows, tensorboard_scalars
+from tests.conftest import fake_scontrol, read_csv_rows, tensorboard_scalars
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "configs"
@@ -176,11 +176,7 @@ def _slurm_job_env(tmp_path: Path, tasks: int, stopped_by_requeue: bool = False)
     SLURM_PROCID and SLURM_LOCALID per task), with an ``scontrol`` on the PATH that records its
     arguments (and, with ``stopped_by_requeue``, sends SIGTERM to its caller, as SLURM does to a
     requeued job); returns the environment and the record's path."""
-    record, bin_dir = tmp_path / "scontrol_calls.txt", tmp_path / "bin"
-    bin_dir.mkdir(exist_ok=True)
-    stop = "kill -TERM $PPID\n" if stopped_by_requeue else ""
-    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {record}\n{stop}')
-    (bin_dir / "scontrol").chmod(0o755)
+    bin_dir, record = fake_scontrol(tmp_path, stopped_by_requeue)
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
